@@ -1,0 +1,3 @@
+"""chatwire: a real-time event server for AI chat applications."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""REST routers on Open WebUI's paths."""

@@ -1,0 +1,51 @@
+"""/api/v1/auths: sign up, sign in, who am I, add user (admin), sign out (revokes the token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from chatwire.api.deps import AdminDep, IdentityDep, ServicesDep
+from chatwire.db.models import User
+from chatwire.protocol import AddUserForm, SigninForm, SignupForm
+from chatwire.services.auth import user_json
+from chatwire.services.container import Services
+
+router = APIRouter(prefix="/api/v1/auths", tags=["auths"])
+
+
+def session_json(services: Services, user: User) -> dict[str, Any]:
+    token, expires_at = services.auth.issue_token(user)
+    return {"token": token, "token_type": "Bearer", "expires_at": expires_at, **user_json(user)}
+
+
+@router.post("/signup")
+async def signup(form: SignupForm, services: ServicesDep) -> dict[str, Any]:
+    user = await services.auth.signup(form.name, str(form.email), form.password)
+    await services.channels.join_public_channels(user)
+    return session_json(services, user)
+
+
+@router.post("/signin")
+async def signin(form: SigninForm, services: ServicesDep) -> dict[str, Any]:
+    return session_json(services, await services.auth.signin(str(form.email), form.password))
+
+
+@router.get("/")
+async def me(identity: IdentityDep, services: ServicesDep) -> dict[str, Any]:
+    return session_json(services, identity.user)
+
+
+@router.post("/add")
+async def add_user(form: AddUserForm, _admin: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    user = await services.auth.add_user(form.name, str(form.email), form.password, form.role)
+    await services.channels.join_public_channels(user)
+    return session_json(services, user)
+
+
+@router.post("/signout")
+async def signout(identity: IdentityDep, services: ServicesDep) -> dict[str, Any]:
+    await services.auth.revoke(identity)
+    await services.disconnect_token(identity.user.id, identity.jti)
+    return {"status": True}

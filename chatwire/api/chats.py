@@ -1,0 +1,29 @@
+"""/api/v1/chats: create, list and read chats in Open WebUI's JSON shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from chatwire.api.deps import ServicesDep, UserDep
+from chatwire.protocol import NewChatForm
+
+router = APIRouter(prefix="/api/v1/chats", tags=["chats"])
+
+
+@router.post("/new")
+async def new_chat(form: NewChatForm, user: UserDep, services: ServicesDep) -> dict[str, Any]:
+    return await services.chats.create(user, form.chat)
+
+
+@router.get("/")
+async def list_chats(
+    user: UserDep, services: ServicesDep, skip: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)
+) -> list[dict[str, Any]]:
+    return await services.chats.list_for(user, skip, limit)
+
+
+@router.get("/{chat_id}")
+async def get_chat(chat_id: str, user: UserDep, services: ServicesDep) -> dict[str, Any]:
+    return await services.chats.get(chat_id, user)

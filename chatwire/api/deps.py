@@ -1,0 +1,49 @@
+"""FastAPI dependencies: the service container and the authenticated caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from chatwire.db.models import User
+from chatwire.errors import ChatwireError, ErrorCode, forbidden
+from chatwire.services.auth import Identity
+from chatwire.services.container import Services
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.cookies.get("token")
+
+
+async def get_identity(request: Request, services: Annotated[Services, Depends(get_services)]) -> Identity:
+    token = bearer_token(request)
+    if token is None:
+        raise ChatwireError(ErrorCode.UNAUTHORIZED, "not authenticated")
+    return await services.auth.authenticate(token)
+
+
+async def get_user(identity: Annotated[Identity, Depends(get_identity)]) -> User:
+    if identity.user.role == "pending":
+        raise forbidden("account pending approval")
+    return identity.user
+
+
+async def get_admin(user: Annotated[User, Depends(get_user)]) -> User:
+    if user.role != "admin":
+        raise forbidden("admin only")
+    return user
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+IdentityDep = Annotated[Identity, Depends(get_identity)]
+UserDep = Annotated[User, Depends(get_user)]
+AdminDep = Annotated[User, Depends(get_admin)]

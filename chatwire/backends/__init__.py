@@ -1,0 +1,1 @@
+"""Backend interfaces (typing.Protocol) and their implementations: memory (embedded) and Redis (fleet)."""

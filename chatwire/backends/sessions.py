@@ -1,0 +1,54 @@
+"""The SessionStore: which user each live session belongs to, presence by TTL, and the model usage pool.
+
+Presence expires on its own: a session not refreshed within the TTL is gone, so a crashed process leaves no
+ghosts. Live processes refresh their sessions periodically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    sid: str
+    user_id: str
+    name: str
+    role: str
+    jti: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class SessionStore(Protocol):
+    async def add(self, info: SessionInfo) -> None:
+        """Register an authenticated session (replaces an earlier entry for the same sid)."""
+        ...
+
+    async def remove(self, sid: str) -> SessionInfo | None: ...
+
+    async def get(self, sid: str) -> SessionInfo | None: ...
+
+    async def sids_of(self, user_id: str) -> list[str]:
+        """Live sessions of a user."""
+        ...
+
+    async def touch(self, sids: list[str]) -> None:
+        """Refresh the presence TTL of these sessions."""
+        ...
+
+    async def online_user_ids(self) -> list[str]:
+        """Users with at least one live session."""
+        ...
+
+    async def record_usage(self, sid: str, model: str) -> None:
+        """Note that `sid` uses `model` now; the entry expires after the usage TTL."""
+        ...
+
+    async def active_models(self) -> list[str]:
+        """Models used by any live session within the usage TTL."""
+        ...
+
+    async def purge_expired(self) -> list[SessionInfo]:
+        """Drop expired sessions and usage entries; returns the sessions dropped."""
+        ...

@@ -1,0 +1,89 @@
+"""Settings: every knob of chatwire in one place, read from CHATWIRE_* variables and a `.env` file."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Defaults give an embedded server: SQLite under ./data and in-memory backends."""
+
+    model_config = SettingsConfigDict(env_prefix="CHATWIRE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Where SQLite and the generated JWT secret live.")
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy async URL; empty = sqlite+aiosqlite under data_dir. PostgreSQL: postgresql+asyncpg://",
+    )
+    redis_url: str = Field(
+        "", description="Redis URL for fleet mode; empty = in-memory backends (one process)."
+    )
+    jwt_secret: str = Field("", description="HS256 secret; empty = generated once into data_dir/jwt_secret.")
+    token_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, description="Lifetime of issued tokens.")
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port to listen on.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"], description="Allowed CORS origins, comma separated; * allows all."
+    )
+    transports: Annotated[list[Literal["websocket", "polling"]], NoDecode] = Field(
+        default_factory=lambda: ["websocket"],
+        description="Engine.IO transports, comma separated: websocket (default), polling (needs sticky sessions).",
+    )
+    ping_interval: float = Field(25.0, gt=0, description="Engine.IO ping interval in seconds.")
+    ping_timeout: float = Field(20.0, gt=0, description="Engine.IO ping timeout in seconds.")
+    event_call_timeout: float = Field(
+        60.0, gt=0, description="Seconds to wait for a browser's answer to an event call."
+    )
+    max_payload_bytes: int = Field(
+        1_048_576, gt=0, description="Largest accepted socket event payload or REST body, in bytes."
+    )
+    rate_limit_events: float = Field(
+        50.0, gt=0, description="Socket events per second a session may send (sustained)."
+    )
+    rate_limit_burst: int = Field(200, gt=0, description="Socket events a session may send in a burst.")
+    presence_ttl_seconds: float = Field(
+        60.0, gt=0, description="A session not heard from for this long is gone."
+    )
+    usage_ttl_seconds: float = Field(
+        3.0, gt=0, description="How long a `usage` report counts a model as in use."
+    )
+    log_level: str = Field("INFO", description="Logging level (DEBUG, INFO, WARNING, ERROR).")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object a line; text: plain."
+    )
+    web_dir: Path | None = Field(
+        None, description="Static web client to serve at /; empty = the bundled build."
+    )
+
+    @field_validator("cors_origins", "transports", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'chatwire.db').resolve()}"
+
+    @cached_property
+    def resolved_jwt_secret(self) -> str:
+        """The JWT secret: the configured one, or one generated once and kept in the data directory."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "jwt_secret"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()

@@ -1,0 +1,1 @@
+"""Relational storage: SQLAlchemy 2 async models, repositories and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Repositories: the only code that speaks SQL. Services call them; they know nothing of transports."""

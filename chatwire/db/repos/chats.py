@@ -1,0 +1,209 @@
+"""Chats and their messages. Messages are rows of their own: streaming touches one row, never the whole chat."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from chatwire.db.engine import Database
+from chatwire.db.models import Chat, ChatMessage
+from chatwire.util import new_id, now_s
+
+# Message fields kept in columns; everything else a client sends lives in `extra` and round-trips unchanged.
+_COLUMN_FIELDS = {
+    "id": "id",
+    "parentId": "parent_id",
+    "role": "role",
+    "content": "content",
+    "model": "model",
+    "done": "done",
+    "statusHistory": "status_history",
+    "sources": "sources",
+    "files": "files",
+    "embeds": "embeds",
+    "followUps": "follow_ups",
+    "error": "error",
+    "usage": "usage",
+}
+
+
+@dataclass
+class ChatRecord:
+    chat: Chat
+    messages: list[ChatMessage]
+
+
+def message_to_json(m: ChatMessage) -> dict[str, Any]:
+    """A stored message in Open WebUI's message shape."""
+    out: dict[str, Any] = dict(m.extra or {})
+    out.update(
+        {
+            "id": m.id,
+            "parentId": m.parent_id,
+            "role": m.role,
+            "content": m.content,
+            "done": m.done,
+        }
+    )
+    if m.model is not None:
+        out["model"] = m.model
+    for key, col in (
+        ("statusHistory", "status_history"),
+        ("sources", "sources"),
+        ("files", "files"),
+        ("embeds", "embeds"),
+        ("followUps", "follow_ups"),
+        ("error", "error"),
+        ("usage", "usage"),
+    ):
+        value = getattr(m, col)
+        if value is not None:
+            out[key] = value
+    out.setdefault("timestamp", m.created_at)
+    return out
+
+
+def message_from_json(chat_id: str, data: dict[str, Any], position: int, now: int) -> ChatMessage:
+    """Build a row from an Open WebUI message object."""
+    cols: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _COLUMN_FIELDS:
+            cols[_COLUMN_FIELDS[key]] = value
+        else:
+            extra[key] = value
+    content = cols.get("content")
+    if not isinstance(content, str):
+        cols["content"] = "" if content is None else str(content)
+    cols["done"] = bool(cols.get("done", True))
+    cols.setdefault("role", "user")
+    cols["id"] = str(cols.get("id") or new_id())
+    ts = extra.get("timestamp")
+    created = int(ts) if isinstance(ts, int | float) else now
+    return ChatMessage(
+        chat_id=chat_id, position=position, extra=extra or None, created_at=created, updated_at=now, **cols
+    )
+
+
+class ChatRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, user_id: str, chat: dict[str, Any]) -> ChatRecord:
+        now = now_s()
+        chat_id = new_id()
+        history = chat.get("history") if isinstance(chat.get("history"), dict) else {}
+        raw_messages = history.get("messages") if isinstance(history.get("messages"), dict) else {}
+        extra = {k: v for k, v in chat.items() if k not in ("history", "messages", "title", "id")}
+        row = Chat(
+            id=chat_id,
+            user_id=user_id,
+            title=str(chat.get("title") or "New Chat"),
+            current_id=history.get("currentId"),
+            extra=extra or None,
+            created_at=now,
+            updated_at=now,
+        )
+        messages: list[ChatMessage] = []
+        for position, (mid, msg) in enumerate(raw_messages.items()):
+            if isinstance(msg, dict):
+                messages.append(message_from_json(chat_id, {**msg, "id": msg.get("id", mid)}, position, now))
+        async with self.db.session() as s:
+            s.add(row)
+            await s.flush()
+            s.add_all(messages)
+        return ChatRecord(row, messages)
+
+    async def get(self, chat_id: str) -> Chat | None:
+        async with self.db.read() as s:
+            return await s.get(Chat, chat_id)
+
+    async def get_with_messages(self, chat_id: str) -> ChatRecord | None:
+        async with self.db.read() as s:
+            chat = await s.get(Chat, chat_id)
+            if chat is None:
+                return None
+            q = select(ChatMessage).where(ChatMessage.chat_id == chat_id).order_by(ChatMessage.position)
+            return ChatRecord(chat, list((await s.execute(q)).scalars()))
+
+    async def list_for_user(self, user_id: str, skip: int = 0, limit: int = 100) -> list[Chat]:
+        async with self.db.read() as s:
+            q = (
+                select(Chat)
+                .where(Chat.user_id == user_id)
+                .order_by(Chat.updated_at.desc(), Chat.id)
+                .offset(skip)
+                .limit(limit)
+            )
+            return list((await s.execute(q)).scalars())
+
+    async def set_last_read(self, chat_id: str, at: int) -> None:
+        async with self.db.session() as s:
+            await s.execute(update(Chat).where(Chat.id == chat_id).values(last_read_at=at))
+
+    async def update_chat(self, chat_id: str, **values: Any) -> None:
+        async with self.db.session() as s:
+            await s.execute(update(Chat).where(Chat.id == chat_id).values(updated_at=now_s(), **values))
+
+    async def add_message(self, chat_id: str, data: dict[str, Any]) -> ChatMessage:
+        """Append a message row at the end of the chat and make it current."""
+        now = now_s()
+        async with self.db.session() as s:
+            q = select(func.coalesce(func.max(ChatMessage.position), -1)).where(
+                ChatMessage.chat_id == chat_id
+            )
+            position = int((await s.execute(q)).scalar_one()) + 1
+            msg = message_from_json(chat_id, data, position, now)
+            s.add(msg)
+            await s.execute(update(Chat).where(Chat.id == chat_id).values(current_id=msg.id, updated_at=now))
+        return msg
+
+    async def get_message(self, chat_id: str, message_id: str) -> ChatMessage | None:
+        async with self.db.read() as s:
+            return await s.get(ChatMessage, (chat_id, message_id))
+
+    async def delete(self, chat_id: str) -> None:
+        async with self.db.session() as s:
+            await s.execute(delete(ChatMessage).where(ChatMessage.chat_id == chat_id))
+            await s.execute(delete(Chat).where(Chat.id == chat_id))
+
+
+def chat_to_json(record: ChatRecord) -> dict[str, Any]:
+    """A chat in Open WebUI's JSON shape: `chat.history.messages[id]` plus `chat.messages` along currentId."""
+    chat = record.chat
+    messages = {m.id: message_to_json(m) for m in record.messages}
+    for m in messages.values():
+        m.setdefault("childrenIds", [])
+    for m in messages.values():
+        parent = messages.get(m.get("parentId") or "")
+        if parent is not None and m["id"] not in parent["childrenIds"]:
+            parent["childrenIds"].append(m["id"])
+    current = chat.current_id or (record.messages[-1].id if record.messages else None)
+    path: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    cursor = messages.get(current or "")
+    while cursor is not None and cursor["id"] not in seen:
+        seen.add(cursor["id"])
+        path.append(cursor)
+        cursor = messages.get(cursor.get("parentId") or "")
+    body: dict[str, Any] = dict(chat.extra or {})
+    body.update(
+        {
+            "id": chat.id,
+            "title": chat.title,
+            "history": {"messages": messages, "currentId": current},
+            "messages": list(reversed(path)),
+        }
+    )
+    return {
+        "id": chat.id,
+        "user_id": chat.user_id,
+        "title": chat.title,
+        "chat": body,
+        "meta": chat.meta or {},
+        "last_read_at": chat.last_read_at,
+        "created_at": chat.created_at,
+        "updated_at": chat.updated_at,
+    }

@@ -1,0 +1,85 @@
+"""Users and revoked tokens."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, select, update
+
+from chatwire.db.engine import Database
+from chatwire.db.models import RevokedToken, User
+from chatwire.util import new_id, now_s
+
+
+class UserRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def count(self) -> int:
+        async with self.db.read() as s:
+            return int((await s.execute(select(func.count()).select_from(User))).scalar_one())
+
+    async def get(self, user_id: str) -> User | None:
+        async with self.db.read() as s:
+            return await s.get(User, user_id)
+
+    async def get_by_email(self, email: str) -> User | None:
+        async with self.db.read() as s:
+            return (await s.execute(select(User).where(User.email == email.lower()))).scalar_one_or_none()
+
+    async def get_many(self, ids: list[str]) -> list[User]:
+        if not ids:
+            return []
+        async with self.db.read() as s:
+            return list((await s.execute(select(User).where(User.id.in_(ids)))).scalars())
+
+    async def list(self, skip: int = 0, limit: int = 1000) -> list[User]:
+        async with self.db.read() as s:
+            q = select(User).order_by(User.created_at, User.id).offset(skip).limit(limit)
+            return list((await s.execute(q)).scalars())
+
+    async def list_ids(self) -> list[str]:
+        async with self.db.read() as s:
+            return list((await s.execute(select(User.id))).scalars())
+
+    async def create(
+        self,
+        *,
+        name: str,
+        email: str,
+        password_hash: str | None,
+        role: str,
+        first_is_admin: bool = False,
+        user_id: str | None = None,
+    ) -> User:
+        """Insert a user. With `first_is_admin`, the role becomes admin when no other user exists (atomically)."""
+        now = now_s()
+        async with self.db.session() as s:
+            if first_is_admin:
+                existing = (await s.execute(select(func.count()).select_from(User))).scalar_one()
+                if existing == 0:
+                    role = "admin"
+            user = User(
+                id=user_id or new_id(),
+                name=name,
+                email=email.lower(),
+                password_hash=password_hash,
+                role=role,
+                last_active_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(user)
+        return user
+
+    async def touch(self, user_id: str, at: int) -> None:
+        async with self.db.session() as s:
+            await s.execute(update(User).where(User.id == user_id).values(last_active_at=at))
+
+    async def revoke(self, jti: str, user_id: str, expires_at: int) -> None:
+        async with self.db.session() as s:
+            if await s.get(RevokedToken, jti) is None:
+                s.add(RevokedToken(jti=jti, user_id=user_id, expires_at=expires_at))
+            await s.execute(delete(RevokedToken).where(RevokedToken.expires_at < now_s()))
+
+    async def is_revoked(self, jti: str) -> bool:
+        async with self.db.read() as s:
+            return await s.get(RevokedToken, jti) is not None

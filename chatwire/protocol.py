@@ -1,0 +1,153 @@
+"""Payload models of the wire protocol: socket events and REST bodies, validated with pydantic v2.
+
+Strings are bounded so that no single field can be abused; unknown fields are ignored (old and new clients
+interoperate), except where a field would change behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
+Token = Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+Content = Annotated[str, StringConstraints(max_length=1_000_000)]
+ReactionName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_max_length=1_000_000)
+
+
+# socket events
+
+
+class AuthBlock(Model):
+    token: Token
+
+
+class UserJoin(Model):
+    auth: AuthBlock
+    since: Annotated[str, StringConstraints(max_length=128)] | int | None = None
+
+
+class JoinChannels(Model):
+    auth: AuthBlock | None = None
+
+
+class JoinNote(Model):
+    note_id: Id
+    auth: AuthBlock | None = None
+
+
+class Usage(Model):
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    action: Annotated[str, StringConstraints(max_length=64)] | None = None
+    chat_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+
+class TypingData(Model):
+    typing: bool
+
+
+class ChannelEventData(Model):
+    type: Literal["typing", "last_read_at"]
+    data: dict[str, Any] | None = None
+
+
+class ChannelEvent(Model):
+    channel_id: Id
+    message_id: Id | None = None
+    data: ChannelEventData
+
+
+class ChatEventData(Model):
+    type: Literal["last_read_at"]
+
+
+class ChatEvent(Model):
+    chat_id: Id
+    data: ChatEventData
+
+
+# REST bodies
+
+
+class SignupForm(Model):
+    name: Name
+    email: EmailStr
+    password: Password
+
+
+class SigninForm(Model):
+    email: EmailStr
+    password: Password
+
+
+class AddUserForm(SignupForm):
+    role: Literal["admin", "user", "pending"] = "user"
+
+
+class ChannelForm(Model):
+    name: Name
+    description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    type: Literal["group", "dm"] | None = None
+    is_private: bool = False
+    user_ids: list[Id] = Field(default_factory=list, max_length=10_000)
+    data: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
+
+
+class UserIdsForm(Model):
+    user_ids: list[Id] = Field(min_length=1, max_length=10_000)
+
+
+class MessageForm(Model):
+    content: Content
+    parent_id: Id | None = None
+    temp_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    data: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
+
+
+class MessageUpdateForm(Model):
+    content: Content
+    data: dict[str, Any] | None = None
+
+
+class ReactionForm(Model):
+    name: ReactionName
+
+
+class NewChatForm(Model):
+    chat: dict[str, Any]
+
+
+class AccessGroup(Model):
+    user_ids: list[Id] = Field(default_factory=list, max_length=10_000)
+    group_ids: list[Id] = Field(default_factory=list, max_length=10_000)
+
+
+class AccessControl(Model):
+    read: AccessGroup = Field(default_factory=AccessGroup)
+    write: AccessGroup = Field(default_factory=AccessGroup)
+
+
+class NoteForm(Model):
+    title: Annotated[str, StringConstraints(max_length=1024)]
+    data: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
+    access_control: AccessControl | None = None
+
+
+class NoteUpdateForm(Model):
+    title: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    data: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
+
+
+class NoteAccessForm(Model):
+    access_control: AccessControl | None = None

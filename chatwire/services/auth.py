@@ -1,0 +1,129 @@
+"""Accounts and tokens: argon2 password hashes, HS256 JWTs with expiry, revocation by token id."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from chatwire.db.models import User
+from chatwire.db.repos.users import UserRepo
+from chatwire.errors import ChatwireError, ErrorCode
+from chatwire.util import new_id, now_s
+
+ROLES = ("admin", "user", "pending")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated caller: the user and the token that proved it."""
+
+    user: User
+    jti: str | None
+    expires_at: int | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.role == "admin"
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "role": user.role,
+        "profile_image_url": user.profile_image_url,
+        "last_active_at": user.last_active_at,
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
+    }
+
+
+class AuthService:
+    def __init__(self, users: UserRepo, *, secret: str, token_ttl: int, default_role: str = "user") -> None:
+        self.users = users
+        self.secret = secret
+        self.token_ttl = token_ttl
+        self.default_role = default_role
+        self._hasher = PasswordHasher()
+
+    # tokens
+
+    def issue_token(self, user: User) -> tuple[str, int]:
+        """A signed token for `user` and its expiry (epoch seconds)."""
+        now = now_s()
+        exp = now + self.token_ttl
+        claims = {"id": user.id, "jti": new_id(), "iat": now, "exp": exp}
+        return jwt.encode(claims, self.secret, algorithm="HS256"), exp
+
+    def decode(self, token: str) -> dict[str, Any]:
+        try:
+            claims = jwt.decode(token, self.secret, algorithms=["HS256"], options={"require": ["exp", "id"]})
+        except jwt.ExpiredSignatureError as exc:
+            raise ChatwireError(ErrorCode.UNAUTHORIZED, "token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise ChatwireError(ErrorCode.UNAUTHORIZED, "invalid token") from exc
+        if not isinstance(claims.get("id"), str):
+            raise ChatwireError(ErrorCode.UNAUTHORIZED, "invalid token")
+        return claims
+
+    async def authenticate(self, token: Any) -> Identity:
+        """The identity a token proves; raises `unauthorized` for a bad, expired, revoked or orphan token."""
+        if not isinstance(token, str) or not token:
+            raise ChatwireError(ErrorCode.UNAUTHORIZED, "missing token")
+        claims = self.decode(token)
+        jti = claims.get("jti") if isinstance(claims.get("jti"), str) else None
+        if jti is not None and await self.users.is_revoked(jti):
+            raise ChatwireError(ErrorCode.UNAUTHORIZED, "token revoked")
+        user = await self.users.get(claims["id"])
+        if user is None:
+            raise ChatwireError(ErrorCode.UNAUTHORIZED, "unknown user")
+        return Identity(user=user, jti=jti, expires_at=claims.get("exp"))
+
+    async def revoke(self, identity: Identity) -> None:
+        if identity.jti is not None:
+            await self.users.revoke(
+                identity.jti, identity.user.id, identity.expires_at or now_s() + self.token_ttl
+            )
+
+    # accounts
+
+    async def _hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def signup(self, name: str, email: str, password: str) -> User:
+        """Create an account; the very first one becomes admin."""
+        if await self.users.get_by_email(email) is not None:
+            raise ChatwireError(ErrorCode.CONFLICT, "email already registered")
+        return await self.users.create(
+            name=name,
+            email=email,
+            password_hash=await self._hash(password),
+            role=self.default_role,
+            first_is_admin=True,
+        )
+
+    async def add_user(self, name: str, email: str, password: str, role: str) -> User:
+        if role not in ROLES:
+            raise ChatwireError(ErrorCode.INVALID_PAYLOAD, f"role must be one of {', '.join(ROLES)}")
+        if await self.users.get_by_email(email) is not None:
+            raise ChatwireError(ErrorCode.CONFLICT, "email already registered")
+        return await self.users.create(
+            name=name, email=email, password_hash=await self._hash(password), role=role
+        )
+
+    async def signin(self, email: str, password: str) -> User:
+        user = await self.users.get_by_email(email)
+        bad = ChatwireError(ErrorCode.UNAUTHORIZED, "wrong email or password")
+        if user is None or not user.password_hash:
+            raise bad
+        try:
+            await asyncio.to_thread(self._hasher.verify, user.password_hash, password)
+        except (VerificationError, InvalidHashError) as exc:
+            raise bad from exc
+        return user

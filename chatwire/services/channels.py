@@ -1,0 +1,327 @@
+"""Channels: membership, messages, threads, reactions, typing and read markers, with their live events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatwire.backends.broker import Broker
+from chatwire.db.models import Channel, ChannelMessage, User
+from chatwire.db.repos.channels import ChannelRepo
+from chatwire.db.repos.users import UserRepo
+from chatwire.errors import ChatwireError, ErrorCode, forbidden, not_found
+from chatwire.services.rooms import Rooms, channel_room, user_room
+from chatwire.util import now_ns
+
+CHANNEL_EVENT = "events:channel"
+CHANNEL_TYPES = (None, "group", "dm")
+
+
+def channel_json(channel: Channel, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": channel.id,
+        "user_id": channel.user_id,
+        "type": channel.type,
+        "name": channel.name,
+        "description": channel.description,
+        "is_private": channel.is_private,
+        "data": channel.data,
+        "meta": channel.meta,
+        "created_at": channel.created_at,
+        "updated_at": channel.updated_at,
+        **extra,
+    }
+
+
+def user_brief(user: User) -> dict[str, Any]:
+    return {"id": user.id, "name": user.name, "role": user.role}
+
+
+class ChannelService:
+    def __init__(self, repo: ChannelRepo, users: UserRepo, broker: Broker, rooms: Rooms) -> None:
+        self.repo = repo
+        self.users = users
+        self.broker = broker
+        self.rooms = rooms
+
+    # access
+
+    async def get_channel(self, channel_id: str) -> Channel:
+        channel = await self.repo.get(channel_id)
+        if channel is None:
+            raise not_found("channel")
+        return channel
+
+    async def require_member(self, channel_id: str, user: User) -> Channel:
+        """The channel, if `user` is a member; `not_found` / `not_member` otherwise."""
+        channel = await self.get_channel(channel_id)
+        if await self.repo.membership(channel_id, user.id) is None:
+            raise ChatwireError(ErrorCode.NOT_MEMBER, "not a member of this channel")
+        return channel
+
+    async def _require_manager(self, channel_id: str, user: User) -> Channel:
+        channel = await self.get_channel(channel_id)
+        if user.role != "admin" and channel.user_id != user.id:
+            raise forbidden("only the channel's creator or an admin may do this")
+        return channel
+
+    # channels
+
+    async def create(
+        self,
+        creator: User,
+        *,
+        name: str,
+        description: str | None,
+        type: str | None,
+        is_private: bool,
+        user_ids: list[str],
+        data: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        if type not in CHANNEL_TYPES:
+            raise ChatwireError(ErrorCode.INVALID_PAYLOAD, "type must be null, 'group' or 'dm'")
+        if type is None and creator.role != "admin":
+            raise forbidden("only an admin may create a standard channel")
+        known = {u.id for u in await self.users.get_many(list(dict.fromkeys(user_ids)))}
+        unknown = [uid for uid in user_ids if uid not in known]
+        if unknown:
+            raise ChatwireError(ErrorCode.NOT_FOUND, f"unknown user ids: {', '.join(unknown[:5])}")
+        if type is None and not is_private:
+            members = await self.users.list_ids()
+        else:
+            members = [creator.id, *user_ids]
+        if type == "dm":
+            others = [uid for uid in dict.fromkeys(user_ids) if uid != creator.id]
+            if len(others) != 1:
+                raise ChatwireError(ErrorCode.INVALID_PAYLOAD, "a dm channel has exactly one other user")
+            existing = await self._find_dm(creator.id, others[0])
+            if existing is not None:
+                return channel_json(existing)
+        channel = await self.repo.create(
+            user_id=creator.id,
+            name=name,
+            description=description,
+            type=type,
+            is_private=is_private if type is None else True,
+            member_ids=members,
+            data=data,
+            meta=meta,
+        )
+        await self._announce(channel, list(dict.fromkeys(members)), creator)
+        return channel_json(channel)
+
+    async def _find_dm(self, a: str, b: str) -> Channel | None:
+        for channel in await self.repo.list_for_user(a):
+            if channel.type == "dm" and set(await self.repo.member_ids(channel.id)) == {a, b}:
+                return channel
+        return None
+
+    async def _announce(self, channel: Channel, user_ids: list[str], actor: User) -> None:
+        """Put the users' sessions in the channel room and tell each user the channel exists."""
+        room = channel_room(channel.id)
+        for uid in user_ids:
+            await self.rooms.add_user(uid, room)
+            await self.broker.emit(
+                CHANNEL_EVENT,
+                {
+                    "channel_id": channel.id,
+                    "message_id": None,
+                    "data": {"type": "channel:created", "data": {}},
+                    "user": user_brief(actor),
+                },
+                room=user_room(uid),
+            )
+
+    async def list_for(self, user: User) -> list[dict[str, Any]]:
+        channels = await self.repo.list_for_user(user.id)
+        unread = await self.repo.unread_counts(user.id)
+        return [channel_json(c, unread_count=unread.get(c.id, 0)) for c in channels]
+
+    async def get_for(self, channel_id: str, user: User) -> dict[str, Any]:
+        channel = await self.require_member(channel_id, user)
+        member = await self.repo.membership(channel_id, user.id)
+        return channel_json(
+            channel,
+            user_ids=await self.repo.member_ids(channel_id),
+            last_read_at=member.last_read_at if member else None,
+        )
+
+    async def add_members(self, channel_id: str, actor: User, user_ids: list[str]) -> dict[str, Any]:
+        channel = await self._require_manager(channel_id, actor)
+        if channel.type == "dm":
+            raise ChatwireError(ErrorCode.INVALID_PAYLOAD, "the members of a dm channel cannot change")
+        known = {u.id for u in await self.users.get_many(user_ids)}
+        missing = [uid for uid in user_ids if uid not in known]
+        if missing:
+            raise ChatwireError(ErrorCode.NOT_FOUND, f"unknown user ids: {', '.join(missing[:5])}")
+        added = await self.repo.add_members(channel_id, user_ids)
+        await self._announce(channel, added, actor)
+        return channel_json(channel, user_ids=await self.repo.member_ids(channel_id))
+
+    async def remove_members(self, channel_id: str, actor: User, user_ids: list[str]) -> dict[str, Any]:
+        channel = await self._require_manager(channel_id, actor)
+        if channel.type == "dm":
+            raise ChatwireError(ErrorCode.INVALID_PAYLOAD, "the members of a dm channel cannot change")
+        removed = await self.repo.remove_members(channel_id, user_ids)
+        room = channel_room(channel_id)
+        for uid in removed:
+            await self.rooms.remove_user(uid, room)
+        return channel_json(channel, user_ids=await self.repo.member_ids(channel_id))
+
+    async def delete(self, channel_id: str, actor: User) -> None:
+        await self._require_manager(channel_id, actor)
+        await self.repo.delete(channel_id)
+        await self.broker.close_room(channel_room(channel_id))
+
+    async def join_public_channels(self, user: User) -> None:
+        """A new account joins every standard, non-private channel: those are open to all users."""
+        for channel in await self.repo.list_public():
+            await self.repo.add_members(channel.id, [user.id])
+
+    async def room_names_for(self, user_id: str) -> list[str]:
+        return [channel_room(cid) for cid in await self.repo.channel_ids_for_user(user_id)]
+
+    # messages
+
+    async def _message_json(self, message: ChannelMessage, **extra: Any) -> dict[str, Any]:
+        return {**(await self._messages_json([message]))[0], **extra}
+
+    async def _messages_json(self, messages: list[ChannelMessage]) -> list[dict[str, Any]]:
+        reactions = await self.repo.reactions_for([m.id for m in messages])
+        authors = {u.id: u for u in await self.users.get_many(list({m.user_id for m in messages}))}
+        out = []
+        for m in messages:
+            author = authors.get(m.user_id)
+            out.append(
+                {
+                    "id": m.id,
+                    "channel_id": m.channel_id,
+                    "user_id": m.user_id,
+                    "parent_id": m.parent_id,
+                    "content": m.content,
+                    "data": m.data,
+                    "meta": m.meta,
+                    "reply_count": m.reply_count,
+                    "reactions": reactions.get(m.id, []),
+                    "created_at": m.created_at,
+                    "updated_at": m.updated_at,
+                    "user": user_brief(author) if author else None,
+                }
+            )
+        return out
+
+    async def _emit(
+        self, channel_id: str, message_id: str | None, type_: str, data: Any, actor: User
+    ) -> None:
+        await self.broker.emit(
+            CHANNEL_EVENT,
+            {
+                "channel_id": channel_id,
+                "message_id": message_id,
+                "data": {"type": type_, "data": data},
+                "user": user_brief(actor),
+            },
+            room=channel_room(channel_id),
+        )
+
+    async def _message_in(self, channel_id: str, message_id: str) -> ChannelMessage:
+        message = await self.repo.get_message(message_id)
+        if message is None or message.channel_id != channel_id:
+            raise not_found("message")
+        return message
+
+    async def list_messages(self, channel_id: str, user: User, skip: int, limit: int) -> list[dict[str, Any]]:
+        await self.require_member(channel_id, user)
+        return await self._messages_json(await self.repo.list_messages(channel_id, skip, limit))
+
+    async def thread(
+        self, channel_id: str, message_id: str, user: User, skip: int, limit: int
+    ) -> list[dict[str, Any]]:
+        await self.require_member(channel_id, user)
+        await self._message_in(channel_id, message_id)
+        return await self._messages_json(await self.repo.list_thread(message_id, skip, limit))
+
+    async def post(
+        self,
+        channel_id: str,
+        user: User,
+        *,
+        content: str,
+        parent_id: str | None,
+        temp_id: str | None,
+        data: dict[str, Any] | None,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        await self.require_member(channel_id, user)
+        if parent_id is not None:
+            parent = await self._message_in(channel_id, parent_id)
+            if parent.parent_id is not None:
+                parent_id = parent.parent_id  # replies to a reply join the same thread
+        message = await self.repo.post_message(
+            channel_id=channel_id, user_id=user.id, content=content, parent_id=parent_id, data=data, meta=meta
+        )
+        extra = {"temp_id": temp_id} if temp_id else {}
+        body = await self._message_json(message, **extra)
+        await self._emit(channel_id, message.id, "message", body, user)
+        if parent_id is not None:
+            parent_now = await self._message_in(channel_id, parent_id)
+            await self._emit(
+                channel_id, parent_id, "message:reply", await self._message_json(parent_now), user
+            )
+        return body
+
+    async def update_message(
+        self, channel_id: str, message_id: str, user: User, content: str, data: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        await self.require_member(channel_id, user)
+        message = await self._message_in(channel_id, message_id)
+        if message.user_id != user.id and user.role != "admin":
+            raise forbidden("only the author or an admin may edit this message")
+        await self.repo.update_message(message_id, content, data)
+        body = await self._message_json(await self._message_in(channel_id, message_id))
+        await self._emit(channel_id, message_id, "message:update", body, user)
+        return body
+
+    async def delete_message(self, channel_id: str, message_id: str, user: User) -> None:
+        channel = await self.get_channel(channel_id)
+        is_member = await self.repo.membership(channel_id, user.id) is not None
+        message = await self._message_in(channel.id, message_id)
+        if not (user.role == "admin" or (is_member and message.user_id == user.id)):
+            raise forbidden("only the author or an admin may delete this message")
+        body = await self._message_json(message)
+        await self.repo.delete_message(message)
+        await self._emit(channel_id, message_id, "message:delete", body, user)
+        if message.parent_id is not None:
+            parent = await self.repo.get_message(message.parent_id)
+            if parent is not None:
+                await self._emit(
+                    channel_id, parent.id, "message:reply", await self._message_json(parent), user
+                )
+
+    async def react(
+        self, channel_id: str, message_id: str, user: User, name: str, add: bool
+    ) -> dict[str, Any]:
+        await self.require_member(channel_id, user)
+        await self._message_in(channel_id, message_id)
+        changed = (
+            await self.repo.add_reaction(message_id, user.id, name)
+            if add
+            else await self.repo.remove_reaction(message_id, user.id, name)
+        )
+        body = await self._message_json(await self._message_in(channel_id, message_id), name=name)
+        if changed:
+            kind = "message:reaction:add" if add else "message:reaction:remove"
+            await self._emit(channel_id, message_id, kind, body, user)
+        return body
+
+    # live-only events
+
+    async def typing(self, channel_id: str, message_id: str | None, user: User, typing: bool) -> None:
+        await self.require_member(channel_id, user)
+        await self._emit(channel_id, message_id, "typing", {"typing": typing}, user)
+
+    async def mark_read(self, channel_id: str, user: User) -> int:
+        await self.require_member(channel_id, user)
+        at = now_ns()
+        await self.repo.set_last_read(channel_id, user.id, at)
+        return at

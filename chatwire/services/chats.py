@@ -1,0 +1,67 @@
+"""Chats as stored records: create, list, read in Open WebUI's shape, read markers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatwire.backends.broker import Broker
+from chatwire.db.models import Chat, User
+from chatwire.db.repos.chats import ChatRepo, chat_to_json
+from chatwire.errors import not_found
+from chatwire.services.rooms import user_room
+from chatwire.util import now_s
+
+CHAT_EVENT = "events"
+
+
+class ChatService:
+    def __init__(self, repo: ChatRepo, broker: Broker) -> None:
+        self.repo = repo
+        self.broker = broker
+
+    async def own_chat(self, chat_id: str, user: User) -> Chat:
+        """The chat, if it belongs to `user` (admins may read any); `not_found` otherwise."""
+        chat = await self.repo.get(chat_id)
+        if chat is None or (chat.user_id != user.id and user.role != "admin"):
+            raise not_found("chat")
+        return chat
+
+    async def create(self, user: User, chat: dict[str, Any]) -> dict[str, Any]:
+        record = await self.repo.create(user.id, chat)
+        return chat_to_json(record)
+
+    async def list_for(self, user: User, skip: int, limit: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": c.id,
+                "title": c.title,
+                "updated_at": c.updated_at,
+                "created_at": c.created_at,
+                "last_read_at": c.last_read_at,
+            }
+            for c in await self.repo.list_for_user(user.id, skip, limit)
+        ]
+
+    async def get(self, chat_id: str, user: User) -> dict[str, Any]:
+        await self.own_chat(chat_id, user)
+        record = await self.repo.get_with_messages(chat_id)
+        if record is None:
+            raise not_found("chat")
+        return chat_to_json(record)
+
+    async def mark_read(self, chat_id: str, user: User) -> int:
+        """Store the user's read time of their own chat and tell all their tabs."""
+        chat = await self.repo.get(chat_id)
+        if chat is None or chat.user_id != user.id:
+            raise not_found("chat")
+        at = now_s()
+        await self.repo.set_last_read(chat_id, at)
+        await self.broker.emit(
+            CHAT_EVENT,
+            {
+                "chat_id": chat_id,
+                "data": {"type": "chat:list", "data": {"chat_id": chat_id, "last_read_at": at}},
+            },
+            room=user_room(user.id),
+        )
+        return at

@@ -1,0 +1,1 @@
+"""Socket.IO wiring: the server, the broker over it, and thin event handlers."""

@@ -1,0 +1,29 @@
+"""`events:channel` from clients: typing indicators and read markers, members only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import socketio
+
+from chatwire.errors import invalid
+from chatwire.protocol import ChannelEvent, TypingData
+from chatwire.transport.context import Context, socket_handler
+
+
+def register(sio: socketio.AsyncServer, ctx: Context) -> None:
+    channels = ctx.services.channels
+
+    @sio.on("events:channel")
+    @socket_handler(ctx, "events:channel", ChannelEvent)
+    async def channel_event(ctx: Context, sid: str, payload: ChannelEvent) -> dict[str, Any]:
+        user = ctx.require_user(sid)
+        kind = payload.data.type
+        if kind == "typing":
+            if payload.data.data is None:
+                raise invalid("data.data: typing events carry {typing: bool}")
+            typing = TypingData.model_validate(payload.data.data).typing
+            await channels.typing(payload.channel_id, payload.message_id, user, typing)
+            return {"ok": True}
+        at = await channels.mark_read(payload.channel_id, user)
+        return {"ok": True, "last_read_at": at}

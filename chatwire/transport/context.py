@@ -1,0 +1,151 @@
+"""Per-session local state and the handler decorator that validates, rate-limits and turns errors into acks."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from chatwire.db.models import User
+from chatwire.errors import ChatwireError, ErrorCode
+from chatwire.services.container import Services
+
+log = logging.getLogger("chatwire.socket")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class TokenBucket:
+    """Classic token bucket: `rate` tokens a second, at most `burst` saved up."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class SessionState:
+    """What this process knows about one of its sessions."""
+
+    sid: str
+    bucket: TokenBucket
+    user: User | None = None
+    jti: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Context:
+    """Shared by all handlers of one server: the services and the local session table."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.local: dict[str, SessionState] = {}
+        # Extension points for other event families (collaboration, recovery): run after user-join and
+        # after a disconnect, each guarded so one failing hook cannot break the others.
+        self.join_hooks: list[Callable[[str, User, Any], Awaitable[None]]] = []
+        self.disconnect_hooks: list[Callable[[str, SessionState | None], Awaitable[None]]] = []
+
+    def state(self, sid: str) -> SessionState:
+        st = self.local.get(sid)
+        if st is None:
+            st = SessionState(
+                sid, TokenBucket(self.settings.rate_limit_events, self.settings.rate_limit_burst)
+            )
+            self.local[sid] = st
+        return st
+
+    def require_user(self, sid: str) -> User:
+        st = self.local.get(sid)
+        if st is None or st.user is None:
+            raise ChatwireError(
+                ErrorCode.UNAUTHORIZED, "authenticate first (connect with auth.token or user-join)"
+            )
+        return st.user
+
+
+def payload_size(data: Any) -> int:
+    try:
+        return len(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError:
+        return len(repr(data))
+
+
+Handler = Callable[[Context, str, Any], Awaitable[Any]]
+
+
+def socket_handler(
+    ctx: Context, event: str, model: type[BaseModel] | None = None
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """Wrap a handler `(ctx, sid, payload)`: rate limit, size limit, validation, and errors as acks.
+
+    Whatever the handler raises, the session and the server keep running; the caller gets
+    `{"error": {"code", "message"}}` when it asked for an ack.
+    """
+
+    def decorate(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(fn)
+        async def wrapper(sid: str, *args: Any) -> Any:
+            data = args[0] if args else None
+            try:
+                if not ctx.state(sid).bucket.take():
+                    raise ChatwireError(ErrorCode.RATE_LIMITED, "too many events; slow down")
+                if payload_size(data) > ctx.settings.max_payload_bytes:
+                    raise ChatwireError(
+                        ErrorCode.PAYLOAD_TOO_LARGE, f"payload over {ctx.settings.max_payload_bytes} bytes"
+                    )
+                payload = model.model_validate(data) if model is not None else data
+                return await fn(ctx, sid, payload)
+            except ChatwireError as exc:
+                _log_rejection(ctx, sid, event, exc.code.value, exc.message)
+                return exc.to_ack()
+            except ValidationError as exc:
+                message = _validation_message(exc)
+                _log_rejection(ctx, sid, event, ErrorCode.INVALID_PAYLOAD.value, message)
+                return {"error": {"code": ErrorCode.INVALID_PAYLOAD.value, "message": message}}
+            except Exception:
+                log.exception("handler crashed", extra={"sid": sid, "event": event, **_user_of(ctx, sid)})
+                return {"error": {"code": ErrorCode.INTERNAL.value, "message": "internal error"}}
+
+        return wrapper
+
+    return decorate
+
+
+def _user_of(ctx: Context, sid: str) -> dict[str, Any]:
+    st = ctx.local.get(sid)
+    return {"user_id": st.user.id} if st is not None and st.user is not None else {}
+
+
+def _log_rejection(ctx: Context, sid: str, event: str, code: str, message: str) -> None:
+    log.info(
+        "event rejected",
+        extra={"sid": sid, "event": event, "code": code, "reason": message, **_user_of(ctx, sid)},
+    )
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "payload"
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "; ".join(parts)

@@ -1,0 +1,123 @@
+"""Connection lifecycle and session events: connect, disconnect, user-join, join-channels, join-note,
+heartbeat, usage."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+
+from chatwire.backends.sessions import SessionInfo
+from chatwire.errors import ChatwireError, ErrorCode
+from chatwire.protocol import JoinChannels, JoinNote, Usage, UserJoin
+from chatwire.services.auth import Identity
+from chatwire.services.rooms import note_room, user_room
+from chatwire.transport.context import Context, socket_handler
+
+log = logging.getLogger("chatwire.socket")
+
+
+async def authenticate_session(ctx: Context, sio: socketio.AsyncServer, sid: str, identity: Identity) -> None:
+    """Bind `sid` to the identity's user and put it in `user:{id}`; refuses a second, different user."""
+    st = ctx.state(sid)
+    if st.user is not None and st.user.id != identity.user.id:
+        raise ChatwireError(ErrorCode.USER_MISMATCH, "this session belongs to another user")
+    st.user = identity.user
+    st.jti = identity.jti
+    user = identity.user
+    await ctx.services.sessions.add(
+        SessionInfo(sid=sid, user_id=user.id, name=user.name, role=user.role, jti=identity.jti)
+    )
+    await ctx.services.broker.enter_room(sid, user_room(user.id))
+
+
+def register(sio: socketio.AsyncServer, ctx: Context) -> None:
+    services = ctx.services
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        ctx.state(sid)
+        remote = environ.get("REMOTE_ADDR") or (environ.get("asgi.scope", {}).get("client") or ["?"])[0]
+        if token is None:
+            log.info("connect", extra={"sid": sid, "remote": remote, "authenticated": False})
+            return
+        try:
+            identity = await services.auth.authenticate(token)
+            await authenticate_session(ctx, sio, sid, identity)
+        except ChatwireError as exc:
+            ctx.local.pop(sid, None)
+            log.info("connect refused", extra={"sid": sid, "remote": remote, "reason": exc.message})
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": exc.code.value}) from None
+        log.info(
+            "connect",
+            extra={"sid": sid, "remote": remote, "user_id": identity.user.id, "authenticated": True},
+        )
+
+    @sio.event
+    async def disconnect(sid: str, *args: Any) -> None:
+        st = ctx.local.pop(sid, None)
+        info = await services.sessions.remove(sid)
+        user_id = info.user_id if info else (st.user.id if st and st.user else None)
+        for hook in ctx.disconnect_hooks:
+            try:
+                await hook(sid, st)
+            except Exception:
+                log.exception("disconnect hook failed", extra={"sid": sid})
+        log.info(
+            "disconnect", extra={"sid": sid, "user_id": user_id, "reason": str(args[0]) if args else None}
+        )
+
+    @sio.on("user-join")
+    @socket_handler(ctx, "user-join", UserJoin)
+    async def user_join(ctx: Context, sid: str, payload: UserJoin) -> dict[str, Any]:
+        identity = await services.auth.authenticate(payload.auth.token)
+        await authenticate_session(ctx, sio, sid, identity)
+        user = identity.user
+        rooms = await services.channels.room_names_for(user.id)
+        for room in rooms:
+            await services.broker.enter_room(sid, room)
+        for hook in ctx.join_hooks:
+            await hook(sid, user, payload)
+        log.info("join", extra={"sid": sid, "user_id": user.id, "rooms": len(rooms) + 1})
+        return {"id": user.id, "name": user.name}
+
+    @sio.on("join-channels")
+    @socket_handler(ctx, "join-channels", JoinChannels)
+    async def join_channels(ctx: Context, sid: str, payload: JoinChannels) -> dict[str, Any]:
+        user = await _user_for(ctx, sid, payload.auth.token if payload.auth else None)
+        rooms = await services.channels.room_names_for(user.id)
+        for room in rooms:
+            await services.broker.enter_room(sid, room)
+        return {"rooms": len(rooms)}
+
+    @sio.on("join-note")
+    @socket_handler(ctx, "join-note", JoinNote)
+    async def join_note(ctx: Context, sid: str, payload: JoinNote) -> dict[str, Any]:
+        user = await _user_for(ctx, sid, payload.auth.token if payload.auth else None)
+        await services.notes.require(payload.note_id, user, "read")
+        await services.broker.enter_room(sid, note_room(payload.note_id))
+        return {"note_id": payload.note_id}
+
+    @sio.on("heartbeat")
+    @socket_handler(ctx, "heartbeat")
+    async def heartbeat(ctx: Context, sid: str, _payload: Any) -> None:
+        user = ctx.require_user(sid)
+        await services.presence.heartbeat(sid, user.id)
+
+    @sio.on("usage")
+    @socket_handler(ctx, "usage", Usage)
+    async def usage(ctx: Context, sid: str, payload: Usage) -> None:
+        ctx.require_user(sid)
+        await services.presence.usage(sid, payload.model)
+
+
+async def _user_for(ctx: Context, sid: str, token: str | None) -> Any:
+    """The session's user; a token in the payload must belong to that same user."""
+    user = ctx.require_user(sid)
+    if token is not None:
+        identity = await ctx.services.auth.authenticate(token)
+        if identity.user.id != user.id:
+            raise ChatwireError(ErrorCode.USER_MISMATCH, "token belongs to another user")
+    return user
