@@ -25,11 +25,11 @@ run: $(STAMP)
 	$(BIN)/chatwire serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check chatwire tests bench
-	$(BIN)/ruff format --check chatwire tests bench
+	$(BIN)/ruff check chatwire tests $(wildcard bench)
+	$(BIN)/ruff format --check chatwire tests $(wildcard bench)
 
 test: $(STAMP) $(NODE_STAMP)
-	$(BIN)/ruff check chatwire tests bench
+	$(BIN)/ruff check chatwire tests $(wildcard bench)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:
