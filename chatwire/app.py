@@ -30,7 +30,11 @@ log = logging.getLogger("chatwire")
 
 
 class BodyLimit:
-    """Refuses request bodies over `limit` bytes with 413, by header and while streaming."""
+    """Refuses request bodies over `limit` bytes with 413, by header and while streaming.
+
+    The body is read up to the limit before the app runs, so a chunked body that turns out too large is
+    answered with 413 (not with the app's body-parsing error) and the app never sees a partial request.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -44,18 +48,32 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await _too_large(send, self.limit)
                 return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise ChatwireError(ErrorCode.PAYLOAD_TOO_LARGE, f"request body over {self.limit} bytes")
-            return message
+            if message["type"] != "http.request":
+                break  # the client went away; let the app see the disconnect
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > self.limit:
+                await _too_large(send, self.limit)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        buffered: list[Message] = [
+            {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            if message["type"] == "http.request"
+            else message
+        ]
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            if buffered:
+                return buffered.pop()
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send: Send, limit: int) -> None:

@@ -273,8 +273,12 @@ class ChannelService:
     async def update_message(
         self, channel_id: str, message_id: str, user: User, content: str, data: dict[str, Any] | None
     ) -> dict[str, Any]:
-        await self.require_member(channel_id, user)
-        message = await self._message_in(channel_id, message_id)
+        channel = await self.get_channel(channel_id)
+        is_member = await self.repo.membership(channel_id, user.id) is not None
+        if not is_member and user.role != "admin":
+            raise ChatwireError(ErrorCode.NOT_MEMBER, "not a member of this channel")
+        message = await self._message_in(channel.id, message_id)
+        # Like delete: the author (still a member) or an admin, who moderates without being a member.
         if message.user_id != user.id and user.role != "admin":
             raise forbidden("only the author or an admin may edit this message")
         await self.repo.update_message(message_id, content, data)
@@ -285,8 +289,10 @@ class ChannelService:
     async def delete_message(self, channel_id: str, message_id: str, user: User) -> None:
         channel = await self.get_channel(channel_id)
         is_member = await self.repo.membership(channel_id, user.id) is not None
+        if not is_member and user.role != "admin":
+            raise ChatwireError(ErrorCode.NOT_MEMBER, "not a member of this channel")
         message = await self._message_in(channel.id, message_id)
-        if not (user.role == "admin" or (is_member and message.user_id == user.id)):
+        if message.user_id != user.id and user.role != "admin":
             raise forbidden("only the author or an admin may delete this message")
         body = await self._message_json(message)
         await self.repo.delete_message(message)
