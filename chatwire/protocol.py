@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
@@ -50,7 +50,7 @@ class Usage(Model):
 
 
 class TypingData(Model):
-    typing: bool
+    typing: StrictBool  # "yes" or 1 is refused, not coerced
 
 
 class ChannelEventData(Model):
