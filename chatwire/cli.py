@@ -12,12 +12,15 @@ app = typer.Typer(help="chatwire: a real-time event server for AI chat applicati
 
 
 def _settings_help() -> str:
-    lines = ["Settings (environment variables, also read from .env):", ""]
+    """One paragraph per setting (name, default, meaning), built from the Settings model so none is missed."""
+    paragraphs = ["Settings (environment variables, also read from .env):"]
     for name, field in Settings.model_fields.items():
         default = field.default if field.default_factory is None else field.default_factory()  # type: ignore[call-arg]
-        lines.append(f"CHATWIRE_{name.upper()}  (default: {default!s})  {field.description or ''}")
-        lines.append("")
-    return "\n\n".join(lines)
+        if isinstance(default, list):
+            default = ",".join(str(v) for v in default)
+        shown = "(empty)" if default in ("", None) else str(default)
+        paragraphs.append(f"CHATWIRE_{name.upper()} (default: {shown}): {field.description or ''}")
+    return "\n\n".join(paragraphs)
 
 
 @app.command(help="Run the server.\n\n" + _settings_help())
