@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from sqlalchemy.exc import IntegrityError
 
 from chatwire.db.engine import Database
 from chatwire.db.models import User
@@ -11,6 +12,7 @@ from chatwire.db.repos.channels import ChannelRepo
 from chatwire.db.repos.chats import ChatRepo, chat_to_json
 from chatwire.db.repos.notes import NoteRepo
 from chatwire.db.repos.users import UserRepo
+from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.util import now_s
 
 
@@ -44,11 +46,25 @@ async def test_first_user_is_admin_then_default_role(db: Database) -> None:
     assert await repo.get_many([]) == []
 
 
+async def test_concurrent_first_signups_make_exactly_one_admin(db: Database) -> None:
+    repo = UserRepo(db)
+    users = await asyncio.gather(
+        *(
+            repo.create(
+                name=f"u{i}", email=f"u{i}@example.com", password_hash="h", role="user", first_is_admin=True
+            )
+            for i in range(8)
+        )
+    )
+    assert sorted(u.role for u in users) == ["admin"] + ["user"] * 7
+
+
 async def test_email_is_unique(db: Database) -> None:
     repo = UserRepo(db)
     await repo.create(name="Ada", email="ada@example.com", password_hash="h", role="user")
-    with pytest.raises(IntegrityError):
+    with pytest.raises(ChatwireError) as info:
         await repo.create(name="Ada2", email="ADA@example.com", password_hash="h", role="user")
+    assert info.value.code == ErrorCode.CONFLICT
     assert await repo.count() == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -124,6 +125,16 @@ async def test_signup_signin_me_and_bad_input(world: World) -> None:
         json={"email": "nobody@example.com", "password": PASSWORD},
     )
     await refused(world, None, "POST", "/api/v1/auths/signin", 422, json={"email": world.bob["email"]})
+
+
+async def test_concurrent_signups_with_one_email_make_one_account(world: World) -> None:
+    async def attempt() -> int:
+        async with world.http() as http:
+            form = {"name": "Twin", "email": "twin@example.com", "password": "p"}
+            return (await http.post("/api/v1/auths/signup", json=form)).status_code
+
+    statuses = sorted(await asyncio.gather(*(attempt() for _ in range(4))))
+    assert statuses == [200, 409, 409, 409]
 
 
 async def test_admin_adds_users_and_lists_them(world: World) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from chatwire.db.engine import Database
 from chatwire.db.models import RevokedToken, User
+from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.util import new_id, now_s
+
+# Key of the PostgreSQL advisory lock that serialises "is this the first user?" across sessions and processes.
+FIRST_USER_LOCK = 0x63770001
 
 
 class UserRepo:
@@ -50,10 +55,32 @@ class UserRepo:
         first_is_admin: bool = False,
         user_id: str | None = None,
     ) -> User:
-        """Insert a user. With `first_is_admin`, the role becomes admin when no other user exists (atomically)."""
+        """Insert a user. With `first_is_admin`, the role becomes admin when no other user exists (atomically).
+
+        A taken email (also one taken by a concurrent insert) raises `conflict`.
+        """
         now = now_s()
+        try:
+            return await self._insert(name, email, password_hash, role, first_is_admin, user_id, now)
+        except IntegrityError as exc:
+            raise ChatwireError(ErrorCode.CONFLICT, "email already registered") from exc
+
+    async def _insert(
+        self,
+        name: str,
+        email: str,
+        password_hash: str | None,
+        role: str,
+        first_is_admin: bool,
+        user_id: str | None,
+        now: int,
+    ) -> User:
         async with self.db.session() as s:
             if first_is_admin:
+                if not self.db.is_sqlite:
+                    # Without it, concurrent sign-ups on an empty database all count zero users and all
+                    # become admins (READ COMMITTED). SQLite writers are already serialised.
+                    await s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FIRST_USER_LOCK})
                 existing = (await s.execute(select(func.count()).select_from(User))).scalar_one()
                 if existing == 0:
                     role = "admin"
