@@ -322,8 +322,9 @@ async def test_flood_is_rate_limited_and_connection_survives(strict_server: Runn
 
 
 async def test_handler_crash_is_an_internal_error_ack(
-    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="chatwire")
     ada = await server.signup("Ada")
     client = await RecordingClient(server.url).connect(ada["token"])
     try:
@@ -334,6 +335,10 @@ async def test_handler_crash_is_an_internal_error_ack(
         monkeypatch.setattr(server.services.presence, "heartbeat", broken)
         ack = await client.call("heartbeat", {})
         assert ack == {"error": {"code": "internal_error", "message": "internal error"}}
+        crashed = [r for r in caplog.records if r.getMessage() == "handler crashed"]
+        assert len(crashed) == 1 and crashed[0].exc_info is not None
+        assert crashed[0].user_id == ada["id"] and crashed[0].sid  # type: ignore[attr-defined]
+        assert crashed[0].event == "heartbeat"  # type: ignore[attr-defined]
         monkeypatch.undo()
         assert client.sio.connected
         assert await client.call("heartbeat", {}) is None
