@@ -10,10 +10,10 @@ from typing import Any
 import socketio
 
 from chatwire.config import Settings
-from chatwire.errors import ErrorCode
+from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.services.container import Services
 from chatwire.transport import channels, chats, session
-from chatwire.transport.context import Context
+from chatwire.transport.context import Context, socket_handler
 
 log = logging.getLogger("chatwire.socket")
 
@@ -50,14 +50,15 @@ class Realtime:
         chats.register(sio, self.ctx)
 
         @sio.on("*")
-        async def unknown(event: str, sid: str, *args: Any) -> dict[str, Any]:
-            log.info("unknown event", extra={"sid": sid, "event": str(event)[:100]})
-            return {
-                "error": {
-                    "code": ErrorCode.INVALID_PAYLOAD.value,
-                    "message": f"unknown event {str(event)[:100]!r}",
-                }
-            }
+        async def unknown(event: str, sid: str, *args: Any) -> Any:
+            # Through the same decorator as every handler, so unknown events also count against the
+            # session's rate limit and are logged once as a rejection with the user and session ids.
+            name = str(event)[:100]
+
+            async def refuse(_ctx: Context, _sid: str, _payload: Any) -> None:
+                raise ChatwireError(ErrorCode.INVALID_PAYLOAD, f"unknown event {name!r}")
+
+            return await socket_handler(self.ctx, name)(refuse)(sid, *args)
 
     async def start(self) -> None:
         if self._task is not None:

@@ -321,6 +321,18 @@ async def test_flood_is_rate_limited_and_connection_survives(strict_server: Runn
         await client.close()
 
 
+async def test_unknown_events_count_against_the_rate_limit(strict_server: RunningServer) -> None:
+    ada = await strict_server.signup("Ada")
+    client = await RecordingClient(strict_server.url).connect(ada["token"])
+    try:
+        acks = await asyncio.gather(*(client.call("spam", {}) for _ in range(12)))
+        codes = [a["error"]["code"] for a in acks]
+        assert "rate_limited" in codes and set(codes) == {"invalid_payload", "rate_limited"}
+        assert client.sio.connected
+    finally:
+        await client.close()
+
+
 async def test_handler_crash_is_an_internal_error_ack(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -392,3 +404,36 @@ async def test_logs_carry_user_and_session_ids(
     assert rejected.code == "not_found" and rejected.event == "events:channel"  # type: ignore[attr-defined]
     refused = one("connect refused")
     assert refused.sid and refused.reason == "invalid token"  # type: ignore[attr-defined]
+
+
+# room membership follows channel membership at once
+
+
+async def test_added_member_enters_the_room_and_deleted_channel_empties_it(server: RunningServer) -> None:
+    ada = await server.signup("Ada")
+    bob = await server.signup("Bob")
+    cid = await group(server, ada)
+    b = await RecordingClient(server.url).connect(bob["token"])
+    a = await RecordingClient(server.url).connect(ada["token"])
+    try:
+        assert f"channel:{cid}" not in await rooms(server, b)
+        async with server.http(ada["token"]) as http:
+            r = await http.post(f"/api/v1/channels/{cid}/update/members/add", json={"user_ids": [bob["id"]]})
+            assert r.status_code == 200
+        created = await b.wait_for("events:channel", lambda p: p["data"]["type"] == "channel:created")
+        assert created["channel_id"] == cid
+        assert f"channel:{cid}" in await rooms(server, b)
+        async with server.http(ada["token"]) as http:
+            await http.post(f"/api/v1/channels/{cid}/messages/post", json={"content": "welcome"})
+        got = await b.wait_for("events:channel", lambda p: p["data"]["type"] == "message")
+        assert got["data"]["data"]["content"] == "welcome"
+
+        async with server.http(ada["token"]) as http:
+            assert (await http.delete(f"/api/v1/channels/{cid}/delete")).status_code == 200
+        assert await server.services.broker.room_sids(f"channel:{cid}") == []
+        assert f"channel:{cid}" not in await rooms(server, a)
+        refused = await b.call("events:channel", {"channel_id": cid, "data": {"type": "last_read_at"}})
+        assert refused["error"]["code"] == "not_found"
+    finally:
+        await a.close()
+        await b.close()
