@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatwire import __version__
@@ -30,7 +31,7 @@ log = logging.getLogger("chatwire")
 
 
 class BodyLimit:
-    """Refuses request bodies over `limit` bytes with 413, by header and while streaming.
+    """Refuses request bodies over `limit` bytes with 413, by header and while streaming (and NUL in paths).
 
     The body is read up to the limit before the app runs, so a chunked body that turns out too large is
     answered with 413 (not with the app's body-parsing error) and the app never sees a partial request.
@@ -43,6 +44,10 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", ""):
+            # No id holds a NUL character, and PostgreSQL cannot even compare with one.
+            await _refuse(send, 400, "NUL character in the path", ErrorCode.INVALID_PAYLOAD)
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
@@ -77,11 +82,12 @@ class BodyLimit:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    response = JSONResponse(
-        {"detail": f"request body over {limit} bytes", "code": ErrorCode.PAYLOAD_TOO_LARGE.value},
-        status_code=413,
-    )
-    await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+    await _refuse(send, 413, f"request body over {limit} bytes", ErrorCode.PAYLOAD_TOO_LARGE)
+
+
+async def _refuse(send: Send, status: int, detail: str, code: ErrorCode) -> None:
+    response = JSONResponse({"detail": detail, "code": code.value}, status_code=status)
+    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
 
 
@@ -120,6 +126,15 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     @api.exception_handler(ChatwireError)
     async def chatwire_error(_request: Request, exc: ChatwireError) -> JSONResponse:
         return JSONResponse({"detail": exc.message, "code": exc.code.value}, status_code=exc.http_status)
+
+    @api.exception_handler(DataError)
+    async def data_error(_request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the validation let through (its transaction was rolled back):
+        # that is bad input, not a server fault.
+        log.warning("database refused a value", extra={"error": str(exc.orig)[:300]})
+        return JSONResponse(
+            {"detail": "a value is not acceptable", "code": ErrorCode.INVALID_PAYLOAD.value}, status_code=400
+        )
 
     @api.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

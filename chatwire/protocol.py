@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints, field_validator
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=64)]  # the width of every user id column
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=8192)]
 Content = Annotated[str, StringConstraints(max_length=1_000_000)]
@@ -20,6 +21,15 @@ Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", str_max_length=1_000_000)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """PostgreSQL text cannot hold NUL characters: refuse them everywhere, so both databases agree."""
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and "\x00" in v for v in items):
+            raise ValueError("NUL characters are not allowed")
+        return value
 
 
 # socket events
@@ -96,13 +106,13 @@ class ChannelForm(Model):
     description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
     type: Literal["group", "dm"] | None = None
     is_private: bool = False
-    user_ids: list[Id] = Field(default_factory=list, max_length=10_000)
+    user_ids: list[UserId] = Field(default_factory=list, max_length=10_000)
     data: dict[str, Any] | None = None
     meta: dict[str, Any] | None = None
 
 
 class UserIdsForm(Model):
-    user_ids: list[Id] = Field(min_length=1, max_length=10_000)
+    user_ids: list[UserId] = Field(min_length=1, max_length=10_000)
 
 
 class MessageForm(Model):
@@ -127,7 +137,7 @@ class NewChatForm(Model):
 
 
 class AccessGroup(Model):
-    user_ids: list[Id] = Field(default_factory=list, max_length=10_000)
+    user_ids: list[UserId] = Field(default_factory=list, max_length=10_000)
     group_ids: list[Id] = Field(default_factory=list, max_length=10_000)
 
 

@@ -6,12 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from chatwire.api.deps import ServicesDep, UserDep
+from chatwire.api.deps import MAX_SKIP, ServicesDep, UserDep
 from chatwire.protocol import ChannelForm, MessageForm, MessageUpdateForm, ReactionForm, UserIdsForm
 
 router = APIRouter(prefix="/api/v1/channels", tags=["channels"])
 
-Skip = Query(0, ge=0)
+Skip = Query(0, ge=0, le=MAX_SKIP)
 Limit = Query(50, ge=1, le=1000)
 
 

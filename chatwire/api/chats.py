@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from chatwire.api.deps import ServicesDep, UserDep
+from chatwire.api.deps import MAX_SKIP, ServicesDep, UserDep
 from chatwire.protocol import NewChatForm
 
 router = APIRouter(prefix="/api/v1/chats", tags=["chats"])
@@ -19,7 +19,10 @@ async def new_chat(form: NewChatForm, user: UserDep, services: ServicesDep) -> d
 
 @router.get("/")
 async def list_chats(
-    user: UserDep, services: ServicesDep, skip: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)
+    user: UserDep,
+    services: ServicesDep,
+    skip: int = Query(0, ge=0, le=MAX_SKIP),
+    limit: int = Query(100, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     return await services.chats.list_for(user, skip, limit)
 

@@ -43,6 +43,9 @@ async def get_admin(user: Annotated[User, Depends(get_user)]) -> User:
     return user
 
 
+# Upper bound of `skip` query parameters: larger values overflow PostgreSQL's BIGINT offset.
+MAX_SKIP = 1_000_000_000
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 IdentityDep = Annotated[Identity, Depends(get_identity)]
 UserDep = Annotated[User, Depends(get_user)]

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, select, update
 
 from chatwire.db.engine import Database
 from chatwire.db.models import Chat, ChatMessage
+from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.util import new_id, now_s
 
 # Message fields kept in columns; everything else a client sends lives in `extra` and round-trips unchanged.
@@ -65,8 +66,30 @@ def message_to_json(m: ChatMessage) -> dict[str, Any]:
     return out
 
 
+_MAX_TIMESTAMP = 2**62  # fits BIGINT with room to spare
+
+
+def _text(value: Any, what: str, limit: int | None = None) -> str:
+    """A string column value: refused when not a string, too long, or holding NUL (PostgreSQL refuses it)."""
+    if not isinstance(value, str):
+        raise ChatwireError(ErrorCode.INVALID_PAYLOAD, f"{what} must be a string")
+    if limit is not None and len(value) > limit:
+        raise ChatwireError(ErrorCode.INVALID_PAYLOAD, f"{what} is longer than {limit} characters")
+    if "\x00" in value:
+        raise ChatwireError(ErrorCode.INVALID_PAYLOAD, f"{what} contains a NUL character")
+    return value
+
+
+def _message_id(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return _text(value, what, 64) or None
+
+
 def message_from_json(chat_id: str, data: dict[str, Any], position: int, now: int) -> ChatMessage:
-    """Build a row from an Open WebUI message object."""
+    """Build a row from an Open WebUI message object; values that the columns cannot hold are refused."""
     cols: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in data.items():
@@ -75,13 +98,15 @@ def message_from_json(chat_id: str, data: dict[str, Any], position: int, now: in
         else:
             extra[key] = value
     content = cols.get("content")
-    if not isinstance(content, str):
-        cols["content"] = "" if content is None else str(content)
+    cols["content"] = _text("" if content is None else content, "message content")
     cols["done"] = bool(cols.get("done", True))
-    cols.setdefault("role", "user")
-    cols["id"] = str(cols.get("id") or new_id())
+    cols["role"] = _text(cols.get("role") or "user", "message role", 32)
+    if cols.get("model") is not None:
+        cols["model"] = _text(cols["model"], "message model", 255)
+    cols["id"] = _message_id(cols.get("id"), "message id") or new_id()
+    cols["parent_id"] = _message_id(cols.get("parent_id"), "message parentId")
     ts = extra.get("timestamp")
-    created = int(ts) if isinstance(ts, int | float) else now
+    created = int(ts) if isinstance(ts, int | float) and 0 <= ts < _MAX_TIMESTAMP else now
     return ChatMessage(
         chat_id=chat_id, position=position, extra=extra or None, created_at=created, updated_at=now, **cols
     )
@@ -100,8 +125,8 @@ class ChatRepo:
         row = Chat(
             id=chat_id,
             user_id=user_id,
-            title=str(chat.get("title") or "New Chat"),
-            current_id=history.get("currentId"),
+            title=_text(chat.get("title") or "New Chat", "chat title", 1024),
+            current_id=_message_id(history.get("currentId"), "history currentId"),
             extra=extra or None,
             created_at=now,
             updated_at=now,
@@ -110,6 +135,8 @@ class ChatRepo:
         for position, (mid, msg) in enumerate(raw_messages.items()):
             if isinstance(msg, dict):
                 messages.append(message_from_json(chat_id, {**msg, "id": msg.get("id", mid)}, position, now))
+        if len({m.id for m in messages}) != len(messages):
+            raise ChatwireError(ErrorCode.INVALID_PAYLOAD, "two messages of the chat have the same id")
         async with self.db.session() as s:
             s.add(row)
             await s.flush()
