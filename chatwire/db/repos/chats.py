@@ -119,8 +119,10 @@ class ChatRepo:
     async def create(self, user_id: str, chat: dict[str, Any]) -> ChatRecord:
         now = now_s()
         chat_id = new_id()
-        history = chat.get("history") if isinstance(chat.get("history"), dict) else {}
-        raw_messages = history.get("messages") if isinstance(history.get("messages"), dict) else {}
+        found = chat.get("history")
+        history: dict[str, Any] = found if isinstance(found, dict) else {}
+        found = history.get("messages")
+        raw_messages: dict[str, Any] = found if isinstance(found, dict) else {}
         extra = {k: v for k, v in chat.items() if k not in ("history", "messages", "title", "id")}
         row = Chat(
             id=chat_id,

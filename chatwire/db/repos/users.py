@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
@@ -30,7 +32,7 @@ class UserRepo:
         async with self.db.read() as s:
             return (await s.execute(select(User).where(User.email == email.lower()))).scalar_one_or_none()
 
-    async def get_many(self, ids: list[str]) -> list[User]:
+    async def get_many(self, ids: builtins.list[str]) -> builtins.list[User]:
         if not ids:
             return []
         async with self.db.read() as s:
@@ -41,7 +43,7 @@ class UserRepo:
             q = select(User).order_by(User.created_at, User.id).offset(skip).limit(limit)
             return list((await s.execute(q)).scalars())
 
-    async def list_ids(self) -> list[str]:
+    async def list_ids(self) -> builtins.list[str]:
         async with self.db.read() as s:
             return list((await s.execute(select(User.id))).scalars())
 
