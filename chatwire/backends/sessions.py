@@ -17,6 +17,7 @@ class SessionInfo:
     name: str
     role: str
     jti: str | None = None
+    host: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
 
