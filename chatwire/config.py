@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "", description="Redis URL for fleet mode; empty = in-memory backends (one process)."
     )
+    redis_prefix: str = Field("chatwire:", description="Prefix of every Redis key and channel chatwire uses.")
+    fleet_max_payload_bytes: int = Field(
+        1_048_576, gt=0, description="Largest event that may cross processes through Redis (refused at emit)."
+    )
     jwt_secret: str = Field("", description="HS256 secret; empty = generated once into data_dir/jwt_secret.")
     token_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, description="Lifetime of issued tokens.")
     host: str = Field("127.0.0.1", description="Address to listen on.")

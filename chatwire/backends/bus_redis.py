@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from chatwire.backends.bus import Handler
+from chatwire.backends.redis_client import make_client
 
 log = logging.getLogger("chatwire.bus")
 
@@ -26,7 +27,7 @@ class RedisBus:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
-        self._pub = aioredis.Redis.from_url(url, health_check_interval=10)
+        self._pub = make_client(url)
         self._sub_client: aioredis.Redis | None = None
         self._pubsub: Any = None
         self._topics: set[str] = set()
@@ -71,7 +72,7 @@ class RedisBus:
 
     async def _connect(self) -> None:
         async with self._lock:
-            self._sub_client = aioredis.Redis.from_url(self.url, health_check_interval=10)
+            self._sub_client = make_client(self.url)
             self._pubsub = self._sub_client.pubsub(ignore_subscribe_messages=False)
             # A private channel keeps the connection in subscribed mode even with no topics yet.
             await self._pubsub.subscribe(self._channel("_alive"), *(self._channel(t) for t in self._topics))
@@ -143,6 +144,13 @@ class RedisBus:
 
     async def publish(self, topic: str, payload: bytes) -> int:
         return int(await self._pub.publish(self._channel(topic), payload))
+
+    async def ping(self) -> bool:
+        """True when Redis answers on the publishing connection."""
+        try:
+            return bool(await self._pub.ping())
+        except (RedisError, OSError):
+            return False
 
     @property
     def healthy(self) -> bool:

@@ -92,17 +92,19 @@ class RedisSessionStore:
     async def sids_of(self, user_id: str) -> list[str]:
         return sorted(_s(s) for s in await self.r.zrangebyscore(f"{self.p}u:{user_id}", self._now(), "+inf"))
 
-    async def touch(self, sids: list[str]) -> None:
+    async def touch(self, sids: list[str]) -> list[str]:
         if not sids:
-            return
+            return []
         async with self.r.pipeline(transaction=False) as pipe:
             for sid in sids:
                 pipe.hget(f"{self.p}s:{sid}", "user_id")
             owners = await pipe.execute()
         deadline = self._now() + self.presence_ms
+        missing = []
         async with self.r.pipeline(transaction=False) as pipe:
             for sid, uid in zip(sids, owners, strict=True):
                 if uid is None:
+                    missing.append(sid)
                     continue
                 user_id = _s(uid)
                 pipe.zadd(f"{self.p}sids", {sid: deadline}, xx=True)
@@ -111,6 +113,7 @@ class RedisSessionStore:
                 pipe.pexpire(f"{self.p}u:{user_id}", self.presence_ms * 2)
                 pipe.zadd(f"{self.p}users", {user_id: deadline}, gt=True)
             await pipe.execute()
+        return missing
 
     async def online_user_ids(self) -> list[str]:
         return sorted(_s(u) for u in await self.r.zrangebyscore(f"{self.p}users", self._now(), "+inf"))

@@ -9,6 +9,7 @@ from typing import Any
 
 import socketio
 
+from chatwire.backends.sessions import SessionInfo
 from chatwire.config import Settings
 from chatwire.errors import ErrorCode
 from chatwire.services.container import Services
@@ -18,9 +19,12 @@ from chatwire.transport.context import Context
 log = logging.getLogger("chatwire.socket")
 
 SOCKETIO_PATH = "ws/socket.io"
+CLEANUP_LOCK = "usage-cleanup"
 
 
-def create_sio(settings: Settings) -> socketio.AsyncServer:
+def create_sio(
+    settings: Settings, client_manager: socketio.AsyncManager | None = None
+) -> socketio.AsyncServer:
     cors: Any = "*" if settings.cors_origins == ["*"] else settings.cors_origins
     return socketio.AsyncServer(
         async_mode="asgi",
@@ -34,6 +38,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         logger=False,
         engineio_logger=False,
         always_connect=False,
+        client_manager=client_manager,
     )
 
 
@@ -70,15 +75,39 @@ class Realtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            with contextlib.suppress(Exception):
+                await self.services.lock.release(CLEANUP_LOCK, self.services.host_id)
+
+    async def _reregister(self, sid: str) -> None:
+        """Put a live local session back into the store (after a Redis restart lost it)."""
+        st = self.ctx.local.get(sid)
+        if st is None or st.user is None:
+            return
+        user = st.user
+        await self.services.sessions.add(
+            SessionInfo(
+                sid=sid,
+                user_id=user.id,
+                name=user.name,
+                role=user.role,
+                jti=st.jti,
+                host=self.services.host_id,
+            )
+        )
+        log.info("session re-registered", extra={"sid": sid, "user_id": user.id})
 
     async def _upkeep(self) -> None:
-        """Refresh the presence of this process's live sessions and drop expired entries, forever."""
+        """Refresh the presence of this process's live sessions, forever; drop expired entries under the
+        clean-up lock, so that in a fleet one process at a time does it and another takes over if it dies."""
         interval = max(0.5, self.services.settings.presence_ttl_seconds / 3)
+        lock, owner = self.services.lock, self.services.host_id
         while True:
             try:
                 live = [sid for sid, st in self.ctx.local.items() if st.user is not None]
-                await self.services.sessions.touch(live)
-                await self.services.sessions.purge_expired()
+                for sid in await self.services.sessions.touch(live):
+                    await self._reregister(sid)
+                if await lock.acquire(CLEANUP_LOCK, owner, interval * 3):
+                    await self.services.sessions.purge_expired()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -78,6 +78,7 @@ async def test_usage_expires_and_leaves_with_the_session(store: SessionStore) ->
 
 
 async def test_touch_of_unknown_session_creates_nothing(store: SessionStore) -> None:
-    await store.touch(["ghost"])
+    await store.add(info("s1", "u1"))
+    assert await store.touch(["ghost", "s1"]) == ["ghost"]
     assert await store.get("ghost") is None
-    assert await store.online_user_ids() == []
+    assert await store.online_user_ids() == ["u1"]
