@@ -197,15 +197,22 @@ async def test_sigkill_leaves_no_ghosts_and_cleanup_lock_moves(fleet: Fleet) -> 
         assert owner_before is not None
         # Kill the process that owns the clean-up lock (or process 2 if that is not one we can tell).
         fleet.servers[2].kill()
-        deadline = asyncio.get_running_loop().time() + PRESENCE_TTL * 4
+        # After the TTL (plus a lock hand-over if the dead process held the clean-up lock), nothing of the
+        # dead process is left: no session, no user, no usage entry, not even in Redis's raw keys.
+        deadline = asyncio.get_running_loop().time() + PRESENCE_TTL * 6
+        leftovers = -1
         while asyncio.get_running_loop().time() < deadline:
             async with fleet.servers[0].http(ada["token"]) as http:
                 usage = await json_of(await http.get("/api/usage"))
-            if usage["user_count"] == 1 and not usage["model_ids"]:
+            leftovers = await redis_client.zcard(f"{fleet.prefix}sids") + await redis_client.zcard(
+                f"{fleet.prefix}usage"
+            )
+            if usage == {"model_ids": [], "user_count": 1} and leftovers == 1:
                 break
             await asyncio.sleep(0.2)
         assert usage == {"model_ids": [], "user_count": 1}
-        assert await redis_client.zcount(f"{fleet.prefix}sids", "-inf", "+inf") == 1
+        assert leftovers == 1  # Ada's live session only
+        assert await redis_client.zcard(f"{fleet.prefix}users") == 1
         assert await redis_client.get(lock_key) is not None
     finally:
         await redis_client.aclose()
