@@ -1,6 +1,6 @@
 """The peer for fleet benchmarks: stock python-socketio with its stock AsyncRedisManager, the same handler shape.
 
-Run: python -m bench.stock_sio_server PORT REDIS_URL CHANNEL. A client connects with auth {"room": name} to join a
+Run: python -m bench.stock_sio_server PORT [REDIS_URL CHANNEL] (no Redis URL: one process, in-memory manager). A client connects with auth {"room": name} to join a
 room; `typing` events {channel_id, data} are broadcast to `channel:{channel_id}` as `events:channel`.
 """
 
@@ -14,8 +14,8 @@ import uvicorn
 
 
 def main() -> None:
-    port, redis_url, channel = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    manager = socketio.AsyncRedisManager(redis_url, channel=channel)
+    port = int(sys.argv[1])
+    manager = socketio.AsyncRedisManager(sys.argv[2], channel=sys.argv[3]) if len(sys.argv) > 3 else None
     sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager, cors_allowed_origins="*")
 
     @sio.event
