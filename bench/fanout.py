@@ -35,7 +35,10 @@ def ensure_node_modules() -> None:
 
 async def loadgen(options: dict[str, Any]) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        "node", str(NODE_DIR / "loadgen.mjs"), json.dumps(options), stdout=asyncio.subprocess.PIPE,
+        "node",
+        str(NODE_DIR / "loadgen.mjs"),
+        json.dumps(options),
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 600)
@@ -47,25 +50,40 @@ async def loadgen(options: dict[str, Any]) -> dict[str, Any]:
 async def chatwire_subject(workdir: Path) -> tuple[Proc, dict[str, Any]]:
     port = free_port()
     env = {
-        "CHATWIRE_PORT": str(port), "CHATWIRE_DATA_DIR": str(workdir / "cw-data"), "CHATWIRE_LOG_LEVEL": "WARNING",
-        "CHATWIRE_RATE_LIMIT_EVENTS": "1000000", "CHATWIRE_RATE_LIMIT_BURST": "1000000",
+        "CHATWIRE_PORT": str(port),
+        "CHATWIRE_DATA_DIR": str(workdir / "cw-data"),
+        "CHATWIRE_LOG_LEVEL": "WARNING",
+        "CHATWIRE_RATE_LIMIT_EVENTS": "1000000",
+        "CHATWIRE_RATE_LIMIT_BURST": "1000000",
     }
     proc = await Proc(chatwire_argv(), env, port, workdir / "chatwire.log").ready()
     async with httpx.AsyncClient(base_url=proc.url, timeout=30) as http:
+
         async def signup(name: str) -> dict[str, Any]:
-            r = await http.post("/api/v1/auths/signup", json={
-                "name": name, "email": f"{name}-{uuid.uuid4().hex[:6]}@bench.io", "password": "benchpass"})
+            r = await http.post(
+                "/api/v1/auths/signup",
+                json={
+                    "name": name,
+                    "email": f"{name}-{uuid.uuid4().hex[:6]}@bench.io",
+                    "password": "benchpass",
+                },
+            )
             r.raise_for_status()
             return r.json()  # type: ignore[no-any-return]
 
         sender, member = await signup("sender"), await signup("member")
-        r = await http.post("/api/v1/channels/create", headers={"Authorization": f"Bearer {sender['token']}"},
-                            json={"name": "bench", "type": "group", "user_ids": [member["id"]]})
+        r = await http.post(
+            "/api/v1/channels/create",
+            headers={"Authorization": f"Bearer {sender['token']}"},
+            json={"name": "bench", "type": "group", "user_ids": [member["id"]]},
+        )
         r.raise_for_status()
     options = {
         "channelId": r.json()["id"],
-        "senderAuth": {"token": sender["token"]}, "senderJoinToken": sender["token"],
-        "receiverAuth": {"token": member["token"]}, "receiverJoinToken": member["token"],
+        "senderAuth": {"token": sender["token"]},
+        "senderJoinToken": sender["token"],
+        "receiverAuth": {"token": member["token"]},
+        "receiverJoinToken": member["token"],
     }
     return proc, options
 
@@ -80,19 +98,32 @@ async def stock_subject(workdir: Path) -> tuple[Proc, dict[str, Any]]:
 
 async def node_subject(workdir: Path) -> tuple[Proc, dict[str, Any]]:
     port = free_port()
-    proc = await Proc(["node", str(NODE_DIR / "server.mjs"), str(port)], {}, port, workdir / "node.log").ready("/")
+    proc = await Proc(
+        ["node", str(NODE_DIR / "server.mjs"), str(port)], {}, port, workdir / "node.log"
+    ).ready("/")
     auth = {"room": "channel:bench"}
     return proc, {"channelId": "bench", "senderAuth": auth, "receiverAuth": auth}
+
+
+def fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 SUBJECTS = {"chatwire": chatwire_subject, "python-socketio": stock_subject, "node": node_subject}
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--subjects", default="chatwire,python-socketio,node")
-    parser.add_argument("--rate", type=float, default=100.0, help="events/s while measuring latency")
+    parser.add_argument(
+        "--deliveries-rate",
+        type=float,
+        default=10_000.0,
+        help="deliveries/s while measuring latency (events/s = this / room size, at most 200)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
     ensure_node_modules()
@@ -104,28 +135,57 @@ async def main() -> None:
             for name in subjects:
                 proc, options = await SUBJECTS[name](Path(tmp))
                 try:
-                    options.update(url=proc.url, receivers=size, events=EVENTS.get(size, 1000), rate=args.rate)
+                    options.update(
+                        url=proc.url,
+                        receivers=size,
+                        events=EVENTS.get(size, 1000),
+                        rate=min(200.0, args.deliveries_rate / size),
+                    )
                     results[name][size] = await loadgen(options)
                 finally:
                     proc.stop()
                 sat = results[name][size]["saturated"]
-                print(f"  {name:16} room {size:5}: {sat['deliveriesPerSecond']:,.0f} deliveries/s", file=sys.stderr)
+                print(
+                    f"  {name:16} room {size:5}: {sat['deliveriesPerSecond']:,.0f} deliveries/s",
+                    file=sys.stderr,
+                )
     rows = []
     for size in sizes:
-        base = results.get("python-socketio", {}).get(size, {}).get("saturated", {}).get("deliveriesPerSecond")
+        base = (
+            results.get("python-socketio", {}).get(size, {}).get("saturated", {}).get("deliveriesPerSecond")
+        )
         node = results.get("node", {}).get(size, {}).get("saturated", {}).get("deliveriesPerSecond")
         for name in subjects:
             r = results[name][size]
             dps = r["saturated"]["deliveriesPerSecond"]
-            rows.append([
-                str(size), name, f"{dps:,.0f}",
-                f"{dps / base:.2f}x" if base else "-", f"{dps / node:.2f}x" if node else "-",
-                f"{r['paced']['p50']:.1f}", f"{r['paced']['p99']:.1f}",
-                str(r["saturated"]["missing"] + r["paced"]["missing"]),
-            ])
-    print(f"\nFan-out (cores: {os.cpu_count()}); latency paced at {args.rate:.0f} events/s\n")
-    print(table(["room", "subject", "deliveries/s", "vs python-socketio", "vs node", "p50 ms", "p99 ms",
-                 "missing"], rows))
+            rows.append(
+                [
+                    str(size),
+                    name,
+                    f"{dps:,.0f}",
+                    f"{dps / base:.2f}x" if base else "-",
+                    f"{dps / node:.2f}x" if node else "-",
+                    fmt_ms(r["paced"]["p50"]),
+                    fmt_ms(r["paced"]["p99"]),
+                    str(r["saturated"]["missing"] + r["paced"]["missing"]),
+                ]
+            )
+    print(f"\nFan-out (cores: {os.cpu_count()}); latency paced at {args.deliveries_rate:,.0f} deliveries/s\n")
+    print(
+        table(
+            [
+                "room",
+                "subject",
+                "deliveries/s",
+                "vs python-socketio",
+                "vs node",
+                "p50 ms",
+                "p99 ms",
+                "missing",
+            ],
+            rows,
+        )
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -15,6 +15,8 @@ from chatwire.errors import ErrorCode
 from chatwire.services.container import Services
 from chatwire.transport import channels, chats, session
 from chatwire.transport.context import Context
+from chatwire.transport.fastpath import OrjsonShim
+from chatwire.transport.sio_server import ChatwireServer, LocalManager
 
 log = logging.getLogger("chatwire.socket")
 
@@ -26,8 +28,15 @@ def create_sio(
     settings: Settings, client_manager: socketio.AsyncManager | None = None
 ) -> socketio.AsyncServer:
     cors: Any = "*" if settings.cors_origins == ["*"] else settings.cors_origins
-    return socketio.AsyncServer(
+    return ChatwireServer(
         async_mode="asgi",
+        json=OrjsonShim,
+        fast_path=settings.fast_path,
+        fast_path_limits=(
+            settings.slow_reader_buffer_bytes,
+            settings.slow_reader_backlog_events,
+            settings.slow_reader_backlog_bytes,
+        ),
         cors_allowed_origins=cors,
         transports=list(settings.transports),
         ping_interval=settings.ping_interval,
@@ -38,7 +47,7 @@ def create_sio(
         logger=False,
         engineio_logger=False,
         always_connect=False,
-        client_manager=client_manager,
+        client_manager=client_manager or LocalManager(),
     )
 
 
