@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatwire import __version__
 from chatwire.api import auths, channels, chats, notes, system, users
+from chatwire.backends.lock_memory import MemoryLock
 from chatwire.backends.sessions_memory import MemorySessionStore
 from chatwire.config import Settings
 from chatwire.db.engine import Database
@@ -96,26 +98,50 @@ def _bundled_web_dir() -> Path:
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
-    """The whole server as one ASGI app."""
+    """The whole server as one ASGI app: embedded (memory backends) or fleet member (Redis) by the settings."""
     settings = settings or Settings()
     db = Database(settings.resolved_database_url)
-    sio = create_sio(settings)
+    host_id = uuid.uuid4().hex[:12]
+    fleet: Any = None
+    if settings.redis_url:
+        from chatwire.transport.fleet_setup import FleetBackends
+
+        fleet = FleetBackends(settings, host_id)
+        sio = create_sio(settings, fleet.manager)
+        sessions: Any = fleet.sessions
+        lock: Any = fleet.lock
+    else:
+        sio = create_sio(settings)
+        sessions = MemorySessionStore(settings.presence_ttl_seconds, settings.usage_ttl_seconds)
+        lock = MemoryLock()
     broker = SioBroker(sio)
-    sessions = MemorySessionStore(settings.presence_ttl_seconds, settings.usage_ttl_seconds)
-    services = Services.build(settings, db, broker, sessions)
+    services = Services.build(
+        settings, db, broker, sessions, host_id=host_id, lock=lock, bus=fleet.bus if fleet else None
+    )
     realtime = Realtime(sio, services)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await db.migrate()
+        if fleet is not None:
+            await fleet.start()
         await realtime.start()
+        mode = "fleet" if fleet else "embedded"
         log.info(
-            "chatwire ready", extra={"version": __version__, "database": db.engine.url.render_as_string()}
+            "chatwire ready",
+            extra={
+                "version": __version__,
+                "database": db.engine.url.render_as_string(),
+                "host_id": host_id,
+                "mode": mode,
+            },
         )
         try:
             yield
         finally:
             await realtime.stop()
+            if fleet is not None:
+                await fleet.stop()
             await db.close()
 
     api = FastAPI(title="chatwire", version=__version__, lifespan=lifespan)
@@ -135,6 +161,20 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         return JSONResponse(
             {"detail": "a value is not acceptable", "code": ErrorCode.INVALID_PAYLOAD.value}, status_code=400
         )
+
+    if settings.redis_url:
+        from redis.exceptions import RedisError
+
+        @api.exception_handler(RedisError)
+        async def redis_down(_request: Request, exc: RedisError) -> JSONResponse:
+            log.warning("redis unavailable during a request", extra={"error": repr(exc)})
+            return JSONResponse(
+                {
+                    "detail": "fleet backend (Redis) unavailable, retry shortly",
+                    "code": ErrorCode.UNAVAILABLE.value,
+                },
+                status_code=503,
+            )
 
     @api.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

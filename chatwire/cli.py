@@ -41,7 +41,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_config=None,
-        ws_per_message_deflate=False,
+        ws_per_message_deflate=settings.ws_per_message_deflate,
         lifespan="on",
     )
 

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "", description="Redis URL for fleet mode; empty = in-memory backends (one process)."
     )
+    redis_prefix: str = Field("chatwire:", description="Prefix of every Redis key and channel chatwire uses.")
+    fleet_max_payload_bytes: int = Field(
+        1_048_576, gt=0, description="Largest event that may cross processes through Redis (refused at emit)."
+    )
     jwt_secret: str = Field("", description="HS256 secret; empty = generated once into data_dir/jwt_secret.")
     token_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, description="Lifetime of issued tokens.")
     host: str = Field("127.0.0.1", description="Address to listen on.")
@@ -52,6 +56,21 @@ class Settings(BaseSettings):
     )
     usage_ttl_seconds: float = Field(
         3.0, gt=0, description="How long a `usage` report counts a model as in use."
+    )
+    fast_path: bool = Field(True, description="Write websocket frames directly (one encoding per broadcast).")
+    ws_per_message_deflate: bool = Field(
+        False, description="Compress websocket messages (costs CPU; turns the fast send path off)."
+    )
+    slow_reader_buffer_bytes: int = Field(
+        1 << 20, gt=0, description="Socket buffer above which a session's events wait in its backlog."
+    )
+    slow_reader_backlog_events: int = Field(
+        1000,
+        gt=0,
+        description="Backlog length (after merging chat deltas) at which a slow session must reload.",
+    )
+    slow_reader_backlog_bytes: int = Field(
+        8 << 20, gt=0, description="Backlog size at which a slow session is told to reload (chat:reload)."
     )
     log_level: str = Field("INFO", description="Logging level (DEBUG, INFO, WARNING, ERROR).")
     log_format: Literal["json", "text"] = Field(

@@ -32,5 +32,9 @@ async def ready(services: ServicesDep) -> JSONResponse:
         checks["database"] = True
     except Exception:
         checks["database"] = False
+    if services.bus is not None:
+        # The bus is healthy only while its subscription is live: a deaf process must not look ready.
+        checks["fleet_bus"] = services.bus.healthy
+        checks["redis"] = await services.bus.ping() if hasattr(services.bus, "ping") else services.bus.healthy
     ok = all(checks.values())
     return JSONResponse({"status": ok, "checks": checks}, status_code=200 if ok else 503)

@@ -17,6 +17,7 @@ class SessionInfo:
     name: str
     role: str
     jti: str | None = None
+    host: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -33,8 +34,8 @@ class SessionStore(Protocol):
         """Live sessions of a user."""
         ...
 
-    async def touch(self, sids: list[str]) -> None:
-        """Refresh the presence TTL of these sessions."""
+    async def touch(self, sids: list[str]) -> list[str]:
+        """Refresh the presence TTL of these sessions; returns those the store does not know (any more)."""
         ...
 
     async def online_user_ids(self) -> list[str]:

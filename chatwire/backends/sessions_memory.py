@@ -56,11 +56,15 @@ class MemorySessionStore:
         now = self._now()
         return sorted(s for s in self._by_user.get(user_id, ()) if self._alive(s, now))
 
-    async def touch(self, sids: list[str]) -> None:
+    async def touch(self, sids: list[str]) -> list[str]:
         deadline = self._now() + self.presence_ttl
+        missing = []
         for sid in sids:
             if sid in self._sessions:
                 self._deadline[sid] = deadline
+            else:
+                missing.append(sid)
+        return missing
 
     async def online_user_ids(self) -> list[str]:
         now = self._now()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chatwire.backends.broker import Broker
+from chatwire.backends.bus import Bus
+from chatwire.backends.lock import Lock
 from chatwire.backends.sessions import SessionStore
 from chatwire.config import Settings
 from chatwire.db.engine import Database
@@ -33,9 +35,22 @@ class Services:
     chats: ChatService
     notes: NoteService
     presence: PresenceService
+    host_id: str
+    lock: Lock
+    bus: Bus | None = None
 
     @classmethod
-    def build(cls, settings: Settings, db: Database, broker: Broker, sessions: SessionStore) -> Services:
+    def build(
+        cls,
+        settings: Settings,
+        db: Database,
+        broker: Broker,
+        sessions: SessionStore,
+        *,
+        host_id: str,
+        lock: Lock,
+        bus: Bus | None = None,
+    ) -> Services:
         users = UserRepo(db)
         rooms = Rooms(broker, sessions)
         return cls(
@@ -52,6 +67,9 @@ class Services:
             chats=ChatService(ChatRepo(db), broker),
             notes=NoteService(NoteRepo(db), broker, rooms),
             presence=PresenceService(sessions, users),
+            host_id=host_id,
+            lock=lock,
+            bus=bus,
         )
 
     async def disconnect_token(self, user_id: str, jti: str | None) -> None:

@@ -9,21 +9,34 @@ from typing import Any
 
 import socketio
 
+from chatwire.backends.sessions import SessionInfo
 from chatwire.config import Settings
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.services.container import Services
 from chatwire.transport import channels, chats, session
 from chatwire.transport.context import Context, socket_handler
+from chatwire.transport.fastpath import OrjsonShim
+from chatwire.transport.sio_server import ChatwireServer, LocalManager
 
 log = logging.getLogger("chatwire.socket")
 
 SOCKETIO_PATH = "ws/socket.io"
+CLEANUP_LOCK = "usage-cleanup"
 
 
-def create_sio(settings: Settings) -> socketio.AsyncServer:
+def create_sio(
+    settings: Settings, client_manager: socketio.AsyncManager | None = None
+) -> socketio.AsyncServer:
     cors: Any = "*" if settings.cors_origins == ["*"] else settings.cors_origins
-    return socketio.AsyncServer(
+    return ChatwireServer(
         async_mode="asgi",
+        json=OrjsonShim,
+        fast_path=settings.fast_path,
+        fast_path_limits=(
+            settings.slow_reader_buffer_bytes,
+            settings.slow_reader_backlog_events,
+            settings.slow_reader_backlog_bytes,
+        ),
         cors_allowed_origins=cors,
         transports=list(settings.transports),
         ping_interval=settings.ping_interval,
@@ -34,6 +47,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         logger=False,
         engineio_logger=False,
         always_connect=False,
+        client_manager=client_manager or LocalManager(),
     )
 
 
@@ -71,15 +85,39 @@ class Realtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            with contextlib.suppress(Exception):
+                await self.services.lock.release(CLEANUP_LOCK, self.services.host_id)
+
+    async def _reregister(self, sid: str) -> None:
+        """Put a live local session back into the store (after a Redis restart lost it)."""
+        st = self.ctx.local.get(sid)
+        if st is None or st.user is None:
+            return
+        user = st.user
+        await self.services.sessions.add(
+            SessionInfo(
+                sid=sid,
+                user_id=user.id,
+                name=user.name,
+                role=user.role,
+                jti=st.jti,
+                host=self.services.host_id,
+            )
+        )
+        log.info("session re-registered", extra={"sid": sid, "user_id": user.id})
 
     async def _upkeep(self) -> None:
-        """Refresh the presence of this process's live sessions and drop expired entries, forever."""
+        """Refresh the presence of this process's live sessions, forever; drop expired entries under the
+        clean-up lock, so that in a fleet one process at a time does it and another takes over if it dies."""
         interval = max(0.5, self.services.settings.presence_ttl_seconds / 3)
+        lock, owner = self.services.lock, self.services.host_id
         while True:
             try:
                 live = [sid for sid, st in self.ctx.local.items() if st.user is not None]
-                await self.services.sessions.touch(live)
-                await self.services.sessions.purge_expired()
+                for sid in await self.services.sessions.touch(live):
+                    await self._reregister(sid)
+                if await lock.acquire(CLEANUP_LOCK, owner, interval * 3):
+                    await self.services.sessions.purge_expired()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -27,7 +27,14 @@ async def authenticate_session(ctx: Context, sio: socketio.AsyncServer, sid: str
     st.jti = identity.jti
     user = identity.user
     await ctx.services.sessions.add(
-        SessionInfo(sid=sid, user_id=user.id, name=user.name, role=user.role, jti=identity.jti)
+        SessionInfo(
+            sid=sid,
+            user_id=user.id,
+            name=user.name,
+            role=user.role,
+            jti=identity.jti,
+            host=ctx.services.host_id,
+        )
     )
     await ctx.services.broker.enter_room(sid, user_room(user.id))
 

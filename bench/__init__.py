@@ -1,0 +1,1 @@
+"""Benchmarks: each subject runs as a real process; results are ratios against peers measured in the same run."""

@@ -1,0 +1,141 @@
+"""SessionStore in Redis for fleets: every process sees every session; entries expire by TTL.
+
+Keys (under the prefix): `s:{sid}` hash of the session; `sids` zset sid -> deadline; `u:{uid}` zset sid -> deadline;
+`users` zset uid -> latest deadline; `usage` zset "model\\0sid" -> deadline; `um:{sid}` set of the sid's models.
+Deadlines are wall-clock milliseconds, so a process killed with SIGKILL leaves nothing alive after the TTL.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from chatwire.backends.sessions import SessionInfo
+
+SEP = "\x00"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisSessionStore:
+    def __init__(self, client: aioredis.Redis, prefix: str, presence_ttl: float, usage_ttl: float) -> None:
+        self.r = client
+        self.p = prefix
+        self.presence_ms = int(presence_ttl * 1000)
+        self.usage_ms = int(usage_ttl * 1000)
+
+    @staticmethod
+    def _now() -> int:
+        return int(time.time() * 1000)
+
+    def _info(self, sid: str, raw: dict[Any, Any]) -> SessionInfo | None:
+        if not raw:
+            return None
+        d = {_s(k): _s(v) for k, v in raw.items()}
+        return SessionInfo(
+            sid=sid,
+            user_id=d["user_id"],
+            name=d.get("name", ""),
+            role=d.get("role", "user"),
+            jti=d.get("jti") or None,
+            host=d.get("host", ""),
+        )
+
+    async def add(self, info: SessionInfo) -> None:
+        deadline = self._now() + self.presence_ms
+        old = await self.get(info.sid)
+        async with self.r.pipeline(transaction=True) as pipe:
+            if old is not None and old.user_id != info.user_id:
+                pipe.zrem(f"{self.p}u:{old.user_id}", info.sid)
+            pipe.hset(
+                f"{self.p}s:{info.sid}",
+                mapping={
+                    "user_id": info.user_id,
+                    "name": info.name,
+                    "role": info.role,
+                    "jti": info.jti or "",
+                    "host": info.host,
+                },
+            )
+            pipe.pexpire(f"{self.p}s:{info.sid}", self.presence_ms * 2)
+            pipe.zadd(f"{self.p}sids", {info.sid: deadline})
+            pipe.zadd(f"{self.p}u:{info.user_id}", {info.sid: deadline})
+            pipe.pexpire(f"{self.p}u:{info.user_id}", self.presence_ms * 2)
+            pipe.zadd(f"{self.p}users", {info.user_id: deadline}, gt=True)
+            await pipe.execute()
+
+    async def remove(self, sid: str) -> SessionInfo | None:
+        info = self._info(sid, await self.r.hgetall(f"{self.p}s:{sid}"))
+        models = await self.r.smembers(f"{self.p}um:{sid}")
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.delete(f"{self.p}s:{sid}", f"{self.p}um:{sid}")
+            pipe.zrem(f"{self.p}sids", sid)
+            for m in models:
+                pipe.zrem(f"{self.p}usage", f"{_s(m)}{SEP}{sid}")
+            if info is not None:
+                pipe.zrem(f"{self.p}u:{info.user_id}", sid)
+            await pipe.execute()
+        if info is not None and not await self.r.zcount(f"{self.p}u:{info.user_id}", self._now(), "+inf"):
+            await self.r.zrem(f"{self.p}users", info.user_id)
+        return info
+
+    async def get(self, sid: str) -> SessionInfo | None:
+        score = await self.r.zscore(f"{self.p}sids", sid)
+        if score is None or score <= self._now():
+            return None
+        return self._info(sid, await self.r.hgetall(f"{self.p}s:{sid}"))
+
+    async def sids_of(self, user_id: str) -> list[str]:
+        return sorted(_s(s) for s in await self.r.zrangebyscore(f"{self.p}u:{user_id}", self._now(), "+inf"))
+
+    async def touch(self, sids: list[str]) -> list[str]:
+        if not sids:
+            return []
+        async with self.r.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.hget(f"{self.p}s:{sid}", "user_id")
+            owners = await pipe.execute()
+        deadline = self._now() + self.presence_ms
+        missing = []
+        async with self.r.pipeline(transaction=False) as pipe:
+            for sid, uid in zip(sids, owners, strict=True):
+                if uid is None:
+                    missing.append(sid)
+                    continue
+                user_id = _s(uid)
+                pipe.zadd(f"{self.p}sids", {sid: deadline}, xx=True)
+                pipe.pexpire(f"{self.p}s:{sid}", self.presence_ms * 2)
+                pipe.zadd(f"{self.p}u:{user_id}", {sid: deadline}, xx=True)
+                pipe.pexpire(f"{self.p}u:{user_id}", self.presence_ms * 2)
+                pipe.zadd(f"{self.p}users", {user_id: deadline}, gt=True)
+            await pipe.execute()
+        return missing
+
+    async def online_user_ids(self) -> list[str]:
+        return sorted(_s(u) for u in await self.r.zrangebyscore(f"{self.p}users", self._now(), "+inf"))
+
+    async def record_usage(self, sid: str, model: str) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.zadd(f"{self.p}usage", {f"{model}{SEP}{sid}": self._now() + self.usage_ms})
+            pipe.sadd(f"{self.p}um:{sid}", model)
+            pipe.pexpire(f"{self.p}um:{sid}", self.presence_ms * 2)
+            await pipe.execute()
+
+    async def active_models(self) -> list[str]:
+        members = await self.r.zrangebyscore(f"{self.p}usage", self._now(), "+inf")
+        return sorted({_s(m).split(SEP, 1)[0] for m in members})
+
+    async def purge_expired(self) -> list[SessionInfo]:
+        now = self._now()
+        expired = [_s(s) for s in await self.r.zrangebyscore(f"{self.p}sids", "-inf", now)]
+        dropped = [info for sid in expired if (info := await self.remove(sid)) is not None]
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(f"{self.p}sids", "-inf", now)
+            pipe.zremrangebyscore(f"{self.p}users", "-inf", now)
+            pipe.zremrangebyscore(f"{self.p}usage", "-inf", now)
+            await pipe.execute()
+        return dropped

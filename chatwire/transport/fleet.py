@@ -1,0 +1,247 @@
+"""FleetManager: python-socketio's client manager extended across processes over the Bus.
+
+Routing design (why not python-socketio's stock pub/sub manager): the stock manager publishes every operation on one
+shared channel that every process decodes. Here each room has its own topic (`room:{name}`) that a process
+subscribes to only while it has a local member, and each process has its own topic (`host:{id}`) for operations on
+one session (emit to a sid, event calls and their answers, room entry/exit after a membership change,
+disconnects). A process with no member of a room never receives, decodes or encodes that room's traffic.
+
+Naming rule: a room name containing ':' is a room (`user:`, `channel:`, `note:`, `doc_note:`); anything else is a
+session id, located through the SessionStore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import socketio
+
+from chatwire.backends.bus import Bus
+from chatwire.errors import ChatwireError, ErrorCode
+from chatwire.transport.sio_server import LocalManager
+
+log = logging.getLogger("chatwire.fleet")
+
+Locate = Callable[[str], Awaitable[str | None]]
+
+
+def is_room_name(room: str) -> bool:
+    return ":" in room
+
+
+class FleetManager(LocalManager):
+    def __init__(
+        self, bus: Bus, host_id: str, locate: Locate, max_payload_bytes: int, call_timeout: float = 60.0
+    ) -> None:
+        super().__init__()
+        self.bus = bus
+        self.host_id = host_id
+        self.locate = locate
+        self.max_payload_bytes = max_payload_bytes
+        self.call_timeout = call_timeout
+        self._calls: dict[str, tuple[Callable[..., Any], float]] = {}
+        self._call_ids = itertools.count()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.received = 0  # messages decoded from the bus (for benchmarks and metrics)
+
+    # lifecycle
+
+    async def start(self) -> None:
+        await self.bus.start(self._on_message)
+        await self.bus.subscribe(f"host:{self.host_id}", "all")
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.bus.stop()
+
+    # helpers
+
+    def _is_local(self, sid: str, namespace: str) -> bool:
+        return self.eio_sid_from_sid(sid, namespace) is not None
+
+    def _encode(self, message: dict[str, Any]) -> bytes:
+        try:
+            raw = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError as exc:
+            raise ChatwireError(
+                ErrorCode.INVALID_PAYLOAD, f"event data cannot cross processes: {exc}"
+            ) from exc
+        if len(raw) > self.max_payload_bytes:
+            raise ChatwireError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"event of {len(raw)} bytes is over the fleet limit of {self.max_payload_bytes} bytes",
+            )
+        return raw
+
+    async def _to_host_of(self, sid: str, message: dict[str, Any]) -> bool:
+        """Send an operation to the process that holds `sid`; False when no live process holds it."""
+        host = await self.locate(sid)
+        if host is None or host == self.host_id:
+            return False
+        return await self.bus.publish(f"host:{host}", self._encode(message)) > 0
+
+    async def _room_changed(self, namespace: str, room: Any, had: bool) -> None:
+        if not isinstance(room, str) or not is_room_name(room):
+            return
+        has = room in self.rooms.get(namespace, {})
+        if has and not had:
+            await self.bus.subscribe(f"room:{room}")
+        elif had and not has:
+            await self.bus.unsubscribe(f"room:{room}")
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # room membership
+
+    async def enter_room(self, sid: str, namespace: str, room: str, eio_sid: str | None = None) -> None:
+        if eio_sid is None and not self._is_local(sid, namespace):
+            await self._to_host_of(sid, {"t": "enter", "sid": sid, "room": room, "ns": namespace})
+            return
+        had = room in self.rooms.get(namespace, {})
+        self.basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        await self._room_changed(namespace, room, had)
+
+    async def leave_room(self, sid: str, namespace: str, room: str) -> None:
+        if not self._is_local(sid, namespace):
+            await self._to_host_of(sid, {"t": "leave", "sid": sid, "room": room, "ns": namespace})
+            return
+        had = room in self.rooms.get(namespace, {})
+        self.basic_leave_room(sid, namespace, room)
+        await self._room_changed(namespace, room, had)
+
+    async def close_room(self, room: str, namespace: str) -> None:
+        await self._close_local(room, namespace)
+        await self.bus.publish(
+            f"room:{room}", self._encode({"t": "close", "h": self.host_id, "room": room, "ns": namespace})
+        )
+
+    async def _close_local(self, room: str, namespace: str) -> None:
+        had = room in self.rooms.get(namespace, {})
+        self.basic_close_room(room, namespace)
+        await self._room_changed(namespace, room, had)
+
+    async def disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        rooms = [r for r in self.get_rooms(sid, namespace) if r != sid]
+        self.basic_disconnect(sid, namespace, **kwargs)
+        for room in rooms:
+            await self._room_changed(namespace, room, True)
+
+    async def can_disconnect(self, sid: str, namespace: str) -> bool:
+        if self.is_connected(sid, namespace):
+            return True
+        await self._to_host_of(sid, {"t": "disconnect", "sid": sid, "ns": namespace})
+        return False
+
+    # delivery
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: str | None = None,
+        skip_sid: Any = None,
+        callback: Callable[..., Any] | None = None,
+        to: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        room = to or room
+        args = list(data) if isinstance(data, tuple) else data
+        multi = isinstance(data, tuple)
+        if room is not None and not is_room_name(room):
+            if self._is_local(room, namespace):
+                await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
+                return
+            message: dict[str, Any] = {
+                "t": "emit",
+                "sid": room,
+                "e": event,
+                "d": args,
+                "m": multi,
+                "ns": namespace,
+            }
+            if callback is not None:
+                now = asyncio.get_running_loop().time()
+                for stale in [k for k, (_cb, deadline) in self._calls.items() if deadline < now]:
+                    del self._calls[stale]  # the asking side timed out long ago
+                call_id = f"{self.host_id}:{next(self._call_ids)}"
+                self._calls[call_id] = (callback, now + self.call_timeout * 2)
+                message.update(t="call", id=call_id, reply=self.host_id, timeout=self.call_timeout)
+                if not await self._to_host_of(room, message):
+                    self._calls.pop(call_id, None)
+                    callback({"error": "session gone"})
+                return
+            await self._to_host_of(room, message)
+            return
+        raw = self._encode(
+            {
+                "t": "emit",
+                "h": self.host_id,
+                "room": room,
+                "e": event,
+                "d": args,
+                "m": multi,
+                "s": skip_sid,
+                "ns": namespace,
+            }
+        )
+        await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
+        await self.bus.publish("all" if room is None else f"room:{room}", raw)
+
+    # receiving
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        msg = orjson.loads(payload)
+        if msg.get("h") == self.host_id:
+            return
+        self.received += 1
+        kind = msg.get("t")
+        ns = msg.get("ns", "/")
+        if kind == "emit":
+            data = tuple(msg["d"]) if msg.get("m") else msg["d"]
+            target = msg.get("sid") or msg.get("room")
+            await LocalManager.emit(self, msg["e"], data, ns, room=target, skip_sid=msg.get("s"))
+        elif kind == "enter" and self._is_local(msg["sid"], ns):
+            await self.enter_room(msg["sid"], ns, msg["room"])
+        elif kind == "leave" and self._is_local(msg["sid"], ns):
+            await self.leave_room(msg["sid"], ns, msg["room"])
+        elif kind == "close":
+            await self._close_local(msg["room"], ns)
+        elif kind == "disconnect" and self.is_connected(msg["sid"], ns):
+            await self.server.disconnect(msg["sid"], namespace=ns, ignore_queue=True)
+        elif kind == "call":
+            self._spawn(self._answer_call(msg))
+        elif kind == "reply":
+            pending = self._calls.pop(msg["id"], None)
+            if pending is not None:
+                pending[0](*msg["d"])
+
+    async def _answer_call(self, msg: dict[str, Any]) -> None:
+        """Run an event call for a session of this process and send the answer back to the asking process."""
+        ns = msg.get("ns", "/")
+        answer: list[Any]
+        if not self.is_connected(msg["sid"], ns):
+            answer = [{"error": "session gone"}]
+        else:
+            data = tuple(msg["d"]) if msg.get("m") else msg["d"]
+            try:
+                result = await self.server.call(
+                    msg["e"], data, to=msg["sid"], namespace=ns, timeout=msg.get("timeout") or 60
+                )
+                answer = list(result) if isinstance(result, tuple) else [result]
+            except socketio.exceptions.TimeoutError:
+                return  # the asking process times out by itself
+        with contextlib.suppress(Exception):
+            await self.bus.publish(
+                f"host:{msg['reply']}", self._encode({"t": "reply", "id": msg["id"], "d": answer})
+            )

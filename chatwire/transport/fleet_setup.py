@@ -1,0 +1,41 @@
+"""Builds the fleet-mode backends (Redis session store, lock, bus) and the FleetManager that routes over them."""
+
+from __future__ import annotations
+
+from chatwire.backends.bus_redis import RedisBus
+from chatwire.backends.lock_redis import RedisLock
+from chatwire.backends.redis_client import make_client
+from chatwire.backends.sessions_redis import RedisSessionStore
+from chatwire.config import Settings
+from chatwire.transport.fleet import FleetManager
+
+
+class FleetBackends:
+    def __init__(self, settings: Settings, host_id: str) -> None:
+        self.client = make_client(settings.redis_url)
+        prefix = settings.redis_prefix
+        self.sessions = RedisSessionStore(
+            self.client, prefix, settings.presence_ttl_seconds, settings.usage_ttl_seconds
+        )
+        self.lock = RedisLock(self.client, prefix)
+        self.bus = RedisBus(settings.redis_url, prefix + "bus:")
+        self.manager = FleetManager(
+            self.bus, host_id, self._locate, settings.fleet_max_payload_bytes, settings.event_call_timeout
+        )
+
+    async def _locate(self, sid: str) -> str | None:
+        info = await self.sessions.get(sid)
+        return info.host if info is not None and info.host else None
+
+    async def start(self) -> None:
+        await self.manager.start()
+
+    async def stop(self) -> None:
+        await self.manager.stop()
+        await self.client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except Exception:
+            return False

@@ -1,0 +1,84 @@
+"""SessionStore contract: memory and Redis behave the same, including expiry by TTL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chatwire.backends.sessions import SessionInfo, SessionStore
+from chatwire.backends.sessions_memory import MemorySessionStore
+from chatwire.backends.sessions_redis import RedisSessionStore
+from tests.contract.conftest import redis_prefix
+
+PRESENCE_TTL = 0.6
+USAGE_TTL = 0.3
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    if request.param == "memory":
+        yield MemorySessionStore(PRESENCE_TTL, USAGE_TTL)
+    else:
+        async with redis_prefix() as (client, prefix):
+            yield RedisSessionStore(client, prefix, PRESENCE_TTL, USAGE_TTL)
+
+
+def info(sid: str, user: str, host: str = "h1", jti: str | None = None) -> SessionInfo:
+    return SessionInfo(sid=sid, user_id=user, name=user.upper(), role="user", jti=jti, host=host)
+
+
+async def test_add_get_remove(store: SessionStore) -> None:
+    await store.add(info("s1", "u1", jti="j1"))
+    await store.add(info("s2", "u1"))
+    await store.add(info("s3", "u2", host="h2"))
+    got = await store.get("s1")
+    assert (
+        got is not None and got.user_id == "u1" and got.jti == "j1" and got.host == "h1" and got.name == "U1"
+    )
+    assert await store.sids_of("u1") == ["s1", "s2"]
+    assert await store.online_user_ids() == ["u1", "u2"]
+    removed = await store.remove("s1")
+    assert removed is not None and removed.sid == "s1"
+    assert await store.get("s1") is None
+    assert await store.sids_of("u1") == ["s2"]
+    await store.remove("s2")
+    assert await store.online_user_ids() == ["u2"]
+    assert await store.remove("nope") is None
+
+
+async def test_sessions_expire_unless_touched(store: SessionStore) -> None:
+    await store.add(info("s1", "u1"))
+    await store.add(info("s2", "u2"))
+    for _ in range(4):
+        await asyncio.sleep(PRESENCE_TTL / 3)
+        await store.touch(["s1"])
+    assert await store.get("s2") is None
+    assert await store.sids_of("u2") == []
+    assert await store.online_user_ids() == ["u1"]
+    await store.purge_expired()
+    assert await store.get("s1") is not None
+    assert await store.online_user_ids() == ["u1"]
+
+
+async def test_usage_expires_and_leaves_with_the_session(store: SessionStore) -> None:
+    await store.add(info("s1", "u1"))
+    await store.add(info("s2", "u2"))
+    await store.record_usage("s1", "llama")
+    await store.record_usage("s2", "gpt")
+    assert await store.active_models() == ["gpt", "llama"]
+    await store.remove("s2")
+    assert await store.active_models() == ["llama"]
+    await asyncio.sleep(USAGE_TTL + 0.1)
+    assert await store.active_models() == []
+    await store.record_usage("s1", "llama")
+    await store.purge_expired()
+    assert await store.active_models() == ["llama"]
+
+
+async def test_touch_of_unknown_session_creates_nothing(store: SessionStore) -> None:
+    await store.add(info("s1", "u1"))
+    assert await store.touch(["ghost", "s1"]) == ["ghost"]
+    assert await store.get("ghost") is None
+    assert await store.online_user_ids() == ["u1"]

@@ -1,0 +1,290 @@
+"""Fleet mode for real: three chatwire processes sharing Redis and PostgreSQL, clients spread over them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+import socketio
+
+from tests.conftest import REDIS_URL, postgres_database, service_unavailable
+from tests.procs import RedisProcess, ServerProcess, json_of
+from tests.sio import RecordingClient
+
+PRESENCE_TTL = 2.0
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Fleet:
+    servers: list[ServerProcess]
+    redis_url: str
+    prefix: str
+
+    async def signup(self, name: str, via: int = 0) -> dict[str, Any]:
+        async with self.servers[via].http() as http:
+            return await json_of(
+                await http.post(
+                    "/api/v1/auths/signup",
+                    json={
+                        "name": name,
+                        "email": f"{name.lower()}-{uuid.uuid4().hex[:6]}@example.com",
+                        "password": "pw-xxxxxxxx",
+                    },
+                )
+            )
+
+    async def client(self, via: int, token: str) -> RecordingClient:
+        return await RecordingClient(self.servers[via].url).connect(token)
+
+
+@contextlib.asynccontextmanager
+async def fleet_of(n: int, tmp_path: Path, redis_url: str) -> AsyncIterator[Fleet]:
+    prefix = f"cwfleet:{uuid.uuid4().hex[:8]}:"
+    async with postgres_database() as db_url:
+        env = {
+            "CHATWIRE_REDIS_URL": redis_url,
+            "CHATWIRE_REDIS_PREFIX": prefix,
+            "CHATWIRE_DATABASE_URL": db_url,
+            "CHATWIRE_JWT_SECRET": "fleet-secret",
+            "CHATWIRE_PRESENCE_TTL_SECONDS": str(PRESENCE_TTL),
+            "CHATWIRE_USAGE_TTL_SECONDS": "1",
+        }
+        servers = [ServerProcess(tmp_path / f"p{i}", env, name=f"p{i}") for i in range(n)]
+        try:
+            await servers[0].start()  # the first one migrates the shared database
+            await asyncio.gather(*(s.start() for s in servers[1:]))
+            yield Fleet(servers, redis_url, prefix)
+        finally:
+            for s in servers:
+                s.stop()
+            client = aioredis.Redis.from_url(redis_url)
+            with contextlib.suppress(Exception):
+                keys = [k async for k in client.scan_iter(match=prefix + "*")]
+                if keys:
+                    await client.delete(*keys)
+            await client.aclose()
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    probe = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await probe.ping()
+    except Exception as exc:
+        service_unavailable("Redis", exc)
+    finally:
+        await probe.aclose()
+    async with fleet_of(3, tmp_path, REDIS_URL) as f:
+        yield f
+
+
+def of(kind: str, channel_id: str) -> Any:
+    return lambda p: p["data"]["type"] == kind and p["channel_id"] == channel_id
+
+
+async def test_channel_events_and_membership_cross_processes(fleet: Fleet) -> None:
+    ada, bob, cy = await fleet.signup("Ada"), await fleet.signup("Bob", 1), await fleet.signup("Cy", 2)
+    a, b, c = (
+        await fleet.client(0, ada["token"]),
+        await fleet.client(1, bob["token"]),
+        await fleet.client(2, cy["token"]),
+    )
+    try:
+        async with fleet.servers[0].http(ada["token"]) as http:
+            channel = await json_of(
+                await http.post(
+                    "/api/v1/channels/create",
+                    json={"name": "ops", "type": "group", "user_ids": [bob["id"], cy["id"]]},
+                )
+            )
+        cid = channel["id"]
+        # Sessions on processes 1 and 2 entered the room created on process 0.
+        await b.wait_for("events:channel", of("channel:created", cid))
+        await c.wait_for("events:channel", of("channel:created", cid))
+
+        async with fleet.servers[1].http(bob["token"]) as http:
+            await json_of(
+                await http.post(f"/api/v1/channels/{cid}/messages/post", json={"content": "from p1"})
+            )
+        for client in (a, b, c):
+            got = await client.wait_for("events:channel", of("message", cid))
+            assert got["data"]["data"]["content"] == "from p1"
+
+        ack = await c.call(
+            "events:channel", {"channel_id": cid, "data": {"type": "typing", "data": {"typing": True}}}
+        )
+        assert ack == {"ok": True}
+        for client in (a, b):
+            got = await client.wait_for("events:channel", of("typing", cid))
+            assert got["user"]["id"] == cy["id"]
+
+        # Removing Cy on process 0 takes Cy's session on process 2 out of the room at once.
+        async with fleet.servers[0].http(ada["token"]) as http:
+            await json_of(
+                await http.post(
+                    f"/api/v1/channels/{cid}/update/members/remove", json={"user_ids": [cy["id"]]}
+                )
+            )
+            await json_of(await http.post(f"/api/v1/channels/{cid}/messages/post", json={"content": "after"}))
+        await b.wait_for(
+            "events:channel",
+            lambda p: p["data"]["type"] == "message" and p["data"]["data"]["content"] == "after",
+        )
+        await c.expect_none(
+            "events:channel",
+            lambda p: p["data"]["type"] == "message" and p["data"]["data"]["content"] == "after",
+        )
+
+        # Adding back on process 1 brings the session on process 2 in again.
+        async with fleet.servers[1].http(ada["token"]) as http:
+            await json_of(
+                await http.post(f"/api/v1/channels/{cid}/update/members/add", json={"user_ids": [cy["id"]]})
+            )
+        await asyncio.sleep(0.2)
+        async with fleet.servers[0].http(bob["token"]) as http:
+            await json_of(await http.post(f"/api/v1/channels/{cid}/messages/post", json={"content": "back"}))
+        await c.wait_for(
+            "events:channel",
+            lambda p: p["data"]["type"] == "message" and p["data"]["data"]["content"] == "back",
+        )
+    finally:
+        for client in (a, b, c):
+            await client.close()
+
+
+async def test_signout_ends_the_session_on_another_process(fleet: Fleet) -> None:
+    ada = await fleet.signup("Ada")
+    b = await fleet.client(2, ada["token"])
+    try:
+        async with fleet.servers[0].http(ada["token"]) as http:
+            await json_of(await http.post("/api/v1/auths/signout"))
+        for _ in range(100):
+            if not b.sio.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert not b.sio.connected
+        refused = RecordingClient(fleet.servers[1].url)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await refused.connect(ada["token"])
+        assert refused.connect_error == {"message": "token revoked", "data": {"code": "unauthorized"}}
+    finally:
+        await b.close()
+
+
+async def test_sigkill_leaves_no_ghosts_and_cleanup_lock_moves(fleet: Fleet) -> None:
+    ada, dee = await fleet.signup("Ada"), await fleet.signup("Dee")
+    a = await fleet.client(0, ada["token"])
+    d = await fleet.client(2, dee["token"])
+    await d.emit("usage", {"model": "ghost-model"})
+    await asyncio.sleep(0.3)
+    async with fleet.servers[0].http(ada["token"]) as http:
+        usage = await json_of(await http.get("/api/usage"))
+    assert usage["user_count"] == 2 and "ghost-model" in usage["model_ids"]
+
+    redis_client = aioredis.Redis.from_url(fleet.redis_url)
+    lock_key = f"{fleet.prefix}lock:usage-cleanup"
+    try:
+        owner_before = await redis_client.get(lock_key)
+        assert owner_before is not None
+        # Kill the process that owns the clean-up lock (or process 2 if that is not one we can tell).
+        fleet.servers[2].kill()
+        # After the TTL (plus a lock hand-over if the dead process held the clean-up lock), nothing of the
+        # dead process is left: no session, no user, no usage entry, not even in Redis's raw keys.
+        deadline = asyncio.get_running_loop().time() + PRESENCE_TTL * 6
+        leftovers = -1
+        while asyncio.get_running_loop().time() < deadline:
+            async with fleet.servers[0].http(ada["token"]) as http:
+                usage = await json_of(await http.get("/api/usage"))
+            leftovers = await redis_client.zcard(f"{fleet.prefix}sids") + await redis_client.zcard(
+                f"{fleet.prefix}usage"
+            )
+            if usage == {"model_ids": [], "user_count": 1} and leftovers == 1:
+                break
+            await asyncio.sleep(0.2)
+        assert usage == {"model_ids": [], "user_count": 1}
+        assert leftovers == 1  # Ada's live session only
+        assert await redis_client.zcard(f"{fleet.prefix}users") == 1
+        assert await redis_client.get(lock_key) is not None
+    finally:
+        await redis_client.aclose()
+        await a.close()
+        await d.close()
+
+
+async def test_cleanup_lock_is_taken_over_when_its_owner_dies(fleet: Fleet) -> None:
+    redis_client = aioredis.Redis.from_url(fleet.redis_url)
+    lock_key = f"{fleet.prefix}lock:usage-cleanup"
+    try:
+        owner = await redis_client.get(lock_key)
+        assert owner is not None
+        logs = {i: s.log() for i, s in enumerate(fleet.servers)}
+        victim = next(i for i, text in logs.items() if owner.decode() in text)
+        fleet.servers[victim].kill()
+        new_owner = owner
+        for _ in range(int(PRESENCE_TTL * 10)):
+            await asyncio.sleep(0.2)
+            new_owner = await redis_client.get(lock_key)
+            if new_owner is not None and new_owner != owner:
+                break
+        assert new_owner is not None and new_owner != owner
+    finally:
+        await redis_client.aclose()
+
+
+async def test_redis_restart_delivery_resumes_and_readiness_tells(tmp_path: Path) -> None:
+    redis = RedisProcess().start()
+    try:
+        async with fleet_of(2, tmp_path, redis.url) as fl:
+            ada, bob = await fl.signup("Ada"), await fl.signup("Bob")
+            a = await fl.client(0, ada["token"])
+            try:
+                async with fl.servers[1].http(bob["token"]) as http:
+                    cid = (
+                        await json_of(
+                            await http.post(
+                                "/api/v1/channels/create",
+                                json={"name": "g", "type": "group", "user_ids": [ada["id"]]},
+                            )
+                        )
+                    )["id"]
+                await a.wait_for("events:channel", of("channel:created", cid))
+
+                redis.shutdown()
+                ready = 200
+                for _ in range(100):
+                    async with fl.servers[0].http() as http:
+                        ready = (await http.get("/health/ready")).status_code
+                    if ready == 503:
+                        break
+                    await asyncio.sleep(0.1)
+                assert ready == 503
+
+                redis.start_again()
+                for _ in range(150):
+                    async with fl.servers[0].http() as http:
+                        ready = (await http.get("/health/ready")).status_code
+                    if ready == 200:
+                        break
+                    await asyncio.sleep(0.1)
+                assert ready == 200
+                # Sessions are re-registered by their processes within one upkeep interval.
+                await asyncio.sleep(PRESENCE_TTL / 3 + 0.5)
+                async with fl.servers[1].http(bob["token"]) as http:
+                    await json_of(
+                        await http.post(f"/api/v1/channels/{cid}/messages/post", json={"content": "again"})
+                    )
+                got = await a.wait_for("events:channel", of("message", cid), timeout=10)
+                assert got["data"]["data"]["content"] == "again"
+            finally:
+                await a.close()
+    finally:
+        redis.stop()
