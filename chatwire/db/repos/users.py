@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from chatwire.db.engine import Database
 from chatwire.db.models import RevokedToken, User
@@ -69,6 +70,28 @@ class UserRepo:
             )
             s.add(user)
         return user
+
+    async def provision(self, *, user_id: str, name: str, email: str, fallback_email: str, role: str) -> User:
+        """Insert a user of an external identity, or return the row a concurrent first login created.
+
+        When `email` is taken meanwhile, the user gets `fallback_email` instead.
+        """
+        for address in (email, fallback_email):
+            try:
+                return await self.create(
+                    name=name, email=address, password_hash=None, role=role, user_id=user_id
+                )
+            except IntegrityError:
+                existing = await self.get(user_id)
+                if existing is not None:
+                    return existing
+        raise RuntimeError(f"could not provision external user {user_id!r}")
+
+    async def update_profile(self, user_id: str, **values: object) -> User | None:
+        """Update name/role (or other columns) of a user and return the fresh row."""
+        async with self.db.session() as s:
+            await s.execute(update(User).where(User.id == user_id).values(updated_at=now_s(), **values))
+        return await self.get(user_id)
 
     async def touch(self, user_id: str, at: int) -> None:
         async with self.db.session() as s:
