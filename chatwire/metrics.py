@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -122,11 +120,7 @@ class Metrics:
         self.event_log_size = Gauge(
             "chatwire_event_log_entries", "Events held for reconnect recovery on this process", registry=r
         )
-        self.redis_up = Gauge(
-            "chatwire_redis_up",
-            "1 when Redis answered the last probe, 0 when not; absent without Redis",
-            registry=r,
-        )
+        self.redis_up: Gauge | None = None  # registered on the first probe: absent without Redis
         self._event_names: set[str] = set()
         self._sessions_provider: SessionsProvider = dict
         self._rooms_provider: RoomsProvider = dict
@@ -179,6 +173,12 @@ class Metrics:
         self.event_log_size.set(entries)
 
     def set_redis_up(self, up: bool) -> None:
+        if self.redis_up is None:
+            self.redis_up = Gauge(
+                "chatwire_redis_up",
+                "1 when Redis answered the last probe, 0 when not",
+                registry=self.registry,
+            )
         self.redis_up.set(1 if up else 0)
 
     # scrape-time sources
@@ -215,17 +215,3 @@ class Metrics:
             except Exception:
                 log.exception("metrics probe failed")
         return generate_latest(self.registry)
-
-
-class Timer:
-    """`with Timer() as t: ...; t.seconds` — a perf_counter stopwatch."""
-
-    __slots__ = ("seconds", "start")
-
-    def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.seconds = time.perf_counter() - self.start
