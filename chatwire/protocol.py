@@ -162,6 +162,11 @@ class PublishForm(Model):
     data: Any = None
 
 
+class ServerUserForm(Model):
+    name: Name | None = None
+    email: EmailStr | None = None
+
+
 class ServerChannelForm(Model):
     name: Name
     description: Annotated[str, StringConstraints(max_length=10_000)] | None = None

@@ -75,7 +75,16 @@ class ServerClient:
             {"chat_id": chat_id, "message_id": message_id, "data": {"type": type, "data": data}},
         )
 
-    # channels
+    # users and channels
+
+    async def ensure_user(
+        self, user_id: str, *, name: str | None = None, email: str | None = None
+    ) -> dict[str, Any]:
+        """Create your app's user in chatwire as its first login would (or rename it), e.g. before adding it to
+        a channel."""
+        body = {k: v for k, v in {"name": name, "email": email}.items() if v is not None}
+        result: dict[str, Any] = await self._call("PUT", f"/api/v1/server/users/{user_id}", body)
+        return result
 
     async def create_channel(
         self,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,8 @@ from chatwire.services.external_auth import ExternalClaims, ExternalVerifier
 from chatwire.util import new_id, now_s
 
 ROLES = ("admin", "user", "pending")
+
+log = logging.getLogger("chatwire.auth")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class AuthService:
         self.users = users
         self.external = external
         self.external_default_role = external_default_role
+        # Run once for each user created from an external identity (e.g. join the open channels).
+        self.provisioned_hooks: list[Callable[[User], Awaitable[None]]] = []
         self.secret = secret
         self.token_ttl = token_ttl
         self.default_role = default_role
@@ -144,13 +150,29 @@ class AuthService:
         email = claims.email
         if email is None or await self.users.get_by_email(email) is not None:
             email = placeholder
-        return await self.users.provision(
+        user, created = await self.users.provision(
             user_id=claims.user_id,
             name=claims.name or claims.user_id,
             email=email,
             fallback_email=placeholder,
             role=claims.role or self.external_default_role,
         )
+        if created:
+            log.info("external user provisioned", extra={"user_id": user.id})
+            for hook in self.provisioned_hooks:
+                await hook(user)
+        return user
+
+    async def ensure_external_user(self, user_id: str, name: str | None, email: str | None) -> User:
+        """The user of an external identity, created as its first login would (server API: add members before
+        they ever connect); an existing user gets the new name."""
+        claims = ExternalClaims(user_id=user_id, name=name, email=email, role=None, jti=None, expires_at=None)
+        user = await self.users.get(user_id)
+        if user is None:
+            return await self._provision(claims)
+        if name is not None and name != user.name:
+            user = await self.users.update_profile(user_id, name=name) or user
+        return user
 
     async def revoke(self, identity: Identity) -> None:
         if identity.jti is not None:

@@ -54,6 +54,14 @@ class Services:
         users = UserRepo(db)
         rooms = Rooms(broker, sessions)
         channels = ChannelService(ChannelRepo(db), users, broker, rooms)
+        auth = AuthService(
+            users,
+            secret=settings.resolved_jwt_secret,
+            token_ttl=settings.token_ttl_seconds,
+            external=ExternalVerifier.from_settings(settings),
+            external_default_role=settings.external_default_role,
+        )
+        auth.provisioned_hooks.append(channels.join_public_channels)
         return cls(
             settings=settings,
             db=db,
@@ -61,13 +69,7 @@ class Services:
             sessions=sessions,
             users=users,
             rooms=rooms,
-            auth=AuthService(
-                users,
-                secret=settings.resolved_jwt_secret,
-                token_ttl=settings.token_ttl_seconds,
-                external=ExternalVerifier.from_settings(settings),
-                external_default_role=settings.external_default_role,
-            ),
+            auth=auth,
             channels=channels,
             chats=ChatService(ChatRepo(db), broker),
             notes=NoteService(NoteRepo(db), broker, rooms),

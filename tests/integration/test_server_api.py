@@ -145,6 +145,11 @@ async def test_channels_as_system_presence_and_disconnect(server: RunningServer)
             with pytest.raises(ServerApiError) as info:
                 await api.add_members(cid, ["no-such-user"])
             assert info.value.status == 404
+            carol = await api.ensure_user("carol-from-app", name="Carol")
+            assert (carol["id"], carol["name"], carol["role"]) == ("carol-from-app", "Carol", "user")
+            assert (await api.ensure_user("carol-from-app", name="Carol B."))["name"] == "Carol B."
+            await api.add_members(cid, ["carol-from-app"])
+            assert "carol-from-app" in (await api.get_channel(cid))["user_ids"]
             assert await api.disconnect_user(bob["id"]) == 1
             for _ in range(100):
                 if not b.sio.connected:
@@ -266,3 +271,43 @@ async def test_redis_connectivity_metric(settings: Settings) -> None:
         async with httpx.AsyncClient(base_url=down.url) as http:
             text = (await http.get("/metrics")).text
         assert "chatwire_redis_up 0.0" in text
+
+
+async def test_external_user_joins_open_channels_and_uses_rest_and_socket(settings: Settings) -> None:
+    import time
+
+    import jwt
+
+    secret = "app-secret-" + "q" * 30
+    external = settings.model_copy(
+        update={"external_algorithms": ["HS256"], "external_secret": secret, "external_audience": "chatwire"}
+    )
+    async with run_server(external) as server:
+        admin = await server.signup("Admin")
+        async with server.http(admin["token"]) as http:
+            lobby = (await http.post("/api/v1/channels/create", json={"name": "lobby"})).json()
+        token = jwt.encode(
+            {"sub": "u-77", "name": "Grace", "aud": "chatwire", "exp": int(time.time()) + 60},
+            secret,
+            algorithm="HS256",
+        )
+        client = await RecordingClient(server.url).connect(token)
+        try:
+            assert f"channel:{lobby['id']}" in await server.services.broker.rooms_of(client.sio.get_sid())
+            async with server.http(token) as http:
+                mine = (await http.get("/api/v1/channels/")).json()
+                assert [c["id"] for c in mine] == [lobby["id"]]
+                me = (await http.get("/api/v1/auths/")).json()
+                assert (me["id"], me["name"]) == ("u-77", "Grace")
+        finally:
+            await client.close()
+        wrong_aud = jwt.encode(
+            {"sub": "u-78", "aud": "x", "exp": int(time.time()) + 60}, secret, algorithm="HS256"
+        )
+        refused = RecordingClient(server.url)
+        with pytest.raises(Exception):  # noqa: B017 - python-socketio raises its ConnectionError
+            await refused.connect(wrong_aud)
+        assert refused.connect_error == {
+            "message": "invalid token: wrong audience",
+            "data": {"code": "unauthorized"},
+        }

@@ -71,20 +71,22 @@ class UserRepo:
             s.add(user)
         return user
 
-    async def provision(self, *, user_id: str, name: str, email: str, fallback_email: str, role: str) -> User:
-        """Insert a user of an external identity, or return the row a concurrent first login created.
-
-        When `email` is taken meanwhile, the user gets `fallback_email` instead.
+    async def provision(
+        self, *, user_id: str, name: str, email: str, fallback_email: str, role: str
+    ) -> tuple[User, bool]:
+        """Insert a user of an external identity -> (user, True), or return the row a concurrent first login
+        created -> (user, False). When `email` is taken meanwhile, the user gets `fallback_email` instead.
         """
         for address in (email, fallback_email):
             try:
-                return await self.create(
+                user = await self.create(
                     name=name, email=address, password_hash=None, role=role, user_id=user_id
                 )
+                return user, True
             except IntegrityError:
                 existing = await self.get(user_id)
                 if existing is not None:
-                    return existing
+                    return existing, False
         raise RuntimeError(f"could not provision external user {user_id!r}")
 
     async def update_profile(self, user_id: str, **values: object) -> User | None:
