@@ -62,8 +62,10 @@ class ExternalVerifier:
             _load_public_key(settings.external_public_key) if settings.external_public_key else None
         )
         self.jwks: jwt.PyJWKSet | None = None
-        if settings.external_jwks_file is not None:
-            self.jwks = jwt.PyJWKSet.from_dict(json.loads(Path(settings.external_jwks_file).read_text()))
+        self.jwks_file = settings.external_jwks_file
+        self._jwks_mtime = 0.0
+        if self.jwks_file is not None:
+            self._load_jwks()
         if "HS256" in self.algorithms and not self.secret:
             raise ValueError("CHATWIRE_EXTERNAL_ALGORITHMS has HS256 but CHATWIRE_EXTERNAL_SECRET is empty")
         asymmetric = [a for a in self.algorithms if a != "HS256"]
@@ -72,6 +74,22 @@ class ExternalVerifier:
                 f"CHATWIRE_EXTERNAL_ALGORITHMS has {', '.join(asymmetric)} but neither "
                 "CHATWIRE_EXTERNAL_PUBLIC_KEY nor CHATWIRE_EXTERNAL_JWKS_FILE is set"
             )
+
+    def _load_jwks(self) -> None:
+        assert self.jwks_file is not None
+        mtime = self.jwks_file.stat().st_mtime
+        self.jwks = jwt.PyJWKSet.from_dict(json.loads(self.jwks_file.read_text()))
+        self._jwks_mtime = mtime
+
+    def _reload_jwks_if_changed(self) -> None:
+        """Key rotation: an unknown `kid` re-reads the JWKS file when it changed since it was loaded."""
+        if self.jwks_file is None:
+            return
+        try:
+            if self.jwks_file.stat().st_mtime != self._jwks_mtime:
+                self._load_jwks()
+        except (OSError, ValueError, jwt.PyJWTError):
+            pass  # keep the keys we have
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExternalVerifier | None:
@@ -84,6 +102,9 @@ class ExternalVerifier:
         if self.jwks is not None:
             kid = jwt.get_unverified_header(token).get("kid")
             candidates = [k for k in self.jwks.keys if kid is None or k.key_id == kid]
+            if not candidates:
+                self._reload_jwks_if_changed()
+                candidates = [k for k in self.jwks.keys if kid is None or k.key_id == kid]
             if not candidates:
                 raise ChatwireError(ErrorCode.UNAUTHORIZED, "invalid token: unknown key id")
             return candidates[0].key

@@ -57,7 +57,8 @@ class ServerApiService:
         self.channels = channels
         self.chats = chats
         self._writer = InterimChatWriter(chats.db)
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # One lock per message being written, with the number of tasks holding or awaiting it.
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
     # publish
 
@@ -89,15 +90,19 @@ class ServerApiService:
             if chat is None or chat.user_id != user_id:
                 raise not_found("chat")
         key = (chat_id, message_id)
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
         try:
             async with lock:
                 await self.broker.emit(CHAT_EVENT, data, room=f"user:{user_id}")
                 if persist:
                     await self._persist(chat_id, message_id, data.get("data"))
         finally:
-            if not lock.locked() and self._locks.get(key) is lock:
+            lock, users = self._locks[key]
+            if users == 1:
                 del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
         return persist
 
     async def _persist(self, chat_id: str, message_id: str, event: Any) -> None:

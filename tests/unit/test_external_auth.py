@@ -4,6 +4,7 @@ chatwire's own tokens keep working; bad tokens are refused with a reason."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,14 @@ async def test_es256_with_jwks_file_chooses_key_by_kid(db: Database, tmp_path: P
     assert "bad signature" in await refused(auth, wrong_kid)
     unknown = jwt.encode(claims(sub="ec-user"), pem_private(EC_KEY), algorithm="ES256", headers={"kid": "k9"})
     assert "unknown key id" in await refused(auth, unknown)
+
+    # key rotation: the app publishes a new key in the file; an unknown kid re-reads it
+    rotated = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(rotated.public_key()))
+    jwks.write_text(json.dumps({"keys": [*keys, {**jwk, "kid": "k3", "alg": "ES256"}]}))
+    os.utime(jwks, (time.time() + 5, time.time() + 5))
+    fresh = jwt.encode(claims(sub="ec-user"), pem_private(rotated), algorithm="ES256", headers={"kid": "k3"})
+    assert (await auth.authenticate(fresh)).user.id == "ec-user"
 
 
 async def test_bad_external_tokens_are_refused_and_provision_nothing(db: Database, tmp_path: Path) -> None:
