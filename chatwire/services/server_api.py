@@ -109,7 +109,8 @@ class ServerApiService:
         if not isinstance(event, dict):
             return
         kind = event.get("type")
-        body = event.get("data") if isinstance(event.get("data"), dict) else {}
+        raw = event.get("data")
+        body: dict[str, Any] = raw if isinstance(raw, dict) else {}
         writer = self._writer
         message = await writer.ensure_message(chat_id, message_id)
         content = body.get("content")

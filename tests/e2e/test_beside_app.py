@@ -153,6 +153,13 @@ async def test_readme_app_streams_to_its_user_through_chatwire(tmp_path: Path) -
                 await asyncio.sleep(0.05)
             assert message["content"] == ANSWER and message["done"] is True and message["role"] == "assistant"
             assert chat["title"] == "hi?" and chat["user_id"] == "ada"
+            metrics = (await cw.get("/metrics")).text
+            events = len(ANSWER.split(" "))
+            assert f'chatwire_events_out_total{{event="events"}} {float(events)}' in metrics
+            assert (
+                f'chatwire_server_api_calls_total{{outcome="ok",scope="publish"}} {float(events)}' in metrics
+            )
+            assert 'chatwire_connections_total{transport="websocket"} 1.0' in metrics
             forged = await cw.get(
                 "/api/v1/auths/", headers={"Authorization": "Bearer " + token[:-4] + "AAAA"}
             )

@@ -4,6 +4,7 @@ persisted), channels as the system, presence and disconnect, the audit log and /
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from chatwire.client.server import ServerApiError, ServerClient
 from chatwire.config import Settings
-from tests.conftest import RunningServer, run_server
+from tests.conftest import RunningServer, postgres_database, run_server
 from tests.sio import RecordingClient
 
 
@@ -55,8 +56,14 @@ async def test_key_without_scope_is_refused_and_nothing_is_delivered(server: Run
         await client.close()
 
 
-async def test_revoked_key_is_refused_at_once_on_every_process(settings: Settings) -> None:
-    async with run_server(settings) as one, run_server(settings) as two:
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+async def test_revoked_key_is_refused_at_once_on_every_process(settings: Settings, database: str) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        if database == "postgres":
+            url = await stack.enter_async_context(postgres_database())
+            settings = settings.model_copy(update={"database_url": url})
+        one = await stack.enter_async_context(run_server(settings))
+        two = await stack.enter_async_context(run_server(settings))
         key = await new_key(one, "presence")
         for server in (one, two):
             async with ServerClient(server.url, key) as api:
