@@ -12,7 +12,8 @@ from chatwire.client.server import ServerClient
 
 CHATWIRE = os.environ.get("CHATWIRE_URL", "http://127.0.0.1:8080")
 SECRET = os.environ["APP_TOKEN_SECRET"]  # chatwire runs with CHATWIRE_EXTERNAL_SECRET set to the same value
-chatwire = ServerClient(CHATWIRE, os.environ["CHATWIRE_API_KEY"])  # from `chatwire keys create --scope publish`
+API_KEY = os.environ["CHATWIRE_API_KEY"]  # printed by `chatwire keys create --scope publish`
+chatwire = ServerClient(CHATWIRE, API_KEY)
 USERS = {"ada": "lovelace", "alan": "turing"}  # your users, your login
 ANSWER = "Hello from your app, streamed through chatwire."
 app = FastAPI()
@@ -30,13 +31,13 @@ async def login(body: dict) -> dict:
 @app.post("/ask")
 async def ask(body: dict, background: BackgroundTasks, authorization: str = Header()) -> dict:
     try:
-        user = jwt.decode(authorization.removeprefix("Bearer "), SECRET, ["HS256"], audience="chatwire")["sub"]
+        claims = jwt.decode(authorization.removeprefix("Bearer "), SECRET, ["HS256"], audience="chatwire")
     except jwt.PyJWTError as exc:
         raise HTTPException(401, "log in first") from exc
     async with httpx.AsyncClient(base_url=CHATWIRE, headers={"Authorization": authorization}) as http:
         chat = (await http.post("/api/v1/chats/new", json={"chat": {"title": body["question"]}})).json()
     message_id = uuid.uuid4().hex
-    background.add_task(stream_answer, user, chat["id"], message_id)
+    background.add_task(stream_answer, claims["sub"], chat["id"], message_id)
     return {"chat_id": chat["id"], "message_id": message_id}
 
 
