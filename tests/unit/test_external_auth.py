@@ -154,24 +154,46 @@ async def test_es256_with_jwks_file_chooses_key_by_kid(db: Database, tmp_path: P
     assert (await auth.authenticate(fresh)).user.id == "ec-user"
 
 
-async def test_bad_external_tokens_are_refused_and_provision_nothing(db: Database, tmp_path: Path) -> None:
-    auth = auth_for(db, settings_for(tmp_path))
+def signer(alg: str, tmp_path: Path) -> tuple[dict[str, Any], Any, Any, dict[str, str]]:
+    """Settings for one algorithm, the app's signing key, a wrong key, and extra JWT headers."""
+    if alg == "HS256":
+        return {}, APP_SECRET, "not-the-app-secret-" + "z" * 20, {}
+    if alg == "RS256":
+        return {"external_public_key": pem_public(RSA_KEY)}, pem_private(RSA_KEY), pem_private(RSA_OTHER), {}
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(EC_KEY.public_key()))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "only", "alg": "ES256"}]}))
+    return {"external_jwks_file": jwks}, pem_private(EC_KEY), pem_private(EC_OTHER), {"kid": "only"}
+
+
+@pytest.mark.parametrize("alg", ["HS256", "RS256", "ES256"])
+async def test_bad_external_tokens_are_refused_and_provision_nothing(
+    db: Database, tmp_path: Path, alg: str
+) -> None:
+    extra, key, wrong_key, headers = signer(alg, tmp_path)
+    auth = auth_for(db, settings_for(tmp_path, external_algorithms=[alg], **extra))
     now = int(time.time())
     cases = {
-        "expired": (claims(exp=now - 5, iat=now - 100), APP_SECRET, "token expired"),
-        "wrong audience": (claims(aud="someone-else"), APP_SECRET, "wrong audience"),
-        "wrong issuer": (claims(iss="https://evil.example"), APP_SECRET, "wrong issuer"),
-        "wrong key": (claims(), "not-the-app-secret-" + "z" * 20, "bad signature"),
-        "no audience": (claims(aud=None), APP_SECRET, "aud"),
-        "no expiry": (claims(exp=None), APP_SECRET, "exp"),
-        "id too long": (claims(sub="u" * 65), APP_SECRET, "1 to 64"),
+        "expired": (claims(exp=now - 5, iat=now - 100), key, "token expired"),
+        "wrong audience": (claims(aud="someone-else"), key, "wrong audience"),
+        "wrong issuer": (claims(iss="https://evil.example"), key, "wrong issuer"),
+        "wrong key": (claims(), wrong_key, "bad signature"),
+        "no audience": (claims(aud=None), key, "aud"),
+        "no expiry": (claims(exp=None), key, "exp"),
+        "id too long": (claims(sub="u" * 65), key, "1 to 64"),
     }
-    for name, (body, key, reason) in cases.items():
-        message = await refused(auth, jwt.encode(body, key, algorithm="HS256"))
+    for name, (body, signing_key, reason) in cases.items():
+        message = await refused(auth, jwt.encode(body, signing_key, algorithm=alg, headers=headers))
         assert reason in message, (name, message)
-    none_alg = jwt.encode(claims(), None, algorithm="none")
-    await refused(auth, none_alg)
+    await refused(auth, jwt.encode(claims(), None, algorithm="none"))
+    other_alg = "HS256" if alg != "HS256" else "RS256"
+    other_key = APP_SECRET if other_alg == "HS256" else pem_private(RSA_KEY)
+    assert "algorithm not accepted" in await refused(
+        auth, jwt.encode(claims(), other_key, algorithm=other_alg)
+    )
     assert await UserRepo(db).count() == 0
+    good = await auth.authenticate(jwt.encode(claims(), key, algorithm=alg, headers=headers))
+    assert good.user.id == "app-user-1"
 
 
 async def test_id_claim_mapping_role_and_taken_email(db: Database, tmp_path: Path) -> None:
