@@ -19,12 +19,14 @@ from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatwire import __version__
-from chatwire.api import auths, channels, chats, notes, system, users
+from chatwire.api import auths, channels, chats, notes, server_api, system, users
+from chatwire.api import metrics as metrics_api
 from chatwire.backends.lock_memory import MemoryLock
 from chatwire.backends.sessions_memory import MemorySessionStore
 from chatwire.config import Settings
 from chatwire.db.engine import Database
 from chatwire.errors import ChatwireError, ErrorCode
+from chatwire.metrics import Metrics
 from chatwire.services.container import Services
 from chatwire.transport.broker_sio import SioBroker
 from chatwire.transport.server import SOCKETIO_PATH, Realtime, create_sio
@@ -93,6 +95,21 @@ async def _refuse(send: Send, status: int, detail: str, code: ErrorCode) -> None
     await send({"type": "http.response.body", "body": response.body})
 
 
+def _redis_probe(url: str, metrics: Metrics) -> Any:
+    """A metrics probe that pings Redis (0.5 s timeout) and sets `chatwire_redis_up`."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    async def probe() -> None:
+        try:
+            metrics.set_redis_up(bool(await client.ping()))
+        except Exception:
+            metrics.set_redis_up(False)
+
+    return probe
+
+
 def _bundled_web_dir() -> Path:
     return Path(__file__).parent / "static"
 
@@ -114,10 +131,20 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         sio = create_sio(settings)
         sessions = MemorySessionStore(settings.presence_ttl_seconds, settings.usage_ttl_seconds)
         lock = MemoryLock()
-    broker = SioBroker(sio)
+    metrics = Metrics()
+    broker = SioBroker(sio, metrics)
     services = Services.build(
-        settings, db, broker, sessions, host_id=host_id, lock=lock, bus=fleet.bus if fleet else None
+        settings,
+        db,
+        broker,
+        sessions,
+        host_id=host_id,
+        lock=lock,
+        bus=fleet.bus if fleet else None,
+        metrics=metrics,
     )
+    if settings.redis_url:
+        metrics.add_probe(_redis_probe(settings.redis_url, metrics))
     realtime = Realtime(sio, services)
 
     @asynccontextmanager
@@ -186,6 +213,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     for router in (auths.router, users.router, channels.router, chats.router, notes.router, system.router):
         api.include_router(router)
+    api.include_router(server_api.router)
+    if settings.metrics_enabled:
+        api.include_router(metrics_api.router)
 
     api.add_middleware(
         CORSMiddleware,

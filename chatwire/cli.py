@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,6 +44,69 @@ def serve(
         ws_per_message_deflate=settings.ws_per_message_deflate,
         lifespan="on",
     )
+
+
+keys_app = typer.Typer(help="Server API keys: create (printed once), list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _with_keys(work: Any) -> Any:
+    """Run `work(ApiKeyService)` against the configured database (migrated first)."""
+    import asyncio
+
+    from chatwire.db.engine import Database
+    from chatwire.db.repos.api_keys import ApiKeyRepo
+    from chatwire.services.api_keys import ApiKeyService
+
+    async def run() -> Any:
+        db = Database(Settings().resolved_database_url)
+        try:
+            await db.migrate()
+            return await work(ApiKeyService(ApiKeyRepo(db)))
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[
+        list[str], typer.Option("--scope", help="publish, channels, presence or admin; repeat for several.")
+    ],
+    name: Annotated[str, typer.Option(help="A name to recognise the key by.")] = "",
+) -> None:
+    """Create a key and print it once: only its hash is stored."""
+    from chatwire.errors import ChatwireError
+
+    try:
+        record, key = _with_keys(lambda svc: svc.create(name, scope))
+    except ChatwireError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"id: {record['id']}  name: {record['name']}  scopes: {','.join(record['scopes'])}", err=True)
+    typer.echo("the key (shown once, store it now):", err=True)
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (id, prefix, name, scopes, created, revoked); never the keys themselves."""
+    import json
+
+    for record in _with_keys(lambda svc: svc.list()):
+        typer.echo(json.dumps(record))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `chatwire keys list`).")],
+) -> None:
+    """Revoke a key: every process refuses it from the next call on."""
+    if not _with_keys(lambda svc: svc.revoke(key_id)):
+        typer.echo(f"no live key with id {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
 
 
 @app.command()

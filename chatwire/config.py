@@ -79,8 +79,35 @@ class Settings(BaseSettings):
     web_dir: Path | None = Field(
         None, description="Static web client to serve at /; empty = the bundled build."
     )
+    # External identity: trust tokens minted by another app (see README "Use chatwire beside your app").
+    external_algorithms: Annotated[list[Literal["HS256", "RS256", "ES256"]], NoDecode] = Field(
+        default_factory=list,
+        description="Algorithms of external tokens, comma separated (HS256, RS256, ES256); empty = off.",
+    )
+    external_secret: str = Field("", description="HS256 secret shared with the app that mints tokens.")
+    external_public_key: str = Field(
+        "", description="RS256/ES256 public key: PEM text, or the path of a PEM file."
+    )
+    external_jwks_file: Path | None = Field(
+        None, description="A JWKS file (JSON Web Key Set) with the app's public keys, chosen by `kid`."
+    )
+    external_user_id_claim: str = Field("sub", description="The claim that carries the user id (sub or id).")
+    external_name_claim: str = Field("name", description="The claim that carries the display name.")
+    external_email_claim: str = Field("email", description="The claim that carries the email (optional).")
+    external_role_claim: str = Field(
+        "role", description="The claim that carries the role (admin, user, pending); empty = default role."
+    )
+    external_issuer: str = Field("", description="Required `iss` of external tokens; empty = not checked.")
+    external_audience: str = Field("", description="Required `aud` of external tokens; empty = not checked.")
+    external_leeway_seconds: float = Field(
+        30.0, ge=0, description="Clock skew allowed on exp/nbf/iat of external tokens."
+    )
+    external_default_role: Literal["admin", "user", "pending"] = Field(
+        "user", description="Role of a provisioned user whose token carries no valid role."
+    )
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at GET /metrics.")
 
-    @field_validator("cors_origins", "transports", mode="before")
+    @field_validator("cors_origins", "transports", "external_algorithms", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

@@ -161,3 +161,25 @@ class NoteUpdateForm(Model):
 
 class NoteAccessForm(Model):
     access_control: AccessControl | None = None
+
+
+# server API (API keys; see chatwire/api/server_api.py)
+
+
+class PublishForm(Model):
+    room: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    event: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    data: Any = None
+
+
+class ServerUserForm(Model):
+    name: Name | None = None
+    email: EmailStr | None = None
+
+
+class ServerChannelForm(Model):
+    name: Name
+    description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    type: Literal["group"] | None = None
+    is_private: bool = False
+    user_ids: list[Id] = Field(default_factory=list, max_length=10_000)

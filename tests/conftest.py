@@ -134,7 +134,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    for _ in range(200):
+    for _ in range(1000):
         if server.started:
             break
         if task.done():

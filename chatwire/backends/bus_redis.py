@@ -46,7 +46,7 @@ class RedisBus:
         self._handler = handler
         self._task = asyncio.create_task(self._run(), name="chatwire-redis-bus")
         try:
-            await asyncio.wait_for(self._connected.wait(), 10)
+            await asyncio.wait_for(self._connected.wait(), 2)
         except TimeoutError:
             log.warning("redis bus not connected yet; retrying in the background")
 

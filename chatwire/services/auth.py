@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +16,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from chatwire.db.models import User
 from chatwire.db.repos.users import UserRepo
 from chatwire.errors import ChatwireError, ErrorCode
+from chatwire.services.external_auth import ExternalClaims, ExternalVerifier
 from chatwire.util import new_id, now_s
 
 ROLES = ("admin", "user", "pending")
+
+log = logging.getLogger("chatwire.auth")
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,21 @@ def user_json(user: User) -> dict[str, Any]:
 
 
 class AuthService:
-    def __init__(self, users: UserRepo, *, secret: str, token_ttl: int, default_role: str = "user") -> None:
+    def __init__(
+        self,
+        users: UserRepo,
+        *,
+        secret: str,
+        token_ttl: int,
+        default_role: str = "user",
+        external: ExternalVerifier | None = None,
+        external_default_role: str = "user",
+    ) -> None:
         self.users = users
+        self.external = external
+        self.external_default_role = external_default_role
+        # Run once for each user created from an external identity (e.g. join the open channels).
+        self.provisioned_hooks: list[Callable[[User], Awaitable[None]]] = []
         self.secret = secret
         self.token_ttl = token_ttl
         self.default_role = default_role
@@ -76,6 +95,8 @@ class AuthService:
         """The identity a token proves; raises `unauthorized` for a bad, expired, revoked or orphan token."""
         if not isinstance(token, str) or not token:
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "missing token")
+        if self.external is not None and not self._is_own(token, self.external):
+            return await self._authenticate_external(self.external, token)
         claims = self.decode(token)
         jti = claims.get("jti") if isinstance(claims.get("jti"), str) else None
         if jti is not None and await self.users.is_revoked(jti):
@@ -84,6 +105,74 @@ class AuthService:
         if user is None:
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "unknown user")
         return Identity(user=user, jti=jti, expires_at=claims.get("exp"))
+
+    def _is_own(self, token: str, external: ExternalVerifier) -> bool:
+        """Whether a token is chatwire's own: HS256, no issuer (or not the external one), our signature,
+        and our claims (`id`, `jti`). Everything else goes to the external verifier."""
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return True  # malformed: our decoder names the error
+        if external.issuer is not None and unverified.get("iss") == external.issuer:
+            return False
+        if header.get("alg") != "HS256" or "iss" in unverified:
+            return False
+        if not ("id" in unverified and "jti" in unverified):
+            return False
+        try:
+            jwt.decode(token, self.secret, algorithms=["HS256"], options={"verify_exp": False})
+        except jwt.PyJWTError:
+            return False
+        return True
+
+    async def _authenticate_external(self, external: ExternalVerifier, token: str) -> Identity:
+        """Verify an external token and return its user, provisioning it on first sight."""
+        claims = external.verify(token)
+        if claims.jti is not None and await self.users.is_revoked(claims.jti):
+            raise ChatwireError(ErrorCode.UNAUTHORIZED, "token revoked")
+        user = await self.users.get(claims.user_id)
+        if user is None:
+            user = await self._provision(claims)
+        else:
+            changes: dict[str, Any] = {}
+            if claims.name is not None and claims.name != user.name:
+                changes["name"] = claims.name
+            if claims.role is not None and claims.role != user.role:
+                changes["role"] = claims.role
+            if changes:
+                user = await self.users.update_profile(user.id, **changes) or user
+        return Identity(user=user, jti=claims.jti, expires_at=claims.expires_at)
+
+    async def _provision(self, claims: ExternalClaims) -> User:
+        """Create the user row of an external identity; its email only if no other account has it."""
+        placeholder = f"ext-{hashlib.sha256(claims.user_id.encode()).hexdigest()[:24]}@external.invalid"
+        email = claims.email
+        if email is None or await self.users.get_by_email(email) is not None:
+            email = placeholder
+        user, created = await self.users.provision(
+            user_id=claims.user_id,
+            name=claims.name or claims.user_id,
+            email=email,
+            fallback_email=placeholder,
+            role=claims.role or self.external_default_role,
+        )
+        if created:
+            log.info("external user provisioned", extra={"user_id": user.id})
+            for hook in self.provisioned_hooks:
+                await hook(user)
+        return user
+
+    async def ensure_external_user(self, user_id: str, name: str | None, email: str | None) -> User:
+        """The user of an external identity, created as its first login would (server API: add members before
+        they ever connect); an existing user gets the new name."""
+        claims = ExternalClaims(user_id=user_id, name=name, email=email, role=None, jti=None, expires_at=None)
+        user = await self.users.get(user_id)
+        if user is None:
+            return await self._provision(claims)
+        if name is not None and name != user.name:
+            user = await self.users.update_profile(user_id, name=name) or user
+        return user
 
     async def revoke(self, identity: Identity) -> None:
         if identity.jti is not None:

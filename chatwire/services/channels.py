@@ -77,6 +77,7 @@ class ChannelService:
         user_ids: list[str],
         data: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
+        include_creator: bool = True,
     ) -> dict[str, Any]:
         if type not in CHANNEL_TYPES:
             raise ChatwireError(ErrorCode.INVALID_PAYLOAD, "type must be null, 'group' or 'dm'")
@@ -89,7 +90,7 @@ class ChannelService:
         if type is None and not is_private:
             members = await self.users.list_ids()
         else:
-            members = [creator.id, *user_ids]
+            members = [creator.id, *user_ids] if include_creator else list(user_ids)
         if type == "dm":
             others = [uid for uid in dict.fromkeys(user_ids) if uid != creator.id]
             if len(others) != 1:

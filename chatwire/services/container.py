@@ -10,16 +10,21 @@ from chatwire.backends.lock import Lock
 from chatwire.backends.sessions import SessionStore
 from chatwire.config import Settings
 from chatwire.db.engine import Database
+from chatwire.db.repos.api_keys import ApiKeyRepo
 from chatwire.db.repos.channels import ChannelRepo
 from chatwire.db.repos.chats import ChatRepo
 from chatwire.db.repos.notes import NoteRepo
 from chatwire.db.repos.users import UserRepo
+from chatwire.metrics import Metrics
+from chatwire.services.api_keys import ApiKeyService
 from chatwire.services.auth import AuthService
 from chatwire.services.channels import ChannelService
 from chatwire.services.chats import ChatService
+from chatwire.services.external_auth import ExternalVerifier
 from chatwire.services.notes import NoteService
 from chatwire.services.presence import PresenceService
 from chatwire.services.rooms import Rooms
+from chatwire.services.server_api import ServerApiService
 
 
 @dataclass
@@ -35,6 +40,9 @@ class Services:
     chats: ChatService
     notes: NoteService
     presence: PresenceService
+    api_keys: ApiKeyService
+    server_api: ServerApiService
+    metrics: Metrics
     host_id: str
     lock: Lock
     bus: Bus | None = None
@@ -50,9 +58,19 @@ class Services:
         host_id: str,
         lock: Lock,
         bus: Bus | None = None,
+        metrics: Metrics | None = None,
     ) -> Services:
         users = UserRepo(db)
         rooms = Rooms(broker, sessions)
+        channels = ChannelService(ChannelRepo(db), users, broker, rooms)
+        auth = AuthService(
+            users,
+            secret=settings.resolved_jwt_secret,
+            token_ttl=settings.token_ttl_seconds,
+            external=ExternalVerifier.from_settings(settings),
+            external_default_role=settings.external_default_role,
+        )
+        auth.provisioned_hooks.append(channels.join_public_channels)
         return cls(
             settings=settings,
             db=db,
@@ -60,16 +78,17 @@ class Services:
             sessions=sessions,
             users=users,
             rooms=rooms,
-            auth=AuthService(
-                users, secret=settings.resolved_jwt_secret, token_ttl=settings.token_ttl_seconds
-            ),
-            channels=ChannelService(ChannelRepo(db), users, broker, rooms),
+            auth=auth,
+            channels=channels,
             chats=ChatService(ChatRepo(db), broker),
             notes=NoteService(NoteRepo(db), broker, rooms),
             presence=PresenceService(sessions, users),
             host_id=host_id,
             lock=lock,
             bus=bus,
+            api_keys=ApiKeyService(ApiKeyRepo(db)),
+            server_api=ServerApiService(broker, sessions, users, channels, ChatRepo(db)),
+            metrics=metrics or Metrics(),
         )
 
     async def disconnect_token(self, user_id: str, jti: str | None) -> None:

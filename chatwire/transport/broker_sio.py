@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import socketio
+
+from chatwire.metrics import Metrics
 
 NAMESPACE = "/"
 
 
 class SioBroker:
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    def __init__(self, sio: socketio.AsyncServer, metrics: Metrics | None = None) -> None:
         self.sio = sio
+        self.metrics = metrics
 
     async def emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
+        start = time.perf_counter()
         await self.sio.emit(event, data, room=room, skip_sid=skip_sid, namespace=NAMESPACE)
+        if self.metrics is not None:
+            self.metrics.event_out(event, time.perf_counter() - start)
 
     async def call(self, event: str, data: Any, *, sid: str, timeout: float) -> Any:
         return await self.sio.call(event, data, to=sid, timeout=timeout, namespace=NAMESPACE)

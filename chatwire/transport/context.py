@@ -106,6 +106,7 @@ def socket_handler(
         @functools.wraps(fn)
         async def wrapper(sid: str, *args: Any) -> Any:
             data = args[0] if args else None
+            ctx.services.metrics.event_in(event)
             try:
                 if not ctx.state(sid).bucket.take():
                     raise ChatwireError(ErrorCode.RATE_LIMITED, "too many events; slow down")
@@ -124,6 +125,7 @@ def socket_handler(
                 return {"error": {"code": ErrorCode.INVALID_PAYLOAD.value, "message": message}}
             except Exception:
                 log.exception("handler crashed", extra={"sid": sid, "event": event, **_user_of(ctx, sid)})
+                ctx.services.metrics.event_rejected(event, ErrorCode.INTERNAL.value)
                 return {"error": {"code": ErrorCode.INTERNAL.value, "message": "internal error"}}
 
         return wrapper
@@ -137,6 +139,7 @@ def _user_of(ctx: Context, sid: str) -> dict[str, Any]:
 
 
 def _log_rejection(ctx: Context, sid: str, event: str, code: str, message: str) -> None:
+    ctx.services.metrics.event_rejected(event, code)
     log.info(
         "event rejected",
         extra={"sid": sid, "event": event, "code": code, "reason": message, **_user_of(ctx, sid)},

@@ -62,6 +62,8 @@ class Realtime:
         session.register(sio, self.ctx)
         channels.register(sio, self.ctx)
         chats.register(sio, self.ctx)
+        services.metrics.set_sessions_provider(self._sessions_by_transport)
+        services.metrics.set_rooms_provider(self._rooms_by_kind)
 
         @sio.on("*")
         async def unknown(event: str, sid: str, *args: Any) -> Any:
@@ -73,6 +75,29 @@ class Realtime:
                 raise ChatwireError(ErrorCode.INVALID_PAYLOAD, f"unknown event {name!r}")
 
             return await socket_handler(self.ctx, name)(refuse)(sid, *args)
+
+    def _sessions_by_transport(self) -> dict[str, int]:
+        """Live sessions of this process by their current Engine.IO transport (read at scrape time)."""
+        counts: dict[str, int] = {"websocket": 0, "polling": 0}
+        for sid in list(self.ctx.local):
+            try:
+                transport = self.sio.transport(sid, namespace="/")
+            except Exception:  # gone between the listing and the look-up
+                continue
+            counts[transport] = counts.get(transport, 0) + 1
+        return counts
+
+    def _rooms_by_kind(self) -> dict[str, int]:
+        """Named rooms with local members, by kind (a session's own room is not counted)."""
+        rooms = self.sio.manager.rooms.get("/", {})
+        sids = set(rooms.get(None, {}))
+        counts = {"user": 0, "channel": 0, "note": 0, "doc": 0, "other": 0}
+        for room, members in list(rooms.items()):
+            if room is None or room in sids or not members:
+                continue
+            kind = "doc" if room.startswith("doc_") else room.split(":", 1)[0]
+            counts[kind if kind in counts else "other"] += 1
+        return counts
 
     async def start(self) -> None:
         if self._task is not None:

@@ -47,7 +47,9 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
         ctx.state(sid)
         remote = environ.get("REMOTE_ADDR") or (environ.get("asgi.scope", {}).get("client") or ["?"])[0]
+        transport = _transport_of(environ)
         if token is None:
+            services.metrics.connected(transport)
             log.info("connect", extra={"sid": sid, "remote": remote, "authenticated": False})
             return
         try:
@@ -55,8 +57,10 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
             await authenticate_session(ctx, sio, sid, identity)
         except ChatwireError as exc:
             ctx.local.pop(sid, None)
+            services.metrics.refused()
             log.info("connect refused", extra={"sid": sid, "remote": remote, "reason": exc.message})
             raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": exc.code.value}) from None
+        services.metrics.connected(transport)
         log.info(
             "connect",
             extra={"sid": sid, "remote": remote, "user_id": identity.user.id, "authenticated": True},
@@ -65,6 +69,7 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
     @sio.event
     async def disconnect(sid: str, *args: Any) -> None:
         st = ctx.local.pop(sid, None)
+        services.metrics.disconnected()
         info = await services.sessions.remove(sid)
         user_id = info.user_id if info else (st.user.id if st and st.user else None)
         for hook in ctx.disconnect_hooks:
@@ -118,6 +123,16 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
     async def usage(ctx: Context, sid: str, payload: Usage) -> None:
         ctx.require_user(sid)
         await services.presence.usage(sid, payload.model)
+
+
+def _transport_of(environ: dict[str, Any]) -> str:
+    """The Engine.IO transport a connection opened with (`transport=` in the query string)."""
+    query = str(environ.get("QUERY_STRING", ""))
+    for part in query.split("&"):
+        if part.startswith("transport="):
+            value = part.removeprefix("transport=")
+            return value if value in ("websocket", "polling") else "other"
+    return "other"
 
 
 async def _user_for(ctx: Context, sid: str, token: str | None) -> Any:

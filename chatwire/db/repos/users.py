@@ -99,6 +99,30 @@ class UserRepo:
             s.add(user)
         return user
 
+    async def provision(
+        self, *, user_id: str, name: str, email: str, fallback_email: str, role: str
+    ) -> tuple[User, bool]:
+        """Insert a user of an external identity -> (user, True), or return the row a concurrent first login
+        created -> (user, False). When `email` is taken meanwhile, the user gets `fallback_email` instead.
+        """
+        for address in (email, fallback_email):
+            try:
+                user = await self.create(
+                    name=name, email=address, password_hash=None, role=role, user_id=user_id
+                )
+                return user, True
+            except IntegrityError:
+                existing = await self.get(user_id)
+                if existing is not None:
+                    return existing, False
+        raise RuntimeError(f"could not provision external user {user_id!r}")
+
+    async def update_profile(self, user_id: str, **values: object) -> User | None:
+        """Update name/role (or other columns) of a user and return the fresh row."""
+        async with self.db.session() as s:
+            await s.execute(update(User).where(User.id == user_id).values(updated_at=now_s(), **values))
+        return await self.get(user_id)
+
     async def touch(self, user_id: str, at: int) -> None:
         async with self.db.session() as s:
             await s.execute(update(User).where(User.id == user_id).values(last_active_at=at))

@@ -1,0 +1,42 @@
+"""Server API keys: stored by sha256 hash, looked up by hash on every call (so a revocation holds at once)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from chatwire.db.engine import Database
+from chatwire.db.models import ApiKey
+from chatwire.util import now_s
+
+
+class ApiKeyRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(
+        self, *, key_id: str, name: str, key_hash: str, prefix: str, scopes: list[str]
+    ) -> ApiKey:
+        row = ApiKey(
+            id=key_id, name=name, key_hash=key_hash, prefix=prefix, scopes=scopes, created_at=now_s()
+        )
+        async with self.db.session() as s:
+            s.add(row)
+        return row
+
+    async def by_hash(self, key_hash: str) -> ApiKey | None:
+        async with self.db.read() as s:
+            return (await s.execute(select(ApiKey).where(ApiKey.key_hash == key_hash))).scalar_one_or_none()
+
+    async def list(self) -> list[ApiKey]:
+        async with self.db.read() as s:
+            return list((await s.execute(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id))).scalars())
+
+    async def revoke(self, key_id: str) -> bool:
+        """Mark the key revoked; False when there is no such key or it was revoked already."""
+        async with self.db.session() as s:
+            result = await s.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=now_s())
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]

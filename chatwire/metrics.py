@@ -1,0 +1,217 @@
+"""Prometheus metrics of one chatwire process, in a registry of its own (one per app, so tests don't share).
+
+Series carry no per-process label: Prometheus adds `instance` per scraped process, so `sum without (instance)`
+over a fleet adds up cleanly; `chatwire_process_info{host}` names the process. Gauges that are cheap to read from
+live state (sessions, rooms) are computed at scrape time by providers that the transport registers.
+Hooks for other subsystems: `set_persistence_queue_depth`, `observe_persistence_flush`, `set_event_log_size`,
+`set_redis_up` (the chat event pipeline and the recovery event log call them when they are wired in).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("chatwire.metrics")
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+MAX_EVENT_NAMES = 200  # bound on distinct `event` label values; the rest are counted as "other"
+
+SessionsProvider = Callable[[], dict[str, int]]
+RoomsProvider = Callable[[], dict[str, int]]
+Probe = Callable[[], Awaitable[None]]
+
+
+def default_host_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class _LiveCollector(Collector):
+    """Gauges read from live state at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        sessions = GaugeMetricFamily(
+            "chatwire_sessions", "Live Socket.IO sessions of this process, by transport", labels=["transport"]
+        )
+        for transport, count in sorted(self.metrics.read_sessions().items()):
+            sessions.add_metric([transport], count)
+        yield sessions
+        rooms = GaugeMetricFamily(
+            "chatwire_rooms",
+            "Rooms with members on this process, by kind (user, channel, note, doc)",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self.metrics.read_rooms().items()):
+            rooms.add_metric([kind], count)
+        yield rooms
+
+
+class Metrics:
+    """Every collector of one process. Cheap to call from hot paths: one dict look-up and an increment."""
+
+    def __init__(self, host_id: str | None = None) -> None:
+        self.host_id = host_id or default_host_id()
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        info = Gauge("chatwire_process_info", "This chatwire process", ["host"], registry=r)
+        info.labels(self.host_id).set(1)
+        self.connections = Counter(
+            "chatwire_connections", "Socket.IO connections accepted, by transport", ["transport"], registry=r
+        )
+        self.connections_refused = Counter(
+            "chatwire_connections_refused", "Socket.IO connections refused at the handshake", registry=r
+        )
+        self.disconnections = Counter("chatwire_disconnections", "Socket.IO sessions ended", registry=r)
+        self.events_in = Counter(
+            "chatwire_events_in", "Socket events received from clients, by name", ["event"], registry=r
+        )
+        self.events_rejected = Counter(
+            "chatwire_events_rejected",
+            "Socket events refused with an error ack, by name and error code",
+            ["event", "code"],
+            registry=r,
+        )
+        self.events_out = Counter(
+            "chatwire_events_out", "Events emitted to rooms or sessions, by name", ["event"], registry=r
+        )
+        self.emit_seconds = Histogram(
+            "chatwire_emit_seconds",
+            "Emit to hand-off latency: from an emit call until its packets are queued to every local "
+            "recipient's transport (or published to the fleet)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.api_calls = Counter(
+            "chatwire_server_api_calls",
+            "Server API calls, by scope and outcome (ok or an error code)",
+            ["scope", "outcome"],
+            registry=r,
+        )
+        self.persistence_queue_depth = Gauge(
+            "chatwire_persistence_queue_depth", "Chat events waiting to be written", registry=r
+        )
+        self.persistence_flush_seconds = Histogram(
+            "chatwire_persistence_flush_seconds",
+            "Duration of one persistence flush",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_log_size = Gauge(
+            "chatwire_event_log_entries", "Events held for reconnect recovery on this process", registry=r
+        )
+        self.redis_up: Gauge | None = None  # registered on the first probe: absent without Redis
+        self._event_names: set[str] = set()
+        self._sessions_provider: SessionsProvider = dict
+        self._rooms_provider: RoomsProvider = dict
+        self._probes: list[Probe] = []
+        r.register(_LiveCollector(self))
+
+    # label hygiene
+
+    def _event(self, name: str) -> str:
+        if name in self._event_names:
+            return name
+        if len(self._event_names) < MAX_EVENT_NAMES:
+            self._event_names.add(name)
+            return name
+        return "other"
+
+    # hot-path hooks
+
+    def event_in(self, event: str) -> None:
+        self.events_in.labels(self._event(event)).inc()
+
+    def event_rejected(self, event: str, code: str) -> None:
+        self.events_rejected.labels(self._event(event), code).inc()
+
+    def event_out(self, event: str, seconds: float) -> None:
+        self.events_out.labels(self._event(event)).inc()
+        self.emit_seconds.observe(seconds)
+
+    def connected(self, transport: str) -> None:
+        self.connections.labels(transport).inc()
+
+    def refused(self) -> None:
+        self.connections_refused.inc()
+
+    def disconnected(self) -> None:
+        self.disconnections.inc()
+
+    def api_call(self, scope: str, outcome: str) -> None:
+        self.api_calls.labels(scope, outcome).inc()
+
+    # hooks for the persistence pipeline, the recovery log and the fleet (wired when those branches merge)
+
+    def set_persistence_queue_depth(self, depth: int) -> None:
+        self.persistence_queue_depth.set(depth)
+
+    def observe_persistence_flush(self, seconds: float) -> None:
+        self.persistence_flush_seconds.observe(seconds)
+
+    def set_event_log_size(self, entries: int) -> None:
+        self.event_log_size.set(entries)
+
+    def set_redis_up(self, up: bool) -> None:
+        if self.redis_up is None:
+            self.redis_up = Gauge(
+                "chatwire_redis_up",
+                "1 when Redis answered the last probe, 0 when not",
+                registry=self.registry,
+            )
+        self.redis_up.set(1 if up else 0)
+
+    # scrape-time sources
+
+    def set_sessions_provider(self, provider: SessionsProvider) -> None:
+        self._sessions_provider = provider
+
+    def set_rooms_provider(self, provider: RoomsProvider) -> None:
+        self._rooms_provider = provider
+
+    def add_probe(self, probe: Probe) -> None:
+        """An async check run before each scrape (e.g. a Redis ping that sets `chatwire_redis_up`)."""
+        self._probes.append(probe)
+
+    def read_sessions(self) -> dict[str, int]:
+        try:
+            return self._sessions_provider()
+        except Exception:
+            log.exception("sessions provider failed")
+            return {}
+
+    def read_rooms(self) -> dict[str, int]:
+        try:
+            return self._rooms_provider()
+        except Exception:
+            log.exception("rooms provider failed")
+            return {}
+
+    async def render(self) -> bytes:
+        """The Prometheus text exposition, after running the probes."""
+        for probe in self._probes:
+            try:
+                await probe()
+            except Exception:
+                log.exception("metrics probe failed")
+        return generate_latest(self.registry)

@@ -1,0 +1,196 @@
+"""The server API's domain logic: what a trusted backend may do with an API key.
+
+Publish an event to a user, channel, note or document room; manage channels and members as the system; ask
+who is online and in which rooms; disconnect a user's sessions. Publishing goes through the Broker, so fleet
+routing (and, later, recovery offsets) apply to it like to every other event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from chatwire.backends.broker import Broker
+from chatwire.backends.sessions import SessionStore
+from chatwire.db.models import User
+from chatwire.db.repos.chat_events_interim import InterimChatWriter
+from chatwire.db.repos.chats import ChatRepo
+from chatwire.db.repos.users import UserRepo
+from chatwire.errors import invalid, not_found
+from chatwire.services.channels import ChannelService, channel_json
+from chatwire.services.chats import CHAT_EVENT
+
+# The acting identity of server API calls that change channels: an admin that is nobody's account.
+SYSTEM_USER = User(
+    id="system", name="chatwire", email="system@chatwire.invalid", role="admin", profile_image_url=""
+)
+
+ROOM_PATTERN = re.compile(r"^(user:|channel:|note:|doc_)[^\s]{1,200}$")
+RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "message"})
+NOT_PERSISTED_PREFIXES = ("local:", "temporary:", "channel:")
+
+
+def is_chat_event(event: str, room: str, data: Any) -> bool:
+    """A chat generation event: `events` to a user room with a chat id and a message id."""
+    return (
+        event == CHAT_EVENT
+        and room.startswith("user:")
+        and isinstance(data, dict)
+        and isinstance(data.get("chat_id"), str)
+        and isinstance(data.get("message_id"), str)
+    )
+
+
+class ServerApiService:
+    def __init__(
+        self,
+        broker: Broker,
+        sessions: SessionStore,
+        users: UserRepo,
+        channels: ChannelService,
+        chats: ChatRepo,
+    ) -> None:
+        self.broker = broker
+        self.sessions = sessions
+        self.users = users
+        self.channels = channels
+        self.chats = chats
+        self._writer = InterimChatWriter(chats.db)
+        # One lock per message being written, with the number of tasks holding or awaiting it.
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    # publish
+
+    async def publish(self, room: str, event: str, data: Any) -> dict[str, Any]:
+        """Send `event` to `room`; a chat event is also persisted like any other chat event."""
+        if not ROOM_PATTERN.match(room):
+            raise invalid("room must be user:{id}, channel:{id}, note:{id} or doc_{id}")
+        if event in RESERVED_EVENTS or not event or len(event) > 128:
+            raise invalid(f"event name {event[:128]!r} is reserved or invalid")
+        if is_chat_event(event, room, data):
+            user_id = room.removeprefix("user:")
+            persisted = await self.publish_chat_event(user_id, data["chat_id"], data["message_id"], data)
+            return {"status": True, "persisted": persisted}
+        await self.broker.emit(event, data, room=room)
+        return {"status": True, "persisted": False}
+
+    async def publish_chat_event(
+        self, user_id: str, chat_id: str, message_id: str, data: dict[str, Any]
+    ) -> bool:
+        """Emit a chat event to `user:{user_id}` and persist its effect on the message.
+
+        INTERIM (issue 10): persistence here is a minimal reducer over ChatRepo. At merge the lead switches this
+        function to the chat event pipeline's emitter (issue 3), so that server API events share its ordering,
+        coalescing and persistence rules.
+        """
+        persist = not chat_id.startswith(NOT_PERSISTED_PREFIXES)
+        if persist:
+            chat = await self.chats.get(chat_id)
+            if chat is None or chat.user_id != user_id:
+                raise not_found("chat")
+        key = (chat_id, message_id)
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                await self.broker.emit(CHAT_EVENT, data, room=f"user:{user_id}")
+                if persist:
+                    await self._persist(chat_id, message_id, data.get("data"))
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+        return persist
+
+    async def _persist(self, chat_id: str, message_id: str, event: Any) -> None:
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        raw = event.get("data")
+        body: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        writer = self._writer
+        message = await writer.ensure_message(chat_id, message_id)
+        content = body.get("content")
+        if kind in ("message", "chat:message:delta") and isinstance(content, str):
+            await writer.append_content(chat_id, message_id, content)
+        elif kind in ("replace", "chat:message") and isinstance(content, str):
+            await writer.set_fields(chat_id, message_id, content=content)
+        elif kind == "status":
+            await writer.set_fields(
+                chat_id, message_id, status_history=[*(message.status_history or []), body]
+            )
+        elif kind == "chat:completion":
+            values: dict[str, Any] = {}
+            if isinstance(content, str):
+                values["content"] = content
+            if body.get("done") is True:
+                values["done"] = True
+            for field in ("usage", "error"):
+                if body.get(field) is not None:
+                    values[field] = body[field]
+            if values:
+                await writer.set_fields(chat_id, message_id, **values)
+        elif kind == "chat:message:error":
+            await writer.set_fields(chat_id, message_id, error=body.get("error", body))
+        elif kind == "chat:tasks:cancel":
+            await writer.set_fields(chat_id, message_id, done=True)
+
+    # channels
+
+    async def create_channel(
+        self, *, name: str, description: str | None, type: str | None, is_private: bool, user_ids: list[str]
+    ) -> dict[str, Any]:
+        if type == "dm":
+            raise invalid("the server API creates standard or group channels, not dm channels")
+        return await self.channels.create(
+            SYSTEM_USER,
+            name=name,
+            description=description,
+            type=type,
+            is_private=is_private,
+            user_ids=user_ids,
+            include_creator=False,
+        )
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        channel = await self.channels.get_channel(channel_id)
+        return channel_json(channel, user_ids=await self.channels.repo.member_ids(channel_id))
+
+    async def add_members(self, channel_id: str, user_ids: list[str]) -> dict[str, Any]:
+        return await self.channels.add_members(channel_id, SYSTEM_USER, user_ids)
+
+    async def remove_members(self, channel_id: str, user_ids: list[str]) -> dict[str, Any]:
+        return await self.channels.remove_members(channel_id, SYSTEM_USER, user_ids)
+
+    async def delete_channel(self, channel_id: str) -> None:
+        await self.channels.delete(channel_id, SYSTEM_USER)
+
+    # presence
+
+    async def user_sessions(self, user_id: str) -> list[dict[str, Any]]:
+        out = []
+        for sid in await self.sessions.sids_of(user_id):
+            out.append({"sid": sid, "rooms": sorted(await self.broker.rooms_of(sid))})
+        return out
+
+    async def presence(self, user_id: str | None = None) -> dict[str, Any]:
+        """Online users (all, or one) with their sessions and the rooms each session is in."""
+        ids = [user_id] if user_id is not None else sorted(await self.sessions.online_user_ids())
+        users = {u.id: u for u in await self.users.get_many(ids)}
+        online = []
+        for uid in ids:
+            sessions = await self.user_sessions(uid)
+            if sessions:
+                user = users.get(uid)
+                online.append({"id": uid, "name": user.name if user else None, "sessions": sessions})
+        return {"users": online, "user_count": len(online)}
+
+    async def disconnect_user(self, user_id: str) -> int:
+        """End every live session of a user (they may reconnect if their token is still valid)."""
+        sids = await self.sessions.sids_of(user_id)
+        for sid in sids:
+            await self.broker.disconnect(sid)
+        return len(sids)
