@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chatwire.backends.broker import Broker
+from chatwire.backends.docstore import DocStore
+from chatwire.backends.docstore_sql import SqlDocStore
 from chatwire.backends.sessions import SessionStore
 from chatwire.config import Settings
 from chatwire.db.engine import Database
@@ -15,6 +17,7 @@ from chatwire.db.repos.users import UserRepo
 from chatwire.services.auth import AuthService
 from chatwire.services.channels import ChannelService
 from chatwire.services.chats import ChatService
+from chatwire.services.collab import CollabService
 from chatwire.services.notes import NoteService
 from chatwire.services.presence import PresenceService
 from chatwire.services.rooms import Rooms
@@ -33,11 +36,14 @@ class Services:
     chats: ChatService
     notes: NoteService
     presence: PresenceService
+    collab: CollabService
 
     @classmethod
     def build(cls, settings: Settings, db: Database, broker: Broker, sessions: SessionStore) -> Services:
         users = UserRepo(db)
         rooms = Rooms(broker, sessions)
+        notes = NoteService(NoteRepo(db), broker, rooms)
+        docs: DocStore = SqlDocStore(db)
         return cls(
             settings=settings,
             db=db,
@@ -50,8 +56,15 @@ class Services:
             ),
             channels=ChannelService(ChannelRepo(db), users, broker, rooms),
             chats=ChatService(ChatRepo(db), broker),
-            notes=NoteService(NoteRepo(db), broker, rooms),
+            notes=notes,
             presence=PresenceService(sessions, users),
+            collab=CollabService(
+                docs,
+                notes,
+                broker,
+                compact_every=settings.doc_compact_every,
+                save_debounce=settings.doc_save_debounce_seconds,
+            ),
         )
 
     async def disconnect_token(self, user_id: str, jti: str | None) -> None:

@@ -12,7 +12,7 @@ import socketio
 from chatwire.config import Settings
 from chatwire.errors import ErrorCode
 from chatwire.services.container import Services
-from chatwire.transport import channels, chats, session
+from chatwire.transport import channels, chats, collab, session
 from chatwire.transport.context import Context
 
 log = logging.getLogger("chatwire.socket")
@@ -48,6 +48,7 @@ class Realtime:
         session.register(sio, self.ctx)
         channels.register(sio, self.ctx)
         chats.register(sio, self.ctx)
+        collab.register(sio, self.ctx)
 
         @sio.on("*")
         async def unknown(event: str, sid: str, *args: Any) -> dict[str, Any]:
@@ -70,6 +71,7 @@ class Realtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.services.collab.close()
 
     async def _upkeep(self) -> None:
         """Refresh the presence of this process's live sessions and drop expired entries, forever."""
