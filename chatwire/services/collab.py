@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pycrdt import Doc, get_state, merge_updates
+from pycrdt import Doc, get_state, get_update, merge_updates
 
 from chatwire.backends.broker import Broker
 from chatwire.backends.docstore import DocStore
@@ -23,7 +23,7 @@ from chatwire.db.models import User
 from chatwire.errors import ChatwireError, ErrorCode, invalid
 from chatwire.services.notes import NoteService
 from chatwire.services.rooms import doc_room
-from chatwire.services.ywire import awareness_removal, decode_state_vector, parse_awareness
+from chatwire.services.ywire import awareness_removal, parse_awareness, read_var_uint
 
 log = logging.getLogger("chatwire.collab")
 
@@ -50,17 +50,31 @@ def build_snapshot(updates: list[bytes]) -> bytes:
     """One update equivalent to all of `updates`, as small as can be had without losing anything.
 
     A fresh Doc's encoded state is the compact form (deleted content garbage-collected) but leaves out updates
-    whose dependencies never arrived; when that would drop something (state vectors differ), the lossless
-    merge of the raw updates is used instead.
+    whose dependencies never arrived (pycrdt keeps them pending and does not encode them); when the raw merge
+    holds any struct the compact form lacks, the lossless merge is used instead.
     """
     merged = merge_updates(*updates) if len(updates) > 1 else updates[0]
     doc: Doc = Doc()
     for update in updates:
-        doc.apply_update(update)
+        apply_update(doc, update)
     compact = doc.get_update()
-    if decode_state_vector(get_state(compact)) == decode_state_vector(get_state(merged)):
+    missing = get_update(merged, get_state(compact))
+    if read_var_uint(missing, 0)[0] == 0:
         return compact
     return merged
+
+
+def apply_update(doc: Doc, update: bytes) -> None:
+    """Apply a Yjs update; any failure of pycrdt (including a Rust panic) becomes a ValueError."""
+    try:
+        doc.apply_update(update)
+    except Exception as exc:
+        raise ValueError(str(exc)) from None
+    except BaseException as exc:
+        # pyo3 turns a Rust panic into PanicException, which derives from BaseException.
+        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+            raise
+        raise ValueError(f"update rejected by pycrdt: {exc}") from None
 
 
 @dataclass
@@ -357,7 +371,7 @@ class CollabService:
         doc: Doc = Doc()
         for seq, update in zip(stored.seqs, stored.updates, strict=True):
             try:
-                doc.apply_update(update)
+                apply_update(doc, update)
             except ValueError:
                 log.error("stored update cannot be applied", extra={"document_id": document_id, "seq": seq})
         return doc, stored.tail
@@ -382,8 +396,11 @@ class CollabService:
 
     async def _apply_and_store(self, live: LiveDoc, update: bytes) -> None:
         try:
-            live.doc.apply_update(update)
+            apply_update(live.doc, update)
         except ValueError as exc:
+            # Decoding fails before anything changes; should pycrdt fail later than that, rebuild the Doc.
+            if "Cannot decode" not in str(exc):
+                live.stale = True
             raise invalid(f"malformed Yjs update: {exc}") from None
         try:
             await self.store.append(live.document_id, update)
