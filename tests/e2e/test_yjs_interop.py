@@ -5,6 +5,7 @@ restart of the server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -23,13 +24,14 @@ from pycrdt import Doc, XmlElement, XmlFragment
 
 from chatwire.backends.docstore_sql import SqlDocStore
 from chatwire.db.engine import Database
-from tests.conftest import free_port
+from tests.conftest import RunningServer, free_port
 from tests.sio import RecordingClient
 
 pytestmark = pytest.mark.e2e
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 DRIVER = NODE_DIR / "ydoc_client.mjs"
+AWARENESS_DRIVER = NODE_DIR / "awareness_client.mjs"
 EDITS = 150
 
 
@@ -119,10 +121,10 @@ class NodeClient:
         self.proc = proc
 
     @classmethod
-    async def start(cls, **options: Any) -> NodeClient:
+    async def start(cls, *, driver: Path = DRIVER, **options: Any) -> NodeClient:
         proc = await asyncio.create_subprocess_exec(
             "node",
-            str(DRIVER),
+            str(driver),
             json.dumps(options),
             cwd=NODE_DIR,
             stdin=asyncio.subprocess.PIPE,
@@ -209,7 +211,13 @@ async def test_three_node_yjs_clients_converge_and_survive_restart(tmp_path: Pat
         document_id = f"note:{note_id}"
         tokens = [owner["token"], *(w["token"] for w in writers)]
 
-        common = {"url": server.url, "documentId": document_id, "mode": "edit", "edits": EDITS, "peers": 2}
+        common: dict[str, Any] = {
+            "url": server.url,
+            "documentId": document_id,
+            "mode": "edit",
+            "edits": EDITS,
+            "peers": 2,
+        }
         first = await NodeClient.start(token=tokens[0], init=True, seed=11, **common)
         clients = [first]
         try:
@@ -264,3 +272,43 @@ async def test_three_node_yjs_clients_converge_and_survive_restart(tmp_path: Pat
         await server.start()
         fifth = await read_via_node(server.url, writers[1]["token"], document_id)
         assert (fifth["xml"], fifth["text"]) == (xml, text)
+
+
+async def test_y_protocols_awareness_of_a_vanished_client_is_cleared(server: RunningServer) -> None:
+    """A real y-protocols Awareness sees a peer's cursor, and loses it when the peer's process dies."""
+    _node_ready()
+    ada, bob = await server.signup("Ada"), await server.signup("Bob")
+    async with server.http(ada["token"]) as http:
+        r = await http.post(
+            "/api/v1/notes/create",
+            json={"title": "aware", "access_control": {"write": {"user_ids": [bob["id"]]}}},
+        )
+        r.raise_for_status()
+        document_id = f"note:{r.json()['id']}"
+    common: dict[str, Any] = {"url": server.url, "documentId": document_id}
+    watcher = await NodeClient.start(
+        token=bob["token"], mode="watch", name="Bob", driver=AWARENESS_DRIVER, **common
+    )
+    announcer = None
+    try:
+        assert (await watcher.line())["event"] == "ready"
+        announcer = await NodeClient.start(
+            token=ada["token"], mode="announce", name="Ada", driver=AWARENESS_DRIVER, **common
+        )
+        ready = await announcer.line()
+        assert ready["event"] == "ready" and ready["ack"] == {"ok": True}
+        seen = await watcher.line()
+        assert seen["event"] == "seen" and seen["clientID"] == ready["clientID"]
+        assert seen["state"]["user"]["name"] == "Ada" and seen["user_id"] == ada["id"]
+        assert announcer.proc.stdin is not None
+        announcer.proc.stdin.write(b"vanish\n")
+        await announcer.proc.stdin.drain()
+        cleared = await watcher.line(timeout=30)
+        assert cleared["event"] == "cleared" and cleared["clientID"] == ready["clientID"]
+        assert {"document_id": document_id, "user_id": ada["id"]} in cleared["left"]
+    finally:
+        for client in (watcher, announcer):
+            if client is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    client.proc.kill()
+                await client.wait()

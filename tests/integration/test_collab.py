@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -62,11 +62,7 @@ class Editor:
 
 
 async def make_note(
-    server: RunningServer,
-    owner: dict[str, Any],
-    *,
-    read: list[str] = (),
-    write: list[str] = (),  # type: ignore[assignment]
+    server: RunningServer, owner: dict[str, Any], *, read: Sequence[str] = (), write: Sequence[str] = ()
 ) -> str:
     async with server.http(owner["token"]) as http:
         r = await http.post(
