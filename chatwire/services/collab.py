@@ -254,15 +254,20 @@ class CollabService:
         return {"ok": True}
 
     async def disconnected(self, sid: str) -> None:
-        """A session went away: leave every document it was editing, as `leave` would."""
+        """A session went away: leave every document it was editing, as `leave` would.
+
+        Runs after the session's events already under way (same ordering lock), so a join that was in flight
+        cannot leave a ghost editor behind; later events of the session fail for want of a user.
+        """
+        async with self.in_order(sid):
+            for document_id in sorted(self._by_sid.pop(sid, set())):
+                async with self._locked(document_id, create=False) as live:
+                    if live is None or sid not in live.editors:
+                        continue
+                    await self._forget(live, sid, leave_room=False)
+                    await self._flush(live)
+                await self._evict_if_idle(document_id)
         self._session_locks.pop(sid, None)
-        for document_id in sorted(self._by_sid.pop(sid, set())):
-            async with self._locked(document_id, create=False) as live:
-                if live is None or sid not in live.editors:
-                    continue
-                await self._forget(live, sid, leave_room=False)
-                await self._flush(live)
-            await self._evict_if_idle(document_id)
 
     # queries
 
@@ -510,19 +515,26 @@ class CollabService:
                     if live.save_task is None or live.save_task.done():
                         live.save_task = asyncio.create_task(self._save_later(live), name="chatwire-doc-save")
 
+    async def compact(self, document_id: str) -> int:
+        """Fold the document's stored log into one snapshot now; returns how many updates were folded.
+
+        Works from the store alone (the document need not be open); entries appended meanwhile stay as they are.
+        """
+        stored = await self.store.load(document_id)
+        if stored.tail == 0 or len(stored.updates) < 2:
+            return 0
+        snapshot = build_snapshot(stored.updates)
+        await self.store.compact(document_id, snapshot, stored.seqs)
+        log.debug(
+            "document compacted",
+            extra={"document_id": document_id, "entries": len(stored.seqs), "bytes": len(snapshot)},
+        )
+        return stored.tail
+
     async def _compact(self, live: LiveDoc) -> None:
-        """Fold the stored log into one snapshot; entries appended meanwhile stay as they are."""
         try:
-            stored = await self.store.load(live.document_id)
-            if stored.tail == 0 or len(stored.updates) < 2:
-                return
-            snapshot = build_snapshot(stored.updates)
-            await self.store.compact(live.document_id, snapshot, stored.seqs)
-            live.tail = max(0, live.tail - stored.tail)
-            log.debug(
-                "document compacted",
-                extra={"document_id": live.document_id, "entries": len(stored.seqs), "bytes": len(snapshot)},
-            )
+            folded = await self.compact(live.document_id)
+            live.tail = max(0, live.tail - folded)
         except asyncio.CancelledError:
             raise
         except Exception:

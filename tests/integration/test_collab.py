@@ -399,6 +399,13 @@ async def test_state_survives_the_last_leave_and_the_log_is_compacted(collab_ser
         again = await a.client.call("ydoc:document:state", {"document_id": doc_id})
         assert again == {"ok": True}
         assert len(a.client.received["ydoc:document:state"]) == 2
+
+        # An explicit compaction folds the remaining tail too.
+        tail = (await collab.store.load(doc_id)).tail
+        assert await collab.compact(doc_id) == tail
+        folded = await collab.store.load(doc_id)
+        assert len(folded.updates) == 1 and folded.tail == 0
+        assert text_of(folded.updates[0]) == expected
     finally:
         await a.client.close()
 
@@ -419,3 +426,33 @@ async def test_deleting_the_note_drops_its_document(collab_server: RunningServer
         assert (await a.edit(doc_id, 0, "x"))["error"]["code"] == "not_found"
     finally:
         await a.client.close()
+
+
+async def test_a_sessions_updates_are_stored_in_the_order_sent(collab_server: RunningServer) -> None:
+    """Events are handled concurrently by python-socketio; one session's updates must still keep their order."""
+    server = collab_server
+    ada, bob = await server.signup("Ada"), await server.signup("Bob")
+    note_id = await make_note(server, ada, write=[bob["id"]])
+    doc_id = f"note:{note_id}"
+    a, b = await Editor(server, ada).connect(), await Editor(server, bob).connect()
+    try:
+        await a.join(doc_id)
+        await b.join(doc_id)
+        sent: list[list[int]] = []
+        for i in range(40):
+            before = a.doc.get_state()
+            a.text.insert(len(str(a.text)), f"{i} ")
+            update = list(a.doc.get_update(before))
+            sent.append(update)
+            await a.client.emit("ydoc:document:update", {"document_id": doc_id, "update": update})
+
+        async def all_relayed() -> bool:
+            return len(b.client.received["ydoc:document:update"]) == len(sent)
+
+        await eventually(all_relayed)
+        assert [u["update"] for u in b.client.received["ydoc:document:update"]] == sent
+        b.apply_received(doc_id)
+        assert str(b.text) == str(a.text)
+    finally:
+        await a.client.close()
+        await b.client.close()
