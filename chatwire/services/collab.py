@@ -137,6 +137,7 @@ class CollabService:
         self._session_locks: dict[str, asyncio.Lock] = {}
         notes.access_lost_hooks.append(self._on_access_lost)
         notes.deleted_hooks.append(self._on_note_deleted)
+        notes.content_replaced_hooks.append(self._on_content_replaced)
 
     # events
 
@@ -321,8 +322,24 @@ class CollabService:
                     await self._forget(live, sid)
         await self._evict_if_idle(document_id)
 
+    async def _on_content_replaced(self, note_id: str) -> None:
+        """The note's content was replaced over REST: when nobody edits it here, drop the stored Yjs state so the
+        next editor rebuilds the document from that content (Open WebUI's editor does so from an empty state);
+        otherwise the next save from the editors would silently overwrite the REST change."""
+        document_id = f"note:{note_id}"
+        async with self._opening_lock(document_id):
+            # The room is the fleet-wide view of who edits (this process's documents are a subset of it).
+            if document_id in self._docs or await self.broker.room_sids(doc_room(document_id)):
+                log.info(
+                    "note content replaced while being edited; the document keeps its state",
+                    extra={"document_id": document_id},
+                )
+                return
+            await self.store.delete(document_id)
+
     async def _on_note_deleted(self, note_id: str) -> None:
         document_id = f"note:{note_id}"
+        self._opening.pop(document_id, None)
         live = self._docs.pop(document_id, None)
         if live is not None:
             live.pending = None
@@ -356,15 +373,20 @@ class CollabService:
         live = self._docs.get(document_id)
         if live is not None:
             return live
-        lock = self._opening.setdefault(document_id, asyncio.Lock())
-        async with lock:
+        async with self._opening_lock(document_id):
             live = self._docs.get(document_id)
             if live is None:
                 doc, tail = await self._load(document_id)
                 live = self._docs.setdefault(document_id, LiveDoc(document_id, doc, tail))
-        if not lock.locked():
-            self._opening.pop(document_id, None)
         return live
+
+    def _opening_lock(self, document_id: str) -> asyncio.Lock:
+        """Serialises loading a document with resetting its stored state (one small lock per document id,
+        kept until the note is deleted, so that no two holders ever use different locks)."""
+        lock = self._opening.get(document_id)
+        if lock is None:
+            lock = self._opening[document_id] = asyncio.Lock()
+        return lock
 
     async def _load(self, document_id: str) -> tuple[Doc, int]:
         """A Doc rebuilt from the stored snapshot and tail, and the tail's length."""

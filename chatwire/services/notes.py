@@ -49,6 +49,8 @@ class NoteService:
         # the rooms were updated: collaboration drops the user's editing sessions and the document.
         self.access_lost_hooks: list[Callable[[str, str], Awaitable[None]]] = []
         self.deleted_hooks: list[Callable[[str], Awaitable[None]]] = []
+        # Told (note_id) after an update that replaced the note's `data` (the collaborative document resets).
+        self.content_replaced_hooks: list[Callable[[str], Awaitable[None]]] = []
 
     async def require(self, note_id: str, user: User, permission: str) -> Note:
         note = await self.repo.get(note_id)
@@ -85,6 +87,12 @@ class NoteService:
         note = await self.repo.update(note_id, **changes)
         if note is None:
             raise not_found("note")
+        if "data" in changes:
+            for hook in self.content_replaced_hooks:
+                try:
+                    await hook(note_id)
+                except Exception:
+                    log.exception("content-replaced hook failed", extra={"note_id": note_id})
         body = note_json(note)
         await self.broker.emit(NOTE_EVENT, body, room=note_room(note_id))
         return body

@@ -456,3 +456,38 @@ async def test_a_sessions_updates_are_stored_in_the_order_sent(collab_server: Ru
     finally:
         await a.client.close()
         await b.client.close()
+
+
+async def test_rest_content_change_resets_an_unedited_document(collab_server: RunningServer) -> None:
+    """Replacing the note's data over REST while nobody edits drops the Yjs state, so the next editor rebuilds the
+    document from that content instead of overwriting it with an older one; while someone edits, it stays."""
+    server = collab_server
+    collab = server.services.collab
+    ada = await server.signup("Ada")
+    note_id = await make_note(server, ada)
+    doc_id = f"note:{note_id}"
+    a = await Editor(server, ada).connect()
+    try:
+        await a.join(doc_id)
+        await a.edit(doc_id, 0, "draft")
+        async with server.http(ada["token"]) as http:
+            r = await http.post(
+                f"/api/v1/notes/{note_id}/update", json={"data": {"content": {"md": "rest 1"}}}
+            )
+            assert r.status_code == 200
+        assert text_of(await collab.state(doc_id)) == "draft"  # being edited: kept
+        await a.client.call("ydoc:document:leave", {"document_id": doc_id})
+        async with server.http(ada["token"]) as http:
+            r = await http.post(
+                f"/api/v1/notes/{note_id}/update", json={"data": {"content": {"md": "rest 2"}}}
+            )
+            assert r.status_code == 200
+            r = await http.post(f"/api/v1/notes/{note_id}/update", json={"title": "only the title"})
+            assert r.status_code == 200
+        assert (await collab.store.load(doc_id)).updates == []
+        a.client.received.clear()
+        await a.join(doc_id)
+        assert (await a.client.wait_for("ydoc:document:state"))["state"] == [0, 0]
+        assert (await note_data(server, ada, note_id))["content"] == {"md": "rest 2"}
+    finally:
+        await a.client.close()
