@@ -52,7 +52,7 @@ class ServerProcess:
             "CHATWIRE_DATA_DIR": str(data_dir),
             "CHATWIRE_PORT": str(port),
             "CHATWIRE_HOST": "127.0.0.1",
-            "CHATWIRE_JWT_SECRET": "interop-secret-0123456789abcdef",
+            "CHATWIRE_JWT_SECRET": "interop-secret-0123456789abcdef-0123456789",
             "CHATWIRE_LOG_FORMAT": "text",
             "CHATWIRE_LOG_LEVEL": "WARNING",
             "CHATWIRE_DATABASE_URL": "",
