@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one JSON object a line; text: plain."
     )
+    doc_compact_every: int = Field(
+        200,
+        ge=1,
+        description="Compact a collaborative document's update log into one snapshot after this many updates.",
+    )
+    doc_save_debounce_seconds: float = Field(
+        0.5, ge=0, description="Quiet time before a collaborative note's content is saved."
+    )
     web_dir: Path | None = Field(
         None, description="Static web client to serve at /; empty = the bundled build."
     )

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+)
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=64)]  # the width of every user id column
@@ -81,6 +90,46 @@ class ChatEventData(Model):
 class ChatEvent(Model):
     chat_id: Id
     data: ChatEventData
+
+
+def _yjs_bytes(value: Any) -> bytes:
+    """Yjs bytes arrive as a JSON array of integers 0-255 (the original client) or as a binary attachment."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, list):
+        if not all(type(item) is int for item in value):
+            raise ValueError("must be an array of integers 0-255")
+        try:
+            return bytes(value)
+        except ValueError:
+            raise ValueError("must be an array of integers 0-255") from None
+    raise ValueError("must be an array of integers 0-255 or binary")
+
+
+YjsBytes = Annotated[bytes, BeforeValidator(_yjs_bytes)]
+DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=160)]
+
+
+class YDocRef(Model):
+    document_id: DocumentId
+
+
+class YDocJoin(YDocRef):
+    # user_id and user_name are ignored: the server uses the authenticated user's.
+    user_color: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class YDocData(Model):
+    content: Any = None
+
+
+class YDocUpdate(YDocRef):
+    update: YjsBytes | None = None
+    data: YDocData | None = None
+
+
+class YAwarenessUpdate(YDocRef):
+    update: YjsBytes
 
 
 # REST bodies

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from chatwire.backends.broker import Broker
 from chatwire.backends.bus import Bus
+from chatwire.backends.docstore import DocStore
+from chatwire.backends.docstore_sql import SqlDocStore
 from chatwire.backends.lock import Lock
 from chatwire.backends.sessions import SessionStore
 from chatwire.config import Settings
@@ -20,6 +22,7 @@ from chatwire.services.api_keys import ApiKeyService
 from chatwire.services.auth import AuthService
 from chatwire.services.channels import ChannelService
 from chatwire.services.chats import ChatService
+from chatwire.services.collab import CollabService
 from chatwire.services.external_auth import ExternalVerifier
 from chatwire.services.notes import NoteService
 from chatwire.services.presence import PresenceService
@@ -43,6 +46,7 @@ class Services:
     api_keys: ApiKeyService
     server_api: ServerApiService
     metrics: Metrics
+    collab: CollabService
     host_id: str
     lock: Lock
     bus: Bus | None = None
@@ -71,6 +75,8 @@ class Services:
             external_default_role=settings.external_default_role,
         )
         auth.provisioned_hooks.append(channels.join_public_channels)
+        notes = NoteService(NoteRepo(db), broker, rooms)
+        docs: DocStore = SqlDocStore(db)
         return cls(
             settings=settings,
             db=db,
@@ -81,7 +87,7 @@ class Services:
             auth=auth,
             channels=channels,
             chats=ChatService(ChatRepo(db), broker),
-            notes=NoteService(NoteRepo(db), broker, rooms),
+            notes=notes,
             presence=PresenceService(sessions, users),
             host_id=host_id,
             lock=lock,
@@ -89,6 +95,13 @@ class Services:
             api_keys=ApiKeyService(ApiKeyRepo(db)),
             server_api=ServerApiService(broker, sessions, users, channels, ChatRepo(db)),
             metrics=metrics or Metrics(),
+            collab=CollabService(
+                docs,
+                notes,
+                broker,
+                compact_every=settings.doc_compact_every,
+                save_debounce=settings.doc_save_debounce_seconds,
+            ),
         )
 
     async def disconnect_token(self, user_id: str, jti: str | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chatwire.backends.broker import Broker
@@ -11,6 +13,8 @@ from chatwire.errors import forbidden, not_found
 from chatwire.services.rooms import Rooms, doc_room, note_room
 
 NOTE_EVENT = "events:note"
+
+log = logging.getLogger("chatwire.notes")
 
 
 def note_json(note: Note) -> dict[str, Any]:
@@ -41,6 +45,12 @@ class NoteService:
         self.repo = repo
         self.broker = broker
         self.rooms = rooms
+        # Told (note_id, user_id) when a user loses every grant, and (note_id) when a note is deleted, after
+        # the rooms were updated: collaboration drops the user's editing sessions and the document.
+        self.access_lost_hooks: list[Callable[[str, str], Awaitable[None]]] = []
+        self.deleted_hooks: list[Callable[[str], Awaitable[None]]] = []
+        # Told (note_id) after an update that replaced the note's `data` (the collaborative document resets).
+        self.content_replaced_hooks: list[Callable[[str], Awaitable[None]]] = []
 
     async def require(self, note_id: str, user: User, permission: str) -> Note:
         note = await self.repo.get(note_id)
@@ -77,6 +87,12 @@ class NoteService:
         note = await self.repo.update(note_id, **changes)
         if note is None:
             raise not_found("note")
+        if "data" in changes:
+            for hook in self.content_replaced_hooks:
+                try:
+                    await hook(note_id)
+                except Exception:
+                    log.exception("content-replaced hook failed", extra={"note_id": note_id})
         body = note_json(note)
         await self.broker.emit(NOTE_EVENT, body, room=note_room(note_id))
         return body
@@ -97,6 +113,11 @@ class NoteService:
             if uid != updated.user_id:
                 await self.rooms.remove_user(uid, note_room(note_id))
                 await self.rooms.remove_user(uid, doc_room(f"note:{note_id}"))
+                for hook in self.access_lost_hooks:
+                    try:
+                        await hook(note_id, uid)
+                    except Exception:
+                        log.exception("access-lost hook failed", extra={"note_id": note_id, "user_id": uid})
         body = note_json(updated)
         await self.broker.emit(NOTE_EVENT, body, room=note_room(note_id))
         return body
@@ -108,3 +129,8 @@ class NoteService:
         await self.repo.delete(note_id)
         await self.broker.close_room(note_room(note_id))
         await self.broker.close_room(doc_room(f"note:{note_id}"))
+        for hook in self.deleted_hooks:
+            try:
+                await hook(note_id)
+            except Exception:
+                log.exception("note-deleted hook failed", extra={"note_id": note_id})

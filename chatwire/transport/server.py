@@ -13,7 +13,7 @@ from chatwire.backends.sessions import SessionInfo
 from chatwire.config import Settings
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.services.container import Services
-from chatwire.transport import channels, chats, session
+from chatwire.transport import channels, chats, collab, session
 from chatwire.transport.context import Context, socket_handler
 from chatwire.transport.fastpath import OrjsonShim
 from chatwire.transport.sio_server import ChatwireServer, LocalManager
@@ -64,6 +64,7 @@ class Realtime:
         chats.register(sio, self.ctx)
         services.metrics.set_sessions_provider(self._sessions_by_transport)
         services.metrics.set_rooms_provider(self._rooms_by_kind)
+        collab.register(sio, self.ctx)
 
         @sio.on("*")
         async def unknown(event: str, sid: str, *args: Any) -> Any:
@@ -112,6 +113,7 @@ class Realtime:
             self._task = None
             with contextlib.suppress(Exception):
                 await self.services.lock.release(CLEANUP_LOCK, self.services.host_id)
+        await self.services.collab.close()
 
     async def _reregister(self, sid: str) -> None:
         """Put a live local session back into the store (after a Redis restart lost it)."""

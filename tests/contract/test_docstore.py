@@ -1,0 +1,102 @@
+"""One contract for every DocStore: memory, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from chatwire.backends.docstore import DocStore
+from chatwire.backends.docstore_memory import MemoryDocStore
+from chatwire.backends.docstore_sql import SqlDocStore
+from chatwire.db.engine import Database
+from tests.conftest import postgres_database
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DocStore]:
+    if request.param == "memory":
+        yield MemoryDocStore()
+        return
+    if request.param == "sqlite":
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'docs.db'}")
+        await db.migrate()
+        try:
+            yield SqlDocStore(db)
+        finally:
+            await db.close()
+        return
+    async with postgres_database() as url:
+        db = Database(url)
+        await db.migrate()
+        try:
+            yield SqlDocStore(db)
+        finally:
+            await db.close()
+
+
+ALL_BYTES = bytes(range(256))
+
+
+async def test_unknown_document_is_empty(store: DocStore) -> None:
+    stored = await store.load("note:nothing")
+    assert stored.seqs == [] and stored.updates == [] and stored.tail == 0 and stored.nbytes == 0
+
+
+async def test_appends_come_back_in_order_byte_exact(store: DocStore) -> None:
+    seqs = [await store.append("note:a", bytes([i]) + ALL_BYTES) for i in range(5)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    stored = await store.load("note:a")
+    assert stored.seqs == seqs
+    assert stored.updates == [bytes([i]) + ALL_BYTES for i in range(5)]
+    assert stored.snapshot_flags == [False] * 5 and stored.tail == 5
+    assert stored.nbytes == 5 * 257
+
+
+async def test_documents_are_separate(store: DocStore) -> None:
+    await store.append("note:a", b"a1")
+    await store.append("note:b", b"b1")
+    await store.append("note:a", b"a2")
+    assert (await store.load("note:a")).updates == [b"a1", b"a2"]
+    assert (await store.load("note:b")).updates == [b"b1"]
+    await store.delete("note:a")
+    assert (await store.load("note:a")).updates == []
+    assert (await store.load("note:b")).updates == [b"b1"]
+
+
+async def test_compact_replaces_exactly_what_it_names(store: DocStore) -> None:
+    for i in range(4):
+        await store.append("note:a", f"u{i}".encode())
+    seen = await store.load("note:a")
+    # An update appended after the compactor read the log must survive the compaction.
+    late = await store.append("note:a", b"late")
+    snap_seq = await store.compact("note:a", b"snapshot", seen.seqs)
+    after = await store.load("note:a")
+    assert sorted(zip(after.seqs, after.updates, after.snapshot_flags, strict=True)) == sorted(
+        [(late, b"late", False), (snap_seq, b"snapshot", True)]
+    )
+    assert after.tail == 1
+
+
+async def test_compactions_that_overlap_lose_nothing(store: DocStore) -> None:
+    for i in range(3):
+        await store.append("note:a", f"u{i}".encode())
+    first = await store.load("note:a")
+    await store.append("note:a", b"u3")
+    second = await store.load("note:a")
+    # The second compactor finishes first; the first one then names rows that are already gone.
+    await store.compact("note:a", b"snap-all", second.seqs)
+    await store.compact("note:a", b"snap-first", first.seqs)
+    after = await store.load("note:a")
+    assert sorted(after.updates) == [b"snap-all", b"snap-first"]
+    assert after.tail == 0 and all(after.snapshot_flags)
+
+
+async def test_compact_with_many_entries(store: DocStore) -> None:
+    for i in range(1200):
+        await store.append("note:big", i.to_bytes(2, "big"))
+    seen = await store.load("note:big")
+    await store.compact("note:big", b"S", seen.seqs)
+    after = await store.load("note:big")
+    assert after.updates == [b"S"] and after.snapshot_flags == [True]
