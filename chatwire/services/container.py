@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chatwire.backends.broker import Broker
+from chatwire.backends.eventlog import EventLog
+from chatwire.backends.eventlog_memory import MemoryEventLog
 from chatwire.backends.sessions import SessionStore
 from chatwire.config import Settings
 from chatwire.db.engine import Database
@@ -33,10 +35,20 @@ class Services:
     chats: ChatService
     notes: NoteService
     presence: PresenceService
+    eventlog: EventLog
 
     @classmethod
-    def build(cls, settings: Settings, db: Database, broker: Broker, sessions: SessionStore) -> Services:
+    def build(
+        cls,
+        settings: Settings,
+        db: Database,
+        broker: Broker,
+        sessions: SessionStore,
+        eventlog: EventLog | None = None,
+    ) -> Services:
         users = UserRepo(db)
+        if eventlog is None:
+            eventlog = MemoryEventLog(settings.recovery_history_size, settings.recovery_history_seconds)
         rooms = Rooms(broker, sessions)
         return cls(
             settings=settings,
@@ -49,9 +61,10 @@ class Services:
                 users, secret=settings.resolved_jwt_secret, token_ttl=settings.token_ttl_seconds
             ),
             channels=ChannelService(ChannelRepo(db), users, broker, rooms),
-            chats=ChatService(ChatRepo(db), broker),
+            chats=ChatService(ChatRepo(db), broker, eventlog),
             notes=NoteService(NoteRepo(db), broker, rooms),
             presence=PresenceService(sessions, users),
+            eventlog=eventlog,
         )
 
     async def disconnect_token(self, user_id: str, jti: str | None) -> None:

@@ -14,6 +14,7 @@ from chatwire.errors import ErrorCode
 from chatwire.services.container import Services
 from chatwire.transport import channels, chats, session
 from chatwire.transport.context import Context
+from chatwire.transport.recovery import RecoveringManager, RecoveringServer, Recovery
 
 log = logging.getLogger("chatwire.socket")
 
@@ -22,8 +23,10 @@ SOCKETIO_PATH = "ws/socket.io"
 
 def create_sio(settings: Settings) -> socketio.AsyncServer:
     cors: Any = "*" if settings.cors_origins == ["*"] else settings.cors_origins
-    return socketio.AsyncServer(
+    return RecoveringServer(
         async_mode="asgi",
+        # Logs events to recoverable rooms and adds offsets (connection state recovery, see recovery.py).
+        client_manager=RecoveringManager(),
         cors_allowed_origins=cors,
         transports=list(settings.transports),
         ping_interval=settings.ping_interval,
@@ -48,6 +51,7 @@ class Realtime:
         session.register(sio, self.ctx)
         channels.register(sio, self.ctx)
         chats.register(sio, self.ctx)
+        self.recovery = Recovery(sio, self.ctx) if isinstance(sio, RecoveringServer) else None
 
         @sio.on("*")
         async def unknown(event: str, sid: str, *args: Any) -> dict[str, Any]:

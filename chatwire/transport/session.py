@@ -42,6 +42,7 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
         remote = environ.get("REMOTE_ADDR") or (environ.get("asgi.scope", {}).get("client") or ["?"])[0]
         if token is None:
             log.info("connect", extra={"sid": sid, "remote": remote, "authenticated": False})
+            await _run_connect_hooks(ctx, sid, environ, auth)
             return
         try:
             identity = await services.auth.authenticate(token)
@@ -54,10 +55,13 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
             "connect",
             extra={"sid": sid, "remote": remote, "user_id": identity.user.id, "authenticated": True},
         )
+        await _run_connect_hooks(ctx, sid, environ, auth)
 
     @sio.event
     async def disconnect(sid: str, *args: Any) -> None:
         st = ctx.local.pop(sid, None)
+        if st is not None:
+            st.extra["disconnect_reason"] = str(args[0]) if args else None
         info = await services.sessions.remove(sid)
         user_id = info.user_id if info else (st.user.id if st and st.user else None)
         for hook in ctx.disconnect_hooks:
@@ -78,10 +82,13 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
         rooms = await services.channels.room_names_for(user.id)
         for room in rooms:
             await services.broker.enter_room(sid, room)
+        ack: dict[str, Any] = {"id": user.id, "name": user.name}
         for hook in ctx.join_hooks:
-            await hook(sid, user, payload)
+            extra = await hook(sid, user, payload)
+            if isinstance(extra, dict):
+                ack.update(extra)
         log.info("join", extra={"sid": sid, "user_id": user.id, "rooms": len(rooms) + 1})
-        return {"id": user.id, "name": user.name}
+        return ack
 
     @sio.on("join-channels")
     @socket_handler(ctx, "join-channels", JoinChannels)
@@ -111,6 +118,14 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
     async def usage(ctx: Context, sid: str, payload: Usage) -> None:
         ctx.require_user(sid)
         await services.presence.usage(sid, payload.model)
+
+
+async def _run_connect_hooks(ctx: Context, sid: str, environ: dict[str, Any], auth: Any) -> None:
+    for hook in ctx.connect_hooks:
+        try:
+            await hook(sid, environ, auth)
+        except Exception:
+            log.exception("connect hook failed", extra={"sid": sid})
 
 
 async def _user_for(ctx: Context, sid: str, token: str | None) -> Any:

@@ -1,0 +1,1 @@
+"""chatwire's Python SDK."""
