@@ -31,6 +31,12 @@ class RecoveryMixin:
             self._cw_auth = auth
         await super().connect(url, *args, auth=self._cw_connect_auth, **kwargs)  # type: ignore[misc]
 
+    async def disconnect(self) -> None:
+        """A deliberate disconnect: the next connect starts fresh (as the server would not recover it anyway)."""
+        self._cw_pid = None
+        self._cw_offset = None
+        await super().disconnect()  # type: ignore[misc]
+
     async def _cw_connect_auth(self) -> dict[str, Any]:
         user = self._cw_auth
         if callable(user):

@@ -331,6 +331,29 @@ class Recovery:
         ctx.join_hooks.append(self.catch_up)
         ctx.disconnect_hooks.append(self.on_disconnect)
         ctx.connect_hooks.append(self.on_connect)
+        self._wrap_user_join()
+
+    def _wrap_user_join(self) -> None:
+        """Hold a session's live events from the moment a `user-join {since}` arrives (before it enters the user
+        room), so the catch-up replay and live events reach it in offset order, whatever happens in between."""
+        handlers = self.sio.handlers.get(NAMESPACE, {})
+        original = handlers.get("user-join")
+        if original is None:
+            return
+        manager = self.manager
+
+        async def user_join(sid: str, *args: Any) -> Any:
+            payload = args[0] if args else None
+            if not isinstance(payload, dict) or payload.get("since") is None:
+                return await original(sid, *args)
+            manager.held.setdefault(sid, [])
+            try:
+                return await original(sid, *args)
+            finally:
+                if sid in manager.held:  # the handler failed before the catch-up: release what was held
+                    await manager.replay_then_release(sid, [])
+
+        handlers["user-join"] = user_join
 
     @property
     def enabled(self) -> bool:
@@ -483,7 +506,7 @@ class Recovery:
         if isinstance(since, int):
             since = format_offset(await self.eventlog.epoch(), since)
         room = user_room(user.id)
-        self.manager.held.setdefault(sid, [])
+        self.manager.held.setdefault(sid, [])  # normally already held since the event arrived
         entries = await self.eventlog.read(since, [room])
         if entries is None:
             await self.manager.replay_then_release(sid, [])

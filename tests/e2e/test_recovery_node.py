@@ -65,6 +65,11 @@ class NodeClient:
 
         await asyncio.wait_for(loop(), timeout)
 
+    async def command(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
     async def close(self) -> None:
         if self.proc.returncode is None:
             assert self.proc.stdin is not None
@@ -153,3 +158,22 @@ async def test_recovery_past_window_or_history_is_a_fresh_start(settings: Settin
         assert [c["recovered"] for c in client.of("connect")] == [False, False]
         # no partial replay: what came before the cut, then only what was sent after the fresh connect
         assert [e["n"] for e in client.of("event")] == list(range(20)) + list(range(220, 230))
+
+
+async def test_deliberate_disconnect_is_not_recovered(server: RunningServer) -> None:
+    """socket.disconnect() then socket.connect(): the client sends its pid again, the server starts it fresh."""
+    async with node_behind_proxy(server) as (client, _proxy, room):
+        await emit_range(server, room, 0, 5)
+        await client.wait(lambda c: len(c.of("event")) == 5)
+        await client.command("disconnect")
+        await client.wait(lambda c: len(c.of("disconnect")) == 1)
+        await asyncio.sleep(0.3)
+        await emit_range(server, room, 5, 10)  # sent while it was away on purpose: not replayed
+        await client.command("connect")
+        await client.wait(lambda c: len(c.of("joined")) == 2)
+        await emit_range(server, room, 10, 12)
+        await client.wait(lambda c: len(c.of("event")) >= 7)
+        await asyncio.sleep(0.2)
+        assert client.of("disconnect")[0]["reason"] == "io client disconnect"
+        assert [c["recovered"] for c in client.of("connect")] == [False, False]
+        assert [e["n"] for e in client.of("event")] == [0, 1, 2, 3, 4, 10, 11]

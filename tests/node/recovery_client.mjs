@@ -1,6 +1,7 @@
 // Driver for chatwire's recovery tests: the official socket.io-client with its default reconnection.
 // Usage: node recovery_client.mjs <url> <token>
-// Prints one JSON line per connect, disconnect, connect_error and `events` event; "quit" on stdin ends it.
+// Prints one JSON line per connect, disconnect, connect_error and `events` event. Commands on stdin:
+// "disconnect" and "connect" (a deliberate disconnect and a later connect, same socket), "quit".
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
 
@@ -18,6 +19,8 @@ socket.on("connect_error", (err) => out({ type: "connect_error", message: err.me
 socket.on("events", (data, ...rest) => out({ type: "event", n: data.n, rest }));
 
 createInterface({ input: process.stdin }).on("line", (line) => {
+  if (line.trim() === "disconnect") socket.disconnect();
+  if (line.trim() === "connect") socket.connect();
   if (line.trim() === "quit") {
     socket.disconnect();
     out({ type: "bye" });
