@@ -391,33 +391,43 @@ class Recovery:
         claimed = auth.get("pid") if isinstance(auth, dict) else None
         if isinstance(claimed, str) and len(claimed) <= 64:
             try:
-                parked = await self._claim(claimed)
+                parked = await self._claim(sid, claimed)
                 if parked is not None:
                     await self._restore(sid, tracked, claimed, parked, auth.get("offset"))
             except Exception:
                 log.exception("recovery failed; starting fresh", extra={"sid": sid})
                 tracked = Tracked(pid=tracked.pid, baseline=baseline)
+                self.manager.last_offset[sid] = baseline
         self.tracked[sid] = tracked
         self.live_pids[tracked.pid] = sid
 
-    async def _claim(self, pid: str) -> ParkedSession | None:
+    async def _claim(self, sid: str, pid: str) -> ParkedSession | None:
+        """The parked session of `pid` if it belongs to the user of `sid` (else it stays parked for its owner)."""
+        user_id = self._user_id(sid)
         parked = await self.eventlog.claim(pid)
         old_sid = self.live_pids.get(pid)
         if parked is None and old_sid is not None and old_sid in self.tracked:
+            if self._user_id(old_sid) != user_id:
+                return None
             # The old connection is half-open (its client already came back): end it, park it, take it over.
             self._superseded.add(old_sid)
             await self.sio.disconnect(old_sid, namespace=NAMESPACE)
             parked = await self.eventlog.claim(pid)
+        if parked is not None and parked.user_id != user_id:
+            log.info("recovery refused: another user", extra={"sid": sid})
+            await self.eventlog.park(pid, parked, self.settings.recovery_window_seconds)
+            return None
         return parked
+
+    def _user_id(self, sid: str) -> str | None:
+        st = self.ctx.local.get(sid)
+        return st.user.id if st is not None and st.user is not None else None
 
     async def _restore(
         self, sid: str, tracked: Tracked, pid: str, parked: ParkedSession, offset: Any
     ) -> None:
         st = self.ctx.local.get(sid)
         user = st.user if st is not None else None
-        if parked.user_id != (user.id if user is not None else None):
-            log.info("recovery refused: another user", extra={"sid": sid})
-            return
         epoch = await self.eventlog.epoch()
         base = parse_offset(parked.baseline)
         if base is None or base[0] != epoch:

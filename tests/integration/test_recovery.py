@@ -156,6 +156,13 @@ async def test_recovery_with_a_wrong_or_unknown_pid_is_fresh(server: RunningServ
             assert f"user:{ada['id']}" not in await server.services.broker.rooms_of(thief.sio.get_sid())
         finally:
             await thief.sio.disconnect()
+        owner = SdkClient()
+        owner.sio._cw_pid = pid  # Bob's attempt did not use it up: Ada still recovers
+        await owner.connect(server.url, ada["token"])
+        try:
+            assert owner.connects == [True]
+        finally:
+            await owner.sio.disconnect()
         stranger = SdkClient()
         stranger.sio._cw_pid = "no-such-pid"
         await stranger.connect(server.url, ada["token"])
@@ -286,3 +293,84 @@ async def test_plain_sio_client_handshake_is_detected_as_python(server: RunningS
         assert realtime.recovery.pid_of(sio.get_sid()) is None
     finally:
         await sio.disconnect()
+
+
+async def test_rooms_are_restored_with_access_checked_again(server: RunningServer) -> None:
+    """Channel rooms come back without a new user-join, and their missed messages are replayed; a channel the user
+    was removed from while away is not restored."""
+    ada = await server.signup("Ada")
+    bob = await server.signup("Bob")
+    async with server.http(ada["token"]) as http:
+        keep = (
+            await http.post(
+                "/api/v1/channels/create", json={"name": "keep", "type": "group", "user_ids": [bob["id"]]}
+            )
+        ).json()["id"]
+        gone = (
+            await http.post(
+                "/api/v1/channels/create", json={"name": "gone", "type": "group", "user_ids": [bob["id"]]}
+            )
+        ).json()["id"]
+    contents: list[tuple[str, str]] = []
+    async with proxied(server) as proxy:
+        client = await SdkClient().connect(proxy.url, bob["token"])
+
+        @client.sio.on("events:channel")
+        async def channel_event(data: Any) -> None:
+            if data["data"]["type"] == "message":
+                contents.append((data["channel_id"], data["data"]["data"]["content"]))
+
+        try:
+            await proxy.cut()
+            await until(
+                lambda: f"channel:{keep}" not in server.services.broker.sio.manager.rooms.get("/", {})
+            )
+            async with server.http(ada["token"]) as http:
+                await http.post(f"/api/v1/channels/{keep}/messages/post", json={"content": "while away"})
+                await http.post(
+                    f"/api/v1/channels/{gone}/update/members/remove", json={"user_ids": [bob["id"]]}
+                )
+                await http.post(f"/api/v1/channels/{gone}/messages/post", json={"content": "secret"})
+            await proxy.restore()
+            await until(lambda: len(client.connects) == 2)
+            async with server.http(ada["token"]) as http:
+                await http.post(f"/api/v1/channels/{keep}/messages/post", json={"content": "after"})
+                await http.post(f"/api/v1/channels/{gone}/messages/post", json={"content": "secret 2"})
+            await until(lambda: (keep, "after") in contents)
+            await asyncio.sleep(0.2)
+            assert client.connects == [False, True]
+            assert contents == [(keep, "while away"), (keep, "after")]
+            rooms = await server.services.broker.rooms_of(client.sio.get_sid())
+            assert f"channel:{keep}" in rooms and f"channel:{gone}" not in rooms
+        finally:
+            await client.sio.disconnect()
+
+
+async def test_window_zero_disables_recovery(settings: Settings) -> None:
+    async with run_server(settings.model_copy(update={"recovery_window_seconds": 0})) as server:
+        user = await server.signup("Ada")
+        client = await SdkClient().connect(server.url, user["token"])
+        try:
+            assert client.sio._cw_pid is None
+            await server.services.broker.emit("events", {"n": 1}, room=f"user:{user['id']}")
+            await until(lambda: client.numbers == [1])
+        finally:
+            await client.sio.disconnect()
+
+
+async def test_another_user_cannot_take_over_a_live_session(server: RunningServer) -> None:
+    ada = await server.signup("Ada")
+    bob = await server.signup("Bob")
+    owner = await SdkClient().connect(server.url, ada["token"])
+    thief = SdkClient()
+    thief.sio._cw_pid = owner.sio._cw_pid
+    await thief.connect(server.url, bob["token"])
+    try:
+        assert thief.connects == [False]
+        assert owner.sio.connected and owner.connects == [False]
+        await server.services.broker.emit("events", {"n": 1}, room=f"user:{ada['id']}")
+        await until(lambda: owner.numbers == [1])
+        assert thief.numbers == []
+    finally:
+        await thief.sio.disconnect()
+        await owner.sio.disconnect()
