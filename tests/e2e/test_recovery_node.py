@@ -177,3 +177,36 @@ async def test_deliberate_disconnect_is_not_recovered(server: RunningServer) -> 
         assert client.of("disconnect")[0]["reason"] == "io client disconnect"
         assert [c["recovered"] for c in client.of("connect")] == [False, False]
         assert [e["n"] for e in client.of("event")] == [0, 1, 2, 3, 4, 10, 11]
+
+
+async def test_server_restart_is_a_fresh_start_not_a_gap(settings: Settings) -> None:
+    """The process behind the address restarts (memory mode): its history and parked sessions are gone and the
+    new epoch differs, so the client starts fresh (`recovered === false`) and gets only what follows."""
+    async with run_server(settings) as first:
+        user = await first.signup("Ada")
+        proxy = await CuttableProxy(int(first.url.rsplit(":", 1)[1])).start()
+        client = await NodeClient.start(proxy.url, user["token"])
+        try:
+            await client.wait(lambda c: len(c.of("joined")) == 1)
+            await emit_range(first, f"user:{user['id']}", 0, 10)
+            await client.wait(lambda c: len(c.of("event")) == 10)
+            await proxy.cut()
+        except BaseException:
+            await client.close()
+            await proxy.close()
+            raise
+    try:
+        # same database and secret: the token stays valid on the new process
+        async with run_server(settings) as second:
+            proxy.target = int(second.url.rsplit(":", 1)[1])
+            await proxy.restore()
+            await client.wait(lambda c: len(c.of("joined")) == 2)
+            await emit_range(second, f"user:{user['id']}", 10, 15)
+            await client.wait(lambda c: len(c.of("event")) >= 15)
+            assert [c["recovered"] for c in client.of("connect")] == [False, False]
+            assert [e["n"] for e in client.of("event")] == list(range(15))
+            first_epoch = client.of("event")[0]["rest"][-1].rsplit("-", 1)[0]
+            assert client.of("event")[-1]["rest"][-1].rsplit("-", 1)[0] != first_epoch
+    finally:
+        await client.close()
+        await proxy.close()
