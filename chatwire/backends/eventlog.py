@@ -12,6 +12,18 @@ Invariants every implementation keeps:
 - `read` never returns a history with a hole: if any entry of the asked rooms after `after` was trimmed (size or
   age bound), it returns None and the caller starts the client fresh.
 - A parked session can be claimed once (`claim` is an atomic get-and-delete) and only within its TTL.
+
+What a Redis Streams implementation (`eventlog_redis.py`, fleet mode) must do to keep these:
+- One shared sequence for the fleet: a Lua script that INCRs a counter and XADDs `{room, event, data, skip}` with
+  the explicit id `<seq>-0`, so seqs are totally ordered across processes and append is atomic. Keep a per-room
+  index (a stream or sorted set per room, trimmed with MAXLEN/MINID) so `read` does not scan other rooms, and record
+  the highest trimmed seq per room (or check the oldest kept id) to refuse reads that start before it.
+- The epoch is stored in Redis (SET NX at first use); if the counter or stream key is missing while an epoch
+  exists, the history was lost: write a new epoch.
+- Live delivery must follow the log order: each process reads the shared stream (XREAD BLOCK from its last id) and
+  calls `RecoveringManager.deliver(entry)` for each entry in order. Pub/sub delivery in arrival order would let a
+  session see seq 7 before seq 6 and make one offset per client ambiguous.
+- `park` = SET pid JSON EX ttl; `claim` = GETDEL (atomic), so a client can recover on any process.
 """
 
 from __future__ import annotations
