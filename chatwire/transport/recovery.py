@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -80,8 +81,8 @@ class RecoveringManager(socketio.AsyncManager):
         self.offset_sids: set[str] = set()
         # sid -> the offset the client last got (what a string-ending event must carry so it is not taken for one)
         self.last_offset: dict[str, str] = {}
-        # sid -> live packets held back while a replay is being sent: (seq, offset, packets); seq 0 = not logged
-        self.held: dict[str, list[tuple[int, str | None, Packets]]] = {}
+        # sid -> live packets held back while a replay is being sent: (seq, offset, packets)
+        self.held: dict[str, deque[tuple[int, str | None, Packets]]] = {}
         # sid -> room -> delivery position when the sid entered the room (replay bound)
         self.entered: dict[str, dict[str, int]] = {}
         self.delivered_seq = 0
@@ -94,7 +95,7 @@ class RecoveringManager(socketio.AsyncManager):
         sid = await super().pre_connect(eio_sid, namespace)
         if sid is not None and eio_sid in self.hold_eio_sids:
             # A reconnect that may recover: hold its live events from the first moment it can get any.
-            self.held[sid] = []
+            self.held[sid] = deque()
         return sid
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: str | None = None) -> Any:
@@ -239,11 +240,11 @@ class RecoveringManager(socketio.AsyncManager):
                 sent += 1
             held = self.held.get(sid)
             while held:
-                seq, offset, pkts = held.pop(0)
+                seq, held_offset, pkts = held.popleft()
                 if seq and seq <= last_seq:
                     continue
-                if offset is not None and uses_offsets:
-                    self.last_offset[sid] = offset
+                if held_offset is not None and uses_offsets:
+                    self.last_offset[sid] = held_offset
                 for p in pkts:
                     await self.server._send_eio_packet(eio_sid, p)
         finally:
@@ -346,7 +347,7 @@ class Recovery:
             payload = args[0] if args else None
             if not isinstance(payload, dict) or payload.get("since") is None:
                 return await original(sid, *args)
-            manager.held.setdefault(sid, [])
+            manager.held.setdefault(sid, deque())
             try:
                 return await original(sid, *args)
             finally:
@@ -516,7 +517,7 @@ class Recovery:
         if isinstance(since, int):
             since = format_offset(await self.eventlog.epoch(), since)
         room = user_room(user.id)
-        self.manager.held.setdefault(sid, [])  # normally already held since the event arrived
+        self.manager.held.setdefault(sid, deque())  # normally already held since the event arrived
         entries = await self.eventlog.read(since, [room])
         if entries is None:
             await self.manager.replay_then_release(sid, [])
