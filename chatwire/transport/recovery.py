@@ -283,7 +283,7 @@ class RecoveringServer(socketio.AsyncServer):
             isinstance(manager, RecoveringManager)
             and (namespace or NAMESPACE) == NAMESPACE
             and isinstance(data, dict)
-            and isinstance(data.get("pid"), str)
+            and (isinstance(data.get("pid"), str) or data.get("since") is not None)
         )
         if marked:
             manager.hold_eio_sids.add(eio_sid)
@@ -327,6 +327,8 @@ class Recovery:
         self.tracked: dict[str, Tracked] = {}
         self.live_pids: dict[str, str] = {}
         self._superseded: set[str] = set()
+        # catch-up entries to send right after the CONNECT reply (`since` in the CONNECT auth)
+        self._pending: dict[str, list[LogEntry]] = {}
         manager.eventlog = self.eventlog
         sio.recovery = self
         ctx.join_hooks.append(self.catch_up)
@@ -382,7 +384,15 @@ class Recovery:
         return not looks_like_python_client(environ)
 
     async def on_connect(self, sid: str, environ: Mapping[str, Any], auth: Any) -> None:
-        """Give the session a pid, or restore the parked session its client names."""
+        """Give the session a pid, or restore the parked session its client names; or catch up from `since`."""
+        await self._recover_or_track(sid, environ, auth)
+        since = auth.get("since") if isinstance(auth, dict) else None
+        st = self.ctx.local.get(sid)
+        if since is not None and not self.recovered(sid) and st is not None and st.user is not None:
+            entries = await self._catch_up_entries(sid, st.user, since)
+            self._pending[sid] = entries if entries is not None else []
+
+    async def _recover_or_track(self, sid: str, environ: Mapping[str, Any], auth: Any) -> None:
         if not self.enabled or not self.wants_offsets(environ, auth):
             return
         self.manager.offset_sids.add(sid)
@@ -483,6 +493,8 @@ class Recovery:
         replay = tracked.replay if tracked is not None and tracked.replay is not None else []
         if tracked is not None:
             tracked.replay = None
+        replay = replay or self._pending.pop(sid, [])
+        self._pending.pop(sid, None)
         if sid not in self.manager.held and not replay:
             return
         count = await self.manager.replay_then_release(sid, replay)
@@ -491,6 +503,7 @@ class Recovery:
 
     async def on_disconnect(self, sid: str, st: SessionState | None) -> None:
         """Park a session that dropped (not one that was closed on purpose) for the recovery window."""
+        self._pending.pop(sid, None)
         tracked = self.tracked.pop(sid, None)
         superseded = sid in self._superseded
         self._superseded.discard(sid)
@@ -514,16 +527,18 @@ class Recovery:
         since = getattr(payload, "since", None)
         if since is None:
             return None
-        if isinstance(since, int):
+        self.manager.held.setdefault(sid, deque())  # normally already held since the event arrived
+        entries = await self._catch_up_entries(sid, user, since)
+        count = await self.manager.replay_then_release(sid, entries or [])
+        return {"caught_up": False if entries is None else count}
+
+    async def _catch_up_entries(self, sid: str, user: User, since: Any) -> list[LogEntry] | None:
+        """The user's stream entries after `since` that `sid` did not get live; None when that history is gone."""
+        if isinstance(since, int) and not isinstance(since, bool):
             since = format_offset(await self.eventlog.epoch(), since)
         room = user_room(user.id)
-        self.manager.held.setdefault(sid, deque())  # normally already held since the event arrived
-        entries = await self.eventlog.read(since, [room])
+        entries = await self.eventlog.read(since, [room]) if isinstance(since, str) else None
         if entries is None:
-            await self.manager.replay_then_release(sid, [])
-            return {"caught_up": False}
+            return None
         bound = self.manager.entered.get(sid, {}).get(room, 0)
-        count = await self.manager.replay_then_release(
-            sid, [e for e in entries if e.seq <= bound and e.skip_sid != sid]
-        )
-        return {"caught_up": count}
+        return [e for e in entries if e.seq <= bound and e.skip_sid != sid]

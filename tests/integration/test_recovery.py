@@ -417,3 +417,30 @@ async def test_concurrent_publishers_recover_complete_and_in_offset_order(server
     # The offset recorded after each handler call is the one of the previous event (the SDK stores it after the
     # handler returns), so compare the sequence without its first element.
     assert offsets[1:] == sorted(offsets[1:]) and len(set(offsets[1:])) == len(offsets[1:])
+
+
+async def test_new_tab_with_since_in_connect_auth_gets_exact_order(server: RunningServer) -> None:
+    """`since` in the CONNECT auth: the catch-up comes right after the CONNECT reply, before any live event."""
+    user = await server.signup("Ada")
+    room = f"user:{user['id']}"
+    chat_id = await _new_chat(server, user["token"])
+    await emit_range(server, room, 0, 30)
+    offset = await _stream_offset(server, user["token"], chat_id)
+    await emit_range(server, room, 30, 60)
+    producer = asyncio.create_task(emit_range(server, room, 60, 300, pause=0.001))
+    tab = RecordingClient(server.url)
+    try:
+        await asyncio.sleep(0.02)
+        await tab.sio.connect(
+            server.url,
+            auth={"token": user["token"], "since": offset},
+            socketio_path="ws/socket.io",
+            transports=["websocket"],
+        )
+        await producer
+        await tab.wait_for("events", lambda d: d["n"] == 299, timeout=10)
+        await asyncio.sleep(0.1)
+        assert [d["n"] for d in tab.received["events"]] == list(range(30, 300))
+    finally:
+        producer.cancel()
+        await tab.close()
