@@ -444,3 +444,26 @@ async def test_new_tab_with_since_in_connect_auth_gets_exact_order(server: Runni
     finally:
         producer.cancel()
         await tab.close()
+
+
+async def test_string_ending_event_outside_the_log_is_not_taken_for_an_offset(server: RunningServer) -> None:
+    """A client takes a string last argument for an offset; events outside the log that end with a string carry
+    the client's current offset after it, so its position stays right."""
+    user = await server.signup("Ada")
+    client = await SdkClient().connect(server.url, user["token"])
+    got: list[Any] = []
+
+    @client.sio.on("direct")
+    async def direct(data: Any) -> None:
+        got.append(data)
+
+    try:
+        await server.services.broker.emit("events", {"n": 1}, room=f"user:{user['id']}")
+        await until(lambda: client.numbers == [1])
+        position = client.sio.stream_offset
+        assert position == await server.services.eventlog.head()
+        await server.services.broker.emit("direct", "hello", room=client.sio.get_sid())
+        await until(lambda: got == ["hello"])
+        assert client.sio.stream_offset == position
+    finally:
+        await client.sio.disconnect()
