@@ -72,6 +72,23 @@ class Settings(BaseSettings):
     slow_reader_backlog_bytes: int = Field(
         8 << 20, gt=0, description="Backlog size at which a slow session is told to reload (chat:reload)."
     )
+    recovery_window_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="How long a dropped session can come back and recover its events; 0 disables.",
+    )
+    recovery_history_size: int = Field(
+        5000,
+        gt=0,
+        description="Events kept per recoverable room (user:, channel:) for recovery and catch-up.",
+    )
+    recovery_history_seconds: float = Field(
+        300.0, gt=0, description="Events older than this are dropped from the recovery history."
+    )
+    recovery_offsets: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Append stream offsets to events: auto = for clients that can use them (not plain python-socketio).",
+    )
     log_level: str = Field("INFO", description="Logging level (DEBUG, INFO, WARNING, ERROR).")
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one JSON object a line; text: plain."

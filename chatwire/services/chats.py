@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatwire.backends.broker import Broker
+from chatwire.backends.eventlog import EventLog
 from chatwire.db.models import Chat, User
 from chatwire.db.repos.chats import ChatRepo, chat_to_json
 from chatwire.errors import not_found
@@ -15,9 +16,10 @@ CHAT_EVENT = "events"
 
 
 class ChatService:
-    def __init__(self, repo: ChatRepo, broker: Broker) -> None:
+    def __init__(self, repo: ChatRepo, broker: Broker, events: EventLog | None = None) -> None:
         self.repo = repo
         self.broker = broker
+        self.events = events
 
     async def own_chat(self, chat_id: str, user: User) -> Chat:
         """The chat, if it belongs to `user` (admins may read any); `not_found` otherwise."""
@@ -43,11 +45,17 @@ class ChatService:
         ]
 
     async def get(self, chat_id: str, user: User) -> dict[str, Any]:
+        """The chat, plus (new) `stream_offset`: `user-join {since: stream_offset}` replays what follows."""
         await self.own_chat(chat_id, user)
+        # Taken before the read, so replaying after it can repeat what the read shows but never miss anything.
+        offset = await self.events.head() if self.events is not None else None
         record = await self.repo.get_with_messages(chat_id)
         if record is None:
             raise not_found("chat")
-        return chat_to_json(record)
+        chat = chat_to_json(record)
+        if offset is not None:
+            chat["stream_offset"] = offset
+        return chat
 
     async def mark_read(self, chat_id: str, user: User) -> int:
         """Store the user's read time of their own chat and tell all their tabs."""

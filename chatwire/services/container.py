@@ -8,6 +8,8 @@ from chatwire.backends.broker import Broker
 from chatwire.backends.bus import Bus
 from chatwire.backends.docstore import DocStore
 from chatwire.backends.docstore_sql import SqlDocStore
+from chatwire.backends.eventlog import EventLog
+from chatwire.backends.eventlog_memory import MemoryEventLog
 from chatwire.backends.lock import Lock
 from chatwire.backends.sessions import SessionStore
 from chatwire.config import Settings
@@ -47,6 +49,7 @@ class Services:
     server_api: ServerApiService
     metrics: Metrics
     collab: CollabService
+    eventlog: EventLog
     host_id: str
     lock: Lock
     bus: Bus | None = None
@@ -63,8 +66,11 @@ class Services:
         lock: Lock,
         bus: Bus | None = None,
         metrics: Metrics | None = None,
+        eventlog: EventLog | None = None,
     ) -> Services:
         users = UserRepo(db)
+        if eventlog is None:
+            eventlog = MemoryEventLog(settings.recovery_history_size, settings.recovery_history_seconds)
         rooms = Rooms(broker, sessions)
         channels = ChannelService(ChannelRepo(db), users, broker, rooms)
         auth = AuthService(
@@ -86,7 +92,7 @@ class Services:
             rooms=rooms,
             auth=auth,
             channels=channels,
-            chats=ChatService(ChatRepo(db), broker),
+            chats=ChatService(ChatRepo(db), broker, eventlog),
             notes=notes,
             presence=PresenceService(sessions, users),
             host_id=host_id,
@@ -102,6 +108,7 @@ class Services:
                 compact_every=settings.doc_compact_every,
                 save_debounce=settings.doc_save_debounce_seconds,
             ),
+            eventlog=eventlog,
         )
 
     async def disconnect_token(self, user_id: str, jti: str | None) -> None:

@@ -60,10 +60,13 @@ class Context:
         self.services = services
         self.settings = services.settings
         self.local: dict[str, SessionState] = {}
-        # Extension points for other event families (collaboration, recovery): run after user-join and
-        # after a disconnect, each guarded so one failing hook cannot break the others.
-        self.join_hooks: list[Callable[[str, User, Any], Awaitable[None]]] = []
+        # Extension points for other event families (collaboration, recovery): run after user-join, after a
+        # disconnect and at connect, each guarded so one failing hook cannot break the others.
+        # A join hook may return a dict: it is merged into the user-join ack.
+        self.join_hooks: list[Callable[[str, User, Any], Awaitable[Any]]] = []
         self.disconnect_hooks: list[Callable[[str, SessionState | None], Awaitable[None]]] = []
+        # Run at the end of an accepted connect, before the CONNECT reply: (sid, environ, auth).
+        self.connect_hooks: list[Callable[[str, dict[str, Any], Any], Awaitable[None]]] = []
 
     def state(self, sid: str) -> SessionState:
         st = self.local.get(sid)

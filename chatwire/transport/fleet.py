@@ -24,7 +24,7 @@ import socketio
 
 from chatwire.backends.bus import Bus
 from chatwire.errors import ChatwireError, ErrorCode
-from chatwire.transport.sio_server import LocalManager
+from chatwire.transport.recovery import RecoveringManager
 
 log = logging.getLogger("chatwire.fleet")
 
@@ -35,7 +35,7 @@ def is_room_name(room: str) -> bool:
     return ":" in room
 
 
-class FleetManager(LocalManager):
+class FleetManager(RecoveringManager):
     def __init__(
         self, bus: Bus, host_id: str, locate: Locate, max_payload_bytes: int, call_timeout: float = 60.0
     ) -> None:
@@ -210,7 +210,7 @@ class FleetManager(LocalManager):
         if kind == "emit":
             data = tuple(msg["d"]) if msg.get("m") else msg["d"]
             target = msg.get("sid") or msg.get("room")
-            await LocalManager.emit(self, msg["e"], data, ns, room=target, skip_sid=msg.get("s"))
+            await RecoveringManager.emit(self, msg["e"], data, ns, room=target, skip_sid=msg.get("s"))
         elif kind == "enter" and self._is_local(msg["sid"], ns):
             await self.enter_room(msg["sid"], ns, msg["room"])
         elif kind == "leave" and self._is_local(msg["sid"], ns):

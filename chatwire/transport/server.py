@@ -16,7 +16,7 @@ from chatwire.services.container import Services
 from chatwire.transport import channels, chats, collab, session
 from chatwire.transport.context import Context, socket_handler
 from chatwire.transport.fastpath import OrjsonShim
-from chatwire.transport.sio_server import ChatwireServer, LocalManager
+from chatwire.transport.recovery import RecoveringManager, RecoveringServer, Recovery
 
 log = logging.getLogger("chatwire.socket")
 
@@ -28,7 +28,7 @@ def create_sio(
     settings: Settings, client_manager: socketio.AsyncManager | None = None
 ) -> socketio.AsyncServer:
     cors: Any = "*" if settings.cors_origins == ["*"] else settings.cors_origins
-    return ChatwireServer(
+    return RecoveringServer(
         async_mode="asgi",
         json=OrjsonShim,
         fast_path=settings.fast_path,
@@ -37,6 +37,7 @@ def create_sio(
             settings.slow_reader_backlog_events,
             settings.slow_reader_backlog_bytes,
         ),
+        # Logs events to recoverable rooms and adds offsets (connection state recovery, see recovery.py).
         cors_allowed_origins=cors,
         transports=list(settings.transports),
         ping_interval=settings.ping_interval,
@@ -47,7 +48,7 @@ def create_sio(
         logger=False,
         engineio_logger=False,
         always_connect=False,
-        client_manager=client_manager or LocalManager(),
+        client_manager=client_manager or RecoveringManager(),
     )
 
 
@@ -65,6 +66,7 @@ class Realtime:
         services.metrics.set_sessions_provider(self._sessions_by_transport)
         services.metrics.set_rooms_provider(self._rooms_by_kind)
         collab.register(sio, self.ctx)
+        self.recovery = Recovery(sio, self.ctx) if isinstance(sio, RecoveringServer) else None
 
         @sio.on("*")
         async def unknown(event: str, sid: str, *args: Any) -> Any:

@@ -51,6 +51,7 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
         if token is None:
             services.metrics.connected(transport)
             log.info("connect", extra={"sid": sid, "remote": remote, "authenticated": False})
+            await _run_connect_hooks(ctx, sid, environ, auth)
             return
         try:
             identity = await services.auth.authenticate(token)
@@ -65,11 +66,14 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
             "connect",
             extra={"sid": sid, "remote": remote, "user_id": identity.user.id, "authenticated": True},
         )
+        await _run_connect_hooks(ctx, sid, environ, auth)
 
     @sio.event
     async def disconnect(sid: str, *args: Any) -> None:
         st = ctx.local.pop(sid, None)
         services.metrics.disconnected()
+        if st is not None:
+            st.extra["disconnect_reason"] = str(args[0]) if args else None
         info = await services.sessions.remove(sid)
         user_id = info.user_id if info else (st.user.id if st and st.user else None)
         for hook in ctx.disconnect_hooks:
@@ -90,10 +94,13 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
         rooms = await services.channels.room_names_for(user.id)
         for room in rooms:
             await services.broker.enter_room(sid, room)
+        ack: dict[str, Any] = {"id": user.id, "name": user.name}
         for hook in ctx.join_hooks:
-            await hook(sid, user, payload)
+            extra = await hook(sid, user, payload)
+            if isinstance(extra, dict):
+                ack.update(extra)
         log.info("join", extra={"sid": sid, "user_id": user.id, "rooms": len(rooms) + 1})
-        return {"id": user.id, "name": user.name}
+        return ack
 
     @sio.on("join-channels")
     @socket_handler(ctx, "join-channels", JoinChannels)
@@ -133,6 +140,14 @@ def _transport_of(environ: dict[str, Any]) -> str:
             value = part.removeprefix("transport=")
             return value if value in ("websocket", "polling") else "other"
     return "other"
+
+
+async def _run_connect_hooks(ctx: Context, sid: str, environ: dict[str, Any], auth: Any) -> None:
+    for hook in ctx.connect_hooks:
+        try:
+            await hook(sid, environ, auth)
+        except Exception:
+            log.exception("connect hook failed", extra={"sid": sid})
 
 
 async def _user_for(ctx: Context, sid: str, token: str | None) -> Any:

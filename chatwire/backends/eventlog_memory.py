@@ -1,0 +1,101 @@
+"""EventLog in process memory: a bounded ring per room, an age bound, and a random epoch per start."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Collection
+from typing import Any
+
+from chatwire.backends.eventlog import LogEntry, ParkedSession, format_offset, parse_offset
+
+
+class MemoryEventLog:
+    """One process's history. Restarting the process loses it, and the new epoch tells clients so."""
+
+    def __init__(
+        self, max_per_room: int, max_age: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if max_per_room <= 0 or max_age <= 0:
+            raise ValueError("max_per_room and max_age must be positive")
+        self.max_per_room = max_per_room
+        self.max_age = max_age
+        self._clock = clock
+        self._epoch = secrets.token_hex(6)
+        self._seq = 0
+        # room -> entries (with their append time), oldest first
+        self._rooms: dict[str, deque[tuple[float, LogEntry]]] = {}
+        # room -> highest seq trimmed from that room; rooms that emptied fold into `_floor`
+        self._trimmed: dict[str, int] = {}
+        self._floor = 0
+        self._parked: dict[str, tuple[float, ParkedSession]] = {}
+        self._next_sweep = 0.0
+
+    async def epoch(self) -> str:
+        return self._epoch
+
+    async def append(self, room: str, event: str, data: Any, *, skip_sid: str | None = None) -> LogEntry:
+        now = self._clock()
+        self._seq += 1
+        entry = LogEntry(self._seq, format_offset(self._epoch, self._seq), room, event, data, skip_sid)
+        ring = self._rooms.setdefault(room, deque())
+        ring.append((now, entry))
+        while len(ring) > self.max_per_room:
+            self._trim_one(room, ring)
+        if now >= self._next_sweep:
+            self._expire(now)
+        return entry
+
+    async def head(self) -> str:
+        return format_offset(self._epoch, self._seq)
+
+    async def read(self, after: str, rooms: Collection[str]) -> list[LogEntry] | None:
+        parsed = parse_offset(after)
+        if parsed is None or parsed[0] != self._epoch or parsed[1] > self._seq:
+            return None
+        self._expire(self._clock())
+        seq = parsed[1]
+        if self._floor > seq:
+            return None
+        found: list[LogEntry] = []
+        for room in set(rooms):
+            if self._trimmed.get(room, 0) > seq:
+                return None
+            ring = self._rooms.get(room)
+            if ring:
+                found.extend(e for _, e in ring if e.seq > seq)
+        found.sort(key=lambda e: e.seq)
+        return found
+
+    async def park(self, pid: str, session: ParkedSession, ttl: float) -> None:
+        now = self._clock()
+        self._parked = {k: v for k, v in self._parked.items() if v[0] > now}
+        self._parked[pid] = (now + ttl, session)
+
+    async def claim(self, pid: str) -> ParkedSession | None:
+        item = self._parked.pop(pid, None)
+        if item is None or item[0] <= self._clock():
+            return None
+        return item[1]
+
+    async def close(self) -> None:
+        self._rooms.clear()
+        self._parked.clear()
+
+    def _trim_one(self, room: str, ring: deque[tuple[float, LogEntry]]) -> None:
+        _, dropped = ring.popleft()
+        self._trimmed[room] = dropped.seq
+        if not ring:
+            # An empty room keeps no state of its own; its trim point becomes a (conservative) global floor.
+            del self._rooms[room]
+            self._floor = max(self._floor, self._trimmed.pop(room))
+
+    def _expire(self, now: float) -> None:
+        """Drop entries older than the age bound (a full sweep, at most a few times per age bound on append)."""
+        self._next_sweep = now + min(1.0, self.max_age / 4)
+        limit = now - self.max_age
+        for room in [r for r, ring in self._rooms.items() if ring[0][0] < limit]:
+            ring = self._rooms[room]
+            while room in self._rooms and ring[0][0] < limit:
+                self._trim_one(room, ring)
