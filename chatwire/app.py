@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatwire import __version__
-from chatwire.api import auths, channels, chats, notes, system, users
+from chatwire.api import auths, channels, chats, completions, notes, system, users
 from chatwire.backends.sessions_memory import MemorySessionStore
 from chatwire.config import Settings
 from chatwire.db.engine import Database
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         try:
             yield
         finally:
+            await services.close_pipeline()
             await realtime.stop()
             await db.close()
 
@@ -111,7 +112,15 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         ]
         return JSONResponse({"detail": errors, "code": ErrorCode.INVALID_PAYLOAD.value}, status_code=422)
 
-    for router in (auths.router, users.router, channels.router, chats.router, notes.router, system.router):
+    for router in (
+        auths.router,
+        users.router,
+        channels.router,
+        chats.router,
+        notes.router,
+        system.router,
+        completions.router,
+    ):
         api.include_router(router)
 
     api.add_middleware(

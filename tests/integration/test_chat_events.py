@@ -1,0 +1,183 @@
+"""The chat event pipeline end to end in one process: emitters, tabs, database, event calls, REST emit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.conftest import RunningServer
+from tests.sio import RecordingClient
+
+
+async def new_chat(server: RunningServer, token: str, title: str = "t") -> str:
+    async with server.http(token) as http:
+        r = await http.post("/api/v1/chats/new", json={"chat": {"title": title}})
+        r.raise_for_status()
+        return str(r.json()["id"])
+
+
+async def stored_message(server: RunningServer, token: str, chat_id: str, message_id: str) -> dict[str, Any]:
+    async with server.http(token) as http:
+        r = await http.get(f"/api/v1/chats/{chat_id}")
+        r.raise_for_status()
+        return r.json()["chat"]["history"]["messages"][message_id]  # type: ignore[no-any-return]
+
+
+def of_message(message_id: str) -> Any:
+    return lambda p: p.get("message_id") == message_id
+
+
+def is_done(message_id: str) -> Any:
+    return lambda p: (
+        p.get("message_id") == message_id
+        and p["data"]["type"] == "chat:completion"
+        and p["data"]["data"].get("done")
+    )
+
+
+def deltas(client: RecordingClient, message_id: str) -> list[str]:
+    return [
+        p["data"]["data"]["content"]
+        for p in client.received["events"]
+        if p.get("message_id") == message_id and p["data"]["type"] == "chat:message:delta"
+    ]
+
+
+async def test_three_emitters_three_tabs_5000_deltas_agree_with_database(server: RunningServer) -> None:
+    user = await server.signup("Ada")
+    chat_id = await new_chat(server, user["token"])
+    tabs = [await RecordingClient(server.url).connect(user["token"]) for _ in range(3)]
+    try:
+        message_id = "m-5000"
+        info = {"user_id": user["id"], "chat_id": chat_id, "message_id": message_id}
+        emitters = [server.services.events.get_event_emitter(info) for _ in range(3)]
+        total = 5000
+
+        async def stream(k: int) -> None:
+            for i in range(k, total, 3):
+                await emitters[k]({"type": "chat:message:delta", "data": {"content": f"<{k}:{i}>"}})
+                if i % 97 == 0:
+                    await asyncio.sleep(0)
+
+        await asyncio.gather(*(stream(k) for k in range(3)))
+        await emitters[0]({"type": "chat:completion", "data": {"done": True}})
+        for tab in tabs:
+            await tab.wait_for("events", is_done(message_id), timeout=60)
+        seen = [deltas(tab, message_id) for tab in tabs]
+        assert len(seen[0]) == total
+        assert seen[0] == seen[1] == seen[2]
+        # Each emitter's own events keep their order, and the three streams really interleaved.
+        for k in range(3):
+            own = [int(d[1:-1].split(":")[1]) for d in seen[0] if d.startswith(f"<{k}:")]
+            assert own == list(range(k, total, 3))
+        assert seen[0] != sorted(seen[0], key=lambda d: int(d[1]))
+        await server.services.writer.flush()
+        stored = await stored_message(server, user["token"], chat_id, message_id)
+        assert stored["content"] == "".join(seen[0])
+        assert stored["done"] is True
+        # Coalesced: far fewer writes than events.
+        assert server.services.writer.stats.writes < total / 10
+    finally:
+        for tab in tabs:
+            await tab.close()
+
+
+async def test_rest_emit_is_delivered_and_persisted_like_any_event(server: RunningServer) -> None:
+    ada = await server.signup("Ada")
+    bob = await server.signup("Bob")
+    chat_id = await new_chat(server, ada["token"])
+    tab = await RecordingClient(server.url).connect(ada["token"])
+    bob_tab = await RecordingClient(server.url).connect(bob["token"])
+    try:
+        url = f"/api/v1/chats/{chat_id}/messages/m1/event"
+        async with server.http(ada["token"]) as http:
+            for event in (
+                {"type": "status", "data": {"description": "working", "done": False}},
+                {"type": "message", "data": {"content": "Hel"}},
+                {"type": "message", "data": {"content": "lo"}},
+                {"type": "source", "data": {"source": {"name": "doc"}, "document": ["x"]}},
+                {"type": "source", "data": {"type": "code_execution", "id": "c1"}},
+                {"type": "embeds", "data": {"embeds": ["<a>", "<b>"]}},
+                {"type": "embeds", "data": {"embeds": ["<b>", "<c>"]}},
+                {"type": "chat:completion", "data": {"done": True, "usage": {"total_tokens": 3}}},
+            ):
+                r = await http.post(url, json=event)
+                assert r.status_code == 200 and r.json() is True, r.text
+            bad = await http.post(url, json={"data": {}})
+            assert bad.status_code == 422
+        async with server.http(bob["token"]) as http:
+            r = await http.post(url, json={"type": "message", "data": {"content": "intruder"}})
+            assert r.status_code == 404
+        await tab.wait_for("events", is_done("m1"))
+        await server.services.writer.flush()
+        stored = await stored_message(server, ada["token"], chat_id, "m1")
+        assert stored["content"] == "Hello"
+        assert stored["statusHistory"] == [{"description": "working", "done": False}]
+        assert stored["sources"] == [{"source": {"name": "doc"}, "document": ["x"]}]
+        assert stored["embeds"] == ["<a>", "<b>", "<c>"]
+        assert stored["usage"] == {"total_tokens": 3} and stored["done"] is True
+        await bob_tab.expect_none("events", of_message("m1"), wait=0.2)
+    finally:
+        await tab.close()
+        await bob_tab.close()
+
+
+async def test_local_and_temporary_chats_are_delivered_not_persisted(server: RunningServer) -> None:
+    user = await server.signup("Ada")
+    tab = await RecordingClient(server.url).connect(user["token"])
+    try:
+        for chat_id in ("local:abc", "temporary:xyz"):
+            emit = server.services.events.get_event_emitter(
+                {"user_id": user["id"], "chat_id": chat_id, "message_id": "m"}
+            )
+            await emit({"type": "message", "data": {"content": "hi"}})
+            await tab.wait_for("events", lambda p, c=chat_id: p["chat_id"] == c)
+        assert server.services.writer.stats.events == 0
+        assert server.services.writer.active() == 0
+    finally:
+        await tab.close()
+
+
+async def test_event_call_answers_and_refuses(server: RunningServer) -> None:
+    ada = await server.signup("Ada")
+    bob = await server.signup("Bob")
+    tab = await RecordingClient(server.url).connect(ada["token"])
+    bob_tab = await RecordingClient(server.url).connect(bob["token"])
+
+    @tab.sio.on("events")
+    async def answer(data: Any, *_: Any) -> Any:
+        if data["data"]["type"] == "confirmation":
+            return True
+        if data["data"]["type"] == "input":
+            await asyncio.sleep(5)  # never in time
+        return None
+
+    try:
+        events = server.services.events
+        sid = tab.sio.get_sid()
+        call = events.get_event_call(
+            {"user_id": ada["id"], "chat_id": "c", "message_id": "m", "session_id": sid}
+        )
+        assert await call({"type": "confirmation", "data": {"title": "ok?", "message": "?"}}) is True
+        assert "error" in await call({"type": "input", "data": {"title": "name"}}, timeout=0.3)
+        # Bob's session cannot be asked on Ada's behalf; nothing is sent to it.
+        foreign = events.get_event_call(
+            {"user_id": ada["id"], "chat_id": "c", "message_id": "m", "session_id": bob_tab.sio.get_sid()}
+        )
+        assert await foreign({"type": "confirmation", "data": {}}) == {
+            "error": "session belongs to another user"
+        }
+        await bob_tab.expect_none("events", wait=0.2)
+        gone = events.get_event_call(
+            {"user_id": ada["id"], "chat_id": "c", "message_id": "m", "session_id": "no-such-sid"}
+        )
+        assert await gone({"type": "confirmation", "data": {}}) == {"error": "session gone"}
+        # A tab that closes while a call waits answers at once, not after the timeout.
+        pending = asyncio.create_task(call({"type": "input", "data": {"title": "name"}}, timeout=30))
+        await asyncio.sleep(0.2)
+        await tab.close()
+        assert await asyncio.wait_for(pending, 5) == {"error": "session gone"}
+        assert await call({"type": "confirmation", "data": {}}) == {"error": "session gone"}
+    finally:
+        await tab.close()
+        await bob_tab.close()
