@@ -56,6 +56,18 @@ class _Slot:
     task: asyncio.Task[None] | None = None
 
 
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for `event` at most `seconds`; True if it is set. Cancellation always propagates."""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 def _ends_message(event: dict[str, Any]) -> bool:
     kind = event.get("type")
     data = event.get("data")
@@ -82,6 +94,7 @@ class MessageWriter:
         self.stats = WriterStats()
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._closing = False
+        self._stopped = False
 
     def submit(self, chat_id: str, message_id: str, event: dict[str, Any]) -> bool:
         """Queue one event for persistence, in call order; never waits. False if the chat is not persisted."""
@@ -128,6 +141,7 @@ class MessageWriter:
         except TimeoutError:
             lost = sum(len(s.pending) for s in self._slots.values())
             log.error("shutdown flush timed out", extra={"messages": len(self._slots), "events": lost})
+        self._stopped = True
         for slot in list(self._slots.values()):
             if slot.task is not None:
                 slot.task.cancel()
@@ -142,16 +156,13 @@ class MessageWriter:
     async def _run(self, slot: _Slot) -> None:
         key = (slot.chat_id, slot.message_id)
         try:
-            while True:
-                try:
-                    await asyncio.wait_for(slot.wake.wait(), self.idle_seconds)
-                except TimeoutError:
+            while not self._stopped:
+                if not await _wait(slot.wake, self.idle_seconds):
                     if not slot.pending and not slot.dirty and not slot.chat_dirty:
                         return
                     continue
-                if not slot.urgent.is_set() and not self._closing:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(slot.urgent.wait(), self.flush_interval)
+                if not self._closing:
+                    await _wait(slot.urgent, self.flush_interval)
                 slot.wake.clear()
                 slot.urgent.clear()
                 await self._drain(slot)

@@ -54,18 +54,20 @@ def _key(item: Any) -> bytes:
         return repr(item).encode()
 
 
-def _accumulate(existing: list[Any] | None, items: Any) -> list[Any]:
-    """`existing` then the new `items` not already present, in order (de-duplicated by value)."""
-    out = list(existing or [])
+def _accumulate_into(message: dict[str, Any], name: str, items: Any, change: Change) -> None:
+    """Append to `message[name]` the `items` not already present, in order (de-duplicated by value)."""
     if not isinstance(items, list):
-        return out
+        return
+    out = list(message.get(name) or [])
     seen = {_key(x) for x in out}
     for item in items:
         k = _key(item)
         if k not in seen:
             seen.add(k)
             out.append(item)
-    return out
+    if len(out) != len(message.get(name) or []) or name not in message:
+        message[name] = out
+        change.fields.add(name)
 
 
 def _text(value: Any) -> str:
@@ -99,11 +101,9 @@ def apply_event(message: dict[str, Any], event: dict[str, Any]) -> Change:
             message["statusHistory"] = [*(message.get("statusHistory") or []), data]
             change.fields.add("statusHistory")
     elif kind in _EMBEDS:
-        message["embeds"] = _accumulate(message.get("embeds"), d.get("embeds"))
-        change.fields.add("embeds")
+        _accumulate_into(message, "embeds", d.get("embeds"), change)
     elif kind in _FILES:
-        message["files"] = _accumulate(message.get("files"), d.get("files"))
-        change.fields.add("files")
+        _accumulate_into(message, "files", d.get("files"), change)
     elif kind in _SOURCES:
         if isinstance(data, dict) and not d.get("type"):
             message["sources"] = [*(message.get("sources") or []), data]
