@@ -26,6 +26,11 @@ from chatwire.util import new_id
 log = logging.getLogger("chatwire.completions")
 
 
+def _ends(event: dict[str, Any]) -> bool:
+    data = event.get("data")
+    return event.get("type") == "chat:completion" and isinstance(data, dict) and bool(data.get("done"))
+
+
 class CompletionService:
     """Lists models, starts and stops generations."""
 
@@ -105,8 +110,12 @@ class CompletionService:
     ) -> None:
         await emit({"type": "chat:active", "data": {"active": True}})
         try:
+            done = False
             async for event in self._stream(model, messages, call):
                 await emit(event)
+                done = done or _ends(event)
+            if not done:
+                await emit({"type": "chat:completion", "data": {"done": True}})
         except asyncio.CancelledError:
             await emit({"type": "chat:tasks:cancel", "data": {}})
             raise
