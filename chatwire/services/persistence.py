@@ -68,6 +68,30 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
     return True
 
 
+CHAT_SLOT = ""  # the message id of a chat's own queue (title, tags)
+
+
+def _touches_chat(event: dict[str, Any]) -> bool:
+    kind = event.get("type")
+    if kind in ("chat:title", "chat:tags"):
+        return True
+    data = event.get("data")
+    return kind == "chat:completion" and isinstance(data, dict) and bool(data.get("title"))
+
+
+def _plain_delta(event: dict[str, Any]) -> str | None:
+    """The text of an append event (`message`, `chat:message:delta`) with string content, else None."""
+    if event.get("type") not in ("message", "chat:message:delta"):
+        return None
+    data = event.get("data")
+    content = data.get("content") if isinstance(data, dict) else None
+    return content if isinstance(content, str) else None
+
+
+def _delta_event(text: str) -> dict[str, Any]:
+    return {"type": "message", "data": {"content": text}}
+
+
 def _ends_message(event: dict[str, Any]) -> bool:
     kind = event.get("type")
     data = event.get("data")
@@ -106,18 +130,24 @@ class MessageWriter:
                 "event after shutdown not persisted", extra={"chat_id": chat_id, "message_id": message_id}
             )
             return False
+        self.stats.events += 1
+        self._enqueue(chat_id, message_id, event, urgent=_ends_message(event))
+        if _touches_chat(event):
+            # Chat-level fields go through one queue per chat, so their order holds across messages.
+            self._enqueue(chat_id, CHAT_SLOT, event, urgent=True)
+        return True
+
+    def _enqueue(self, chat_id: str, message_id: str, event: dict[str, Any], *, urgent: bool) -> None:
         key = (chat_id, message_id)
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = _Slot(chat_id, message_id)
-            slot.task = asyncio.create_task(self._run(slot), name=f"chatwire-writer-{message_id}")
+            slot.task = asyncio.create_task(self._run(slot), name=f"chatwire-writer-{chat_id}-{message_id}")
         slot.pending.append(event)
         slot.idle.clear()
-        self.stats.events += 1
         slot.wake.set()
-        if _ends_message(event):
+        if urgent:
             slot.urgent.set()
-        return True
 
     async def flush(self, chat_id: str | None = None, message_id: str | None = None) -> None:
         """Write now what is queued (for one message, or all), and wait until it is stored."""
@@ -198,6 +228,9 @@ class MessageWriter:
                 delay = min(delay * 2, self.retry_max_delay)
 
     async def _write(self, slot: _Slot) -> None:
+        if slot.message_id == CHAT_SLOT:
+            await self._write_chat(slot)
+            return
         if slot.state is None:
             row = await self.store.load_or_create(slot.chat_id, slot.message_id)
             if row is None:
@@ -218,13 +251,36 @@ class MessageWriter:
             slot.pending.clear()
             return
         # Apply exactly the events queued so far, once each; new ones wait for the next drain.
+        # Runs of plain deltas are joined first: one string concatenation per run, not one per delta.
+        run: list[str] = []
         for _ in range(len(slot.pending)):
-            change = apply_event(slot.state, slot.pending.popleft())
-            slot.dirty |= change.fields
-            slot.chat_dirty.update(change.chat)
-        if not slot.dirty and not slot.chat_dirty:
+            event = slot.pending.popleft()
+            piece = _plain_delta(event)
+            if piece is not None:
+                run.append(piece)
+                continue
+            if run:
+                slot.dirty |= apply_event(slot.state, _delta_event("".join(run))).fields
+                run.clear()
+            slot.dirty |= apply_event(slot.state, event).fields
+        if run:
+            slot.dirty |= apply_event(slot.state, _delta_event("".join(run))).fields
+        if not slot.dirty:
             return
         await self._store(slot, slot.state)
+
+    async def _write_chat(self, slot: _Slot) -> None:
+        for _ in range(len(slot.pending)):
+            slot.chat_dirty.update(apply_event({}, slot.pending.popleft()).chat)
+        if not slot.chat_dirty:
+            return
+        if not await self.store.update_chat(slot.chat_id, slot.chat_dirty):
+            self.stats.dropped += 1
+            log.warning("chat fields for an unknown chat not persisted", extra={"chat_id": slot.chat_id})
+        else:
+            self.stats.writes += 1
+            self.stats.bytes_written += len(orjson.dumps(slot.chat_dirty, default=str))
+        slot.chat_dirty.clear()
 
     async def _store(self, slot: _Slot, state: dict[str, Any]) -> None:
         values = {name: state.get(name) for name in slot.dirty if name != CONTENT}
@@ -243,7 +299,6 @@ class MessageWriter:
             expect_length=len(slot.stored_content),
             content=full,
             values=values,
-            chat_values=slot.chat_dirty or None,
         )
         if not written:
             # The stored content is not what we last wrote (lost outcome of a write, or another writer):
@@ -258,12 +313,10 @@ class MessageWriter:
                 slot.message_id,
                 content=full,
                 values=values,
-                chat_values=slot.chat_dirty or None,
             )
             if not written:
                 slot.orphan = True
                 slot.dirty.clear()
-                slot.chat_dirty.clear()
                 log.warning(
                     "message row gone; events not persisted",
                     extra={"chat_id": slot.chat_id, "message_id": slot.message_id},
@@ -275,4 +328,3 @@ class MessageWriter:
         )
         slot.stored_content = content
         slot.dirty.clear()
-        slot.chat_dirty.clear()

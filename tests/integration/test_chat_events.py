@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.conftest import RunningServer
+from chatwire.config import Settings
+from chatwire.db.engine import Database
+from chatwire.db.repos.chats import ChatRepo
+from tests.conftest import RunningServer, run_server
 from tests.sio import RecordingClient
 
 
@@ -181,3 +184,85 @@ async def test_event_call_answers_and_refuses(server: RunningServer) -> None:
     finally:
         await tab.close()
         await bob_tab.close()
+
+
+async def test_server_shutdown_flushes_queued_events(settings: Settings) -> None:
+    slow = settings.model_copy(update={"persist_flush_interval": 3600.0})
+    async with run_server(slow) as server:
+        user = await server.signup("Ada")
+        chat_id = await new_chat(server, user["token"])
+        emit = server.services.events.get_event_emitter(
+            {"user_id": user["id"], "chat_id": chat_id, "message_id": "m"}
+        )
+        for i in range(20):
+            await emit({"type": "message", "data": {"content": f"{i} "}})
+        assert server.services.writer.stats.writes == 0
+    db = Database(slow.resolved_database_url)
+    try:
+        row = await ChatRepo(db).get_message(chat_id, "m")
+        assert row is not None and row.content == "".join(f"{i} " for i in range(20))
+    finally:
+        await db.close()
+
+
+async def test_sdk_rebuilds_exactly_what_the_server_stores(server: RunningServer) -> None:
+    import random
+
+    from chatwire.client import ChatwireClient
+
+    user = await server.signup("Ada")
+    chat_id = await new_chat(server, user["token"])
+    client = await ChatwireClient(server.url, user["token"], reconnection=False).connect()
+    chat = client.track(chat_id)
+    rng = random.Random(7)
+    makers = [
+        lambda: {"type": "message", "data": {"content": f"w{rng.randint(0, 99)} "}},
+        lambda: {"type": "chat:message:delta", "data": {"content": "é✓ "}},
+        lambda: {"type": "replace", "data": {"content": f"R{rng.randint(0, 9)}"}},
+        lambda: {
+            "type": "status",
+            "data": {"description": f"s{rng.randint(0, 9)}", "done": rng.random() < 0.5},
+        },
+        lambda: {"type": "embeds", "data": {"embeds": [f"<e{rng.randint(0, 4)}>"]}},
+        lambda: {"type": "chat:message:files", "data": {"files": [{"id": f"f{rng.randint(0, 3)}"}]}},
+        lambda: {"type": "citation", "data": {"source": {"name": f"n{rng.randint(0, 9)}"}}},
+        lambda: {"type": "source", "data": {"type": "code_execution", "id": "x"}},
+        lambda: {"type": "chat:message:error", "data": {"error": {"content": "oops"}}},
+        lambda: {"type": "chat:message:follow_ups", "data": {"follow_ups": [f"q{rng.randint(0, 9)}"]}},
+        lambda: {"type": "chat:completion", "data": {"usage": {"n": rng.randint(0, 9)}}},
+        lambda: {"type": "chat:title", "data": f"Title {rng.randint(0, 9)}"},
+        lambda: {"type": "notification", "data": {"type": "info", "content": "hi"}},
+    ]
+    try:
+        emitters = {
+            mid: server.services.events.get_event_emitter(
+                {"user_id": user["id"], "chat_id": chat_id, "message_id": mid}
+            )
+            for mid in ("m1", "m2")
+        }
+        for _ in range(400):
+            await emitters[rng.choice(["m1", "m2"])](rng.choice(makers)())
+        for emit in emitters.values():
+            await emit({"type": "chat:completion", "data": {"done": True}})
+        for mid in emitters:
+            await client.wait_done(chat_id, mid)
+        await server.services.writer.flush()
+        async with server.http(user["token"]) as http:
+            body = (await http.get(f"/api/v1/chats/{chat_id}")).json()
+        for mid in emitters:
+            stored = body["chat"]["history"]["messages"][mid]
+            for key in (
+                "content",
+                "statusHistory",
+                "sources",
+                "files",
+                "embeds",
+                "followUps",
+                "error",
+                "usage",
+                "done",
+            ):
+                assert chat.messages[mid].get(key) == stored.get(key), (mid, key)
+        assert chat.title == body["title"]
+    finally:
+        await client.close()

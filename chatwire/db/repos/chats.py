@@ -285,7 +285,6 @@ class MessageStore:
         expect_length: int = 0,
         content: str | None = None,
         values: dict[str, Any] | None = None,
-        chat_values: dict[str, Any] | None = None,
     ) -> bool:
         """One UPDATE of the message: `content || suffix` (only if the stored content still has
         `expect_length` characters, so a retry after an unknown outcome never appends twice), or `content`
@@ -304,19 +303,22 @@ class MessageStore:
                 result = await s.execute(update(ChatMessage).where(*where).values(**cols))
                 if result.rowcount == 0:  # type: ignore[attr-defined]
                     raise _NothingWritten
-                if chat_values:
-                    await self._update_chat(s, chat_id, chat_values, now)
         except _NothingWritten:
             return False
         return True
 
-    async def _update_chat(self, s: Any, chat_id: str, chat_values: dict[str, Any], now: int) -> None:
-        values: dict[str, Any] = {"updated_at": now}
+    async def update_chat(self, chat_id: str, chat_values: dict[str, Any]) -> bool:
+        """Set the chat's `title` and/or `tags` (kept in `meta.tags`); False if the chat does not exist."""
+        values: dict[str, Any] = {"updated_at": now_s()}
         if "title" in chat_values:
             values["title"] = str(chat_values["title"])[:1024]
-        if "tags" in chat_values:
+        async with self.db.session() as s:
             chat = await s.get(Chat, chat_id)
-            meta = dict((chat.meta if chat is not None else None) or {})
-            meta["tags"] = chat_values["tags"]
-            values["meta"] = meta
-        await s.execute(update(Chat).where(Chat.id == chat_id).values(**values))
+            if chat is None:
+                return False
+            if "tags" in chat_values:
+                meta = dict(chat.meta or {})
+                meta["tags"] = chat_values["tags"]
+                values["meta"] = meta
+            await s.execute(update(Chat).where(Chat.id == chat_id).values(**values))
+        return True
