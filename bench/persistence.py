@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,31 @@ class Tabs:
             await client.disconnect()
 
 
+Emit = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def strategy(
+    name: str, services: Any, naive: NaiveStore, user_id: str, chat_id: str, message_id: str
+) -> Emit:
+    """The emit function of one strategy, bound to the benchmark's message."""
+    if name.startswith("chatwire"):
+        return services.events.get_event_emitter(  # type: ignore[no-any-return]
+            {"user_id": user_id, "chat_id": chat_id, "message_id": message_id}
+        )
+    if name.startswith("naive"):
+
+        async def naive_emit(event: dict[str, Any]) -> None:
+            await naive.emit(user_id, chat_id, message_id, event)
+
+        return naive_emit
+
+    async def deliver_only(event: dict[str, Any]) -> None:
+        payload = {"chat_id": chat_id, "message_id": message_id, "data": event}
+        await services.broker.emit(CHAT_EVENT, payload, room=user_room(user_id))
+
+    return deliver_only
+
+
 def history(n: int) -> dict[str, Any]:
     """A chat with `n` earlier messages of about 1 KB each, as a real conversation has."""
     messages: dict[str, Any] = {}
@@ -191,23 +217,7 @@ async def run(tokens: int, history_size: int, database_url: str, repeat: int = 3
             tabs.reset(message_id)
             writer = services.writer
             w0, b0 = writer.stats.writes, writer.stats.bytes_written
-            if name.startswith("chatwire"):
-                emitter = services.events.get_event_emitter(
-                    {"user_id": user["id"], "chat_id": chat_id, "message_id": message_id}
-                )
-
-                async def emit(event: dict[str, Any], emitter: Any = emitter) -> None:
-                    await emitter(event)
-            elif name.startswith("naive"):
-
-                async def emit(event: dict[str, Any], message_id: str = message_id) -> None:
-                    await naive.emit(user["id"], chat_id, message_id, event)
-            else:
-
-                async def emit(event: dict[str, Any], message_id: str = message_id) -> None:
-                    payload = {"chat_id": chat_id, "message_id": message_id, "data": event}
-                    await services.broker.emit(CHAT_EVENT, payload, room=user_room(user["id"]))
-
+            emit = strategy(name, services, naive, user["id"], chat_id, message_id)
             started = time.perf_counter()
             for piece in pieces:
                 await emit({"type": "chat:message:delta", "data": {"content": piece}})

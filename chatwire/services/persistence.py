@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from chatwire.db.repos.chats import PATCH_COLUMNS, MessageStore
-from chatwire.services.reducer import CONTENT, apply_event, is_persisted_chat
+from chatwire.services.reducer import CONTENT, apply_event, is_persisted_chat, new_message
 
 log = logging.getLogger("chatwire.persistence")
 
@@ -232,6 +232,9 @@ class MessageWriter:
             await self._write_chat(slot)
             return
         if slot.state is None:
+            if not any(apply_event(new_message(slot.message_id), e).fields for e in slot.pending):
+                slot.pending.clear()  # nothing to store (chat:active, notifications...): create no row
+                return
             row = await self.store.load_or_create(slot.chat_id, slot.message_id)
             if row is None:
                 self.stats.dropped += len(slot.pending)

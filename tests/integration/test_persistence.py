@@ -218,4 +218,11 @@ async def test_shutdown_flushes_and_unknown_chats_are_dropped(db: Database) -> N
     assert (await stored(db, chat_id, "m")).content == "kept"
     assert writer.stats.dropped == 1
     assert not writer.submit(chat_id, "m", delta("late"))
+    # Events that change no message field create no row.
+    quiet = MessageWriter(MessageStore(db), flush_interval=0.01)
+    quiet.submit(chat_id, "q", {"type": "chat:active", "data": {"active": True}})
+    quiet.submit(chat_id, "q", {"type": "notification", "data": {"content": "x"}})
+    await quiet.flush()
+    assert await ChatRepo(db).get_message(chat_id, "q") is None
+    await quiet.close()
     assert not MessageWriter(MessageStore(db)).submit("local:x", "m", delta("never"))
