@@ -226,3 +226,42 @@ async def test_shutdown_flushes_and_unknown_chats_are_dropped(db: Database) -> N
     assert await ChatRepo(db).get_message(chat_id, "q") is None
     await quiet.close()
     assert not MessageWriter(MessageStore(db)).submit("local:x", "m", delta("never"))
+
+
+class JitterBroker(RecordingBroker):
+    """A broker that suspends a random number of times before delivering, as a networked one does."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        import random
+
+        self.rng = random.Random(seed)
+
+    async def emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
+        for _ in range(self.rng.randint(0, 3)):
+            await asyncio.sleep(0)
+        await super().emit(event, data, room=room, skip_sid=skip_sid)
+
+
+async def test_concurrent_emitters_one_order_for_tabs_and_database(db: Database) -> None:
+    chat_id = await make_chat(db)
+    writer = MessageWriter(MessageStore(db), flush_interval=0.01)
+    broker = JitterBroker(seed=3)
+    events = ChatEvents(broker, MemorySessionStore(60, 3), writer, call_timeout=1)
+    emitters = [
+        events.get_event_emitter({"user_id": "u1", "chat_id": chat_id, "message_id": "m"}) for _ in range(3)
+    ]
+
+    async def stream(k: int) -> None:
+        for i in range(300):
+            await emitters[k](delta(f"<{k}.{i}>"))
+
+    await asyncio.gather(*(stream(k) for k in range(3)))
+    await emitters[0](DONE)
+    await writer.flush()
+    delivered = "".join(
+        data["data"]["data"]["content"] for _, data, _ in broker.sent if data["data"]["type"] == "message"
+    )
+    assert len(broker.sent) == 901
+    assert (await stored(db, chat_id, "m")).content == delivered
+    await writer.close()
