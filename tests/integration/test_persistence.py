@@ -265,3 +265,21 @@ async def test_concurrent_emitters_one_order_for_tabs_and_database(db: Database)
     assert len(broker.sent) == 901
     assert (await stored(db, chat_id, "m")).content == delivered
     await writer.close()
+
+
+async def test_growing_full_content_completions_are_written_as_appends(db: Database) -> None:
+    # Open WebUI's middleware streams `chat:completion {content: <everything so far>}`; storing that must stay O(n).
+    chat_id = await make_chat(db)
+    writer = MessageWriter(MessageStore(db), flush_interval=0.005)
+    text = ""
+    for i in range(300):
+        text += f"token{i} "
+        writer.submit(chat_id, "m", {"type": "chat:completion", "data": {"content": text}})
+        if i % 20 == 0:
+            await asyncio.sleep(0.01)
+    writer.submit(chat_id, "m", {"type": "chat:completion", "data": {"content": text, "done": True}})
+    await writer.flush()
+    assert (await stored(db, chat_id, "m")).content == text
+    assert writer.stats.writes > 3
+    assert writer.stats.bytes_written < len(text) + 200
+    await writer.close()
