@@ -266,3 +266,26 @@ async def test_sdk_rebuilds_exactly_what_the_server_stores(server: RunningServer
         assert chat.title == body["title"]
     finally:
         await client.close()
+
+
+async def test_python_sdk_server_to_server_emit(server: RunningServer) -> None:
+    from chatwire.client import ChatwireClient, ChatwireHTTP
+
+    user = await server.signup("Ada", email="ada-sdk@example.com", password="pw-sdk-secret")
+    async with ChatwireHTTP(server.url) as http:
+        await http.signin("ada-sdk@example.com", "pw-sdk-secret")
+        chat_id = (await http.new_chat("from a backend"))["id"]
+        tab = await ChatwireClient(server.url, user["token"], reconnection=False).connect()
+        chat = tab.track(chat_id)
+        try:
+            assert await http.emit_event(chat_id, "m1", "status", {"description": "indexing", "done": False})
+            assert await http.emit_event(chat_id, "m1", "chat:message:delta", {"content": "from "})
+            assert await http.emit_event(chat_id, "m1", "chat:message:delta", {"content": "Go"})
+            assert await http.emit_event(chat_id, "m1", "chat:completion", {"done": True})
+            rebuilt = await tab.wait_done(chat_id, "m1")
+            await server.services.writer.flush()
+            stored = (await http.get_chat(chat_id))["chat"]["history"]["messages"]["m1"]
+            assert rebuilt["content"] == stored["content"] == "from Go"
+            assert chat.messages["m1"]["statusHistory"] == stored["statusHistory"]
+        finally:
+            await tab.close()
