@@ -32,5 +32,9 @@ test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check chatwire tests $(wildcard bench)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Benchmarks print tables of ratios against a peer measured in the same run (see README).
+bench: $(STAMP)
+	$(BIN)/python bench/persistence.py
+
 clean:
 	rm -rf $(VENV) tests/node/node_modules

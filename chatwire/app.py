@@ -19,7 +19,7 @@ from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatwire import __version__
-from chatwire.api import auths, channels, chats, notes, server_api, system, users
+from chatwire.api import auths, channels, chats, completions, notes, server_api, system, users
 from chatwire.api import metrics as metrics_api
 from chatwire.backends.lock_memory import MemoryLock
 from chatwire.backends.sessions_memory import MemorySessionStore
@@ -166,6 +166,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         try:
             yield
         finally:
+            await services.close_pipeline()
             await realtime.stop()
             if fleet is not None:
                 await fleet.stop()
@@ -211,7 +212,15 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         ]
         return JSONResponse({"detail": errors, "code": ErrorCode.INVALID_PAYLOAD.value}, status_code=422)
 
-    for router in (auths.router, users.router, channels.router, chats.router, notes.router, system.router):
+    for router in (
+        auths.router,
+        users.router,
+        channels.router,
+        chats.router,
+        notes.router,
+        system.router,
+        completions.router,
+    ):
         api.include_router(router)
     api.include_router(server_api.router)
     if settings.metrics_enabled:

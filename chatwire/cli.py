@@ -109,6 +109,44 @@ def keys_revoke(
     typer.echo(f"revoked {key_id}")
 
 
+@app.command("demo")
+def demo_command(
+    url: Annotated[
+        str, typer.Option(help="Server to use; an embedded one starts if none answers.")
+    ] = "http://127.0.0.1:8080",
+    prompt: Annotated[
+        str, typer.Option(help="What to ask ('confirm' asks before a step, 'N tokens' sets the length).")
+    ] = "Please confirm, then tell me about chatwire in 80 tokens",
+    model: Annotated[str, typer.Option(help="Model id.")] = "demo",
+    yes: Annotated[bool | None, typer.Option("--yes/--no", help="Answer event calls without asking.")] = None,
+) -> None:
+    """Create a user and a chat, run a demo generation and print it as it streams."""
+    import asyncio
+
+    from chatwire.cli_pipeline import demo
+
+    raise typer.Exit(asyncio.run(demo(url, prompt, model, yes)))
+
+
+@app.command("tail")
+def tail_command(
+    token: Annotated[str, typer.Option(help="The user's token (JWT).")],
+    url: Annotated[str, typer.Option(help="Server URL.")] = "http://127.0.0.1:8080",
+    colour: Annotated[bool, typer.Option("--colour/--no-colour", help="Colourise event types.")] = True,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: never).")
+    ] = None,
+) -> None:
+    """Print a user's live events, one line each."""
+    import asyncio
+    import contextlib
+
+    from chatwire.cli_pipeline import tail
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(tail(url, token, colour, seconds))
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

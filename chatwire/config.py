@@ -101,6 +101,18 @@ class Settings(BaseSettings):
     doc_save_debounce_seconds: float = Field(
         0.5, ge=0, description="Quiet time before a collaborative note's content is saved."
     )
+    persist_flush_interval: float = Field(
+        0.25, gt=0, description="Seconds streamed chat deltas are gathered before one database write."
+    )
+    openai_base_url: str = Field(
+        "",
+        description="OpenAI-compatible upstream for generations (e.g. http://127.0.0.1:11434/v1); empty = demo only.",
+    )
+    openai_api_key: str = Field("", description="API key sent to the OpenAI-compatible upstream.")
+    demo_tokens_per_second: float = Field(
+        40.0, ge=0, description="Token rate of the built-in demo model; 0 = as fast as possible."
+    )
+    demo_max_tokens: int = Field(100_000, gt=0, description="Longest answer the demo model writes.")
     web_dir: Path | None = Field(
         None, description="Static web client to serve at /; empty = the bundled build."
     )

@@ -232,3 +232,21 @@ class ServerChannelForm(Model):
     type: Literal["group"] | None = None
     is_private: bool = False
     user_ids: list[Id] = Field(default_factory=list, max_length=10_000)
+
+
+class ChatEventForm(Model):
+    """One chat event for a message (server-to-server emit): `{type, data}`."""
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    data: Any = None
+
+
+class CompletionForm(Model):
+    """A generation request (Open WebUI's body; unknown fields ignored)."""
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    messages: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+    chat_id: Id | None = None
+    id: Id | None = None
+    session_id: Id | None = None
+    stream: bool = True

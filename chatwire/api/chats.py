@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from chatwire.api.deps import MAX_SKIP, ServicesDep, UserDep
-from chatwire.protocol import NewChatForm
+from chatwire.protocol import ChatEventForm, NewChatForm
 
 router = APIRouter(prefix="/api/v1/chats", tags=["chats"])
 
@@ -30,3 +30,14 @@ async def list_chats(
 @router.get("/{chat_id}")
 async def get_chat(chat_id: str, user: UserDep, services: ServicesDep) -> dict[str, Any]:
     return await services.chats.get(chat_id, user)
+
+
+@router.post("/{chat_id}/messages/{message_id}/event")
+async def emit_event(
+    chat_id: str, message_id: str, form: ChatEventForm, user: UserDep, services: ServicesDep
+) -> bool:
+    """Server-to-server emit: one event into a message, delivered and persisted like a generation's."""
+    await services.chats.emit_event(
+        chat_id, message_id, {"type": form.type, "data": form.data}, user, services.events
+    )
+    return True

@@ -9,6 +9,8 @@ from chatwire.backends.eventlog import EventLog
 from chatwire.db.models import Chat, User
 from chatwire.db.repos.chats import ChatRepo, chat_to_json
 from chatwire.errors import not_found
+from chatwire.services.events import ChatEvents
+from chatwire.services.reducer import is_persisted_chat
 from chatwire.services.rooms import user_room
 from chatwire.util import now_s
 
@@ -73,3 +75,15 @@ class ChatService:
             room=user_room(user.id),
         )
         return at
+
+    async def emit_event(
+        self, chat_id: str, message_id: str, event: dict[str, Any], user: User, events: ChatEvents
+    ) -> None:
+        """Emit one event into a message of the user's chat (an admin's goes to the chat owner's tabs).
+
+        Unpersisted chats (`local:`, `temporary:`) reach the caller's own tabs and are not stored.
+        """
+        owner = user.id
+        if is_persisted_chat(chat_id):
+            owner = (await self.own_chat(chat_id, user)).user_id
+        await events.emit(owner, chat_id, message_id, event)

@@ -16,7 +16,7 @@ from chatwire.config import Settings
 from chatwire.db.engine import Database
 from chatwire.db.repos.api_keys import ApiKeyRepo
 from chatwire.db.repos.channels import ChannelRepo
-from chatwire.db.repos.chats import ChatRepo
+from chatwire.db.repos.chats import ChatRepo, MessageStore
 from chatwire.db.repos.notes import NoteRepo
 from chatwire.db.repos.users import UserRepo
 from chatwire.metrics import Metrics
@@ -25,11 +25,16 @@ from chatwire.services.auth import AuthService
 from chatwire.services.channels import ChannelService
 from chatwire.services.chats import ChatService
 from chatwire.services.collab import CollabService
+from chatwire.services.completions import CompletionService
+from chatwire.services.events import ChatEvents
 from chatwire.services.external_auth import ExternalVerifier
+from chatwire.services.models import DemoModel, OpenAIUpstream
 from chatwire.services.notes import NoteService
+from chatwire.services.persistence import MessageWriter
 from chatwire.services.presence import PresenceService
 from chatwire.services.rooms import Rooms
 from chatwire.services.server_api import ServerApiService
+from chatwire.services.tasks import TaskRegistry
 
 
 @dataclass
@@ -50,6 +55,10 @@ class Services:
     metrics: Metrics
     collab: CollabService
     eventlog: EventLog
+    writer: MessageWriter
+    events: ChatEvents
+    tasks: TaskRegistry
+    completions: CompletionService
     host_id: str
     lock: Lock
     bus: Bus | None = None
@@ -83,6 +92,24 @@ class Services:
         auth.provisioned_hooks.append(channels.join_public_channels)
         notes = NoteService(NoteRepo(db), broker, rooms)
         docs: DocStore = SqlDocStore(db)
+        chat_repo = ChatRepo(db)
+        writer = MessageWriter(MessageStore(db), flush_interval=settings.persist_flush_interval)
+        events = ChatEvents(broker, sessions, writer, settings.event_call_timeout)
+        tasks = TaskRegistry()
+        upstream = (
+            OpenAIUpstream(settings.openai_base_url, settings.openai_api_key)
+            if settings.openai_base_url
+            else None
+        )
+        completions = CompletionService(
+            events,
+            tasks,
+            chat_repo,
+            sessions,
+            writer,
+            DemoModel(settings.demo_tokens_per_second, settings.demo_max_tokens),
+            upstream,
+        )
         return cls(
             settings=settings,
             db=db,
@@ -92,14 +119,14 @@ class Services:
             rooms=rooms,
             auth=auth,
             channels=channels,
-            chats=ChatService(ChatRepo(db), broker, eventlog),
+            chats=ChatService(chat_repo, broker, eventlog),
             notes=notes,
             presence=PresenceService(sessions, users),
             host_id=host_id,
             lock=lock,
             bus=bus,
             api_keys=ApiKeyService(ApiKeyRepo(db)),
-            server_api=ServerApiService(broker, sessions, users, channels, ChatRepo(db)),
+            server_api=ServerApiService(broker, sessions, users, channels, chat_repo, events),
             metrics=metrics or Metrics(),
             collab=CollabService(
                 docs,
@@ -109,7 +136,16 @@ class Services:
                 save_debounce=settings.doc_save_debounce_seconds,
             ),
             eventlog=eventlog,
+            writer=writer,
+            events=events,
+            tasks=tasks,
+            completions=completions,
         )
+
+    async def close_pipeline(self) -> None:
+        """Stop running generations, then flush every queued chat event to the database (shutdown)."""
+        await self.completions.close()
+        await self.writer.close()
 
     async def disconnect_token(self, user_id: str, jti: str | None) -> None:
         """End the live sessions that authenticated with a revoked token."""

@@ -7,19 +7,19 @@ routing (and, later, recovery offsets) apply to it like to every other event.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
 from chatwire.backends.broker import Broker
 from chatwire.backends.sessions import SessionStore
 from chatwire.db.models import User
-from chatwire.db.repos.chat_events_interim import InterimChatWriter
 from chatwire.db.repos.chats import ChatRepo
 from chatwire.db.repos.users import UserRepo
 from chatwire.errors import invalid, not_found
 from chatwire.services.channels import ChannelService, channel_json
 from chatwire.services.chats import CHAT_EVENT
+from chatwire.services.events import ChatEvents
+from chatwire.services.reducer import is_persisted_chat
 
 # The acting identity of server API calls that change channels: an admin that is nobody's account.
 SYSTEM_USER = User(
@@ -28,7 +28,6 @@ SYSTEM_USER = User(
 
 ROOM_PATTERN = re.compile(r"^(user:|channel:|note:|doc_)[^\s]{1,200}$")
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "message"})
-NOT_PERSISTED_PREFIXES = ("local:", "temporary:", "channel:")
 
 
 def is_chat_event(event: str, room: str, data: Any) -> bool:
@@ -50,15 +49,14 @@ class ServerApiService:
         users: UserRepo,
         channels: ChannelService,
         chats: ChatRepo,
+        events: ChatEvents,
     ) -> None:
         self.broker = broker
         self.sessions = sessions
         self.users = users
         self.channels = channels
         self.chats = chats
-        self._writer = InterimChatWriter(chats.db)
-        # One lock per message being written, with the number of tasks holding or awaiting it.
-        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        self.events = events
 
     # publish
 
@@ -78,65 +76,15 @@ class ServerApiService:
     async def publish_chat_event(
         self, user_id: str, chat_id: str, message_id: str, data: dict[str, Any]
     ) -> bool:
-        """Emit a chat event to `user:{user_id}` and persist its effect on the message.
-
-        INTERIM (issue 10): persistence here is a minimal reducer over ChatRepo. At merge the lead switches this
-        function to the chat event pipeline's emitter (issue 3), so that server API events share its ordering,
-        coalescing and persistence rules.
-        """
-        persist = not chat_id.startswith(NOT_PERSISTED_PREFIXES)
+        """Emit a chat event through the chat event pipeline: the same ordering, coalescing and persistence as
+        every other emitter of that message. Returns whether the chat is persisted."""
+        persist = is_persisted_chat(chat_id)
         if persist:
             chat = await self.chats.get(chat_id)
             if chat is None or chat.user_id != user_id:
                 raise not_found("chat")
-        key = (chat_id, message_id)
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                await self.broker.emit(CHAT_EVENT, data, room=f"user:{user_id}")
-                if persist:
-                    await self._persist(chat_id, message_id, data.get("data"))
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+        await self.events.emit(user_id, chat_id, message_id, data.get("data"))
         return persist
-
-    async def _persist(self, chat_id: str, message_id: str, event: Any) -> None:
-        if not isinstance(event, dict):
-            return
-        kind = event.get("type")
-        raw = event.get("data")
-        body: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        writer = self._writer
-        message = await writer.ensure_message(chat_id, message_id)
-        content = body.get("content")
-        if kind in ("message", "chat:message:delta") and isinstance(content, str):
-            await writer.append_content(chat_id, message_id, content)
-        elif kind in ("replace", "chat:message") and isinstance(content, str):
-            await writer.set_fields(chat_id, message_id, content=content)
-        elif kind == "status":
-            await writer.set_fields(
-                chat_id, message_id, status_history=[*(message.status_history or []), body]
-            )
-        elif kind == "chat:completion":
-            values: dict[str, Any] = {}
-            if isinstance(content, str):
-                values["content"] = content
-            if body.get("done") is True:
-                values["done"] = True
-            for field in ("usage", "error"):
-                if body.get(field) is not None:
-                    values[field] = body[field]
-            if values:
-                await writer.set_fields(chat_id, message_id, **values)
-        elif kind == "chat:message:error":
-            await writer.set_fields(chat_id, message_id, error=body.get("error", body))
-        elif kind == "chat:tasks:cancel":
-            await writer.set_fields(chat_id, message_id, done=True)
 
     # channels
 

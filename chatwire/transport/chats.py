@@ -7,11 +7,17 @@ from typing import Any
 import socketio
 
 from chatwire.protocol import ChatEvent
-from chatwire.transport.context import Context, socket_handler
+from chatwire.transport.context import Context, SessionState, socket_handler
 
 
 def register(sio: socketio.AsyncServer, ctx: Context) -> None:
     chats = ctx.services.chats
+    events = ctx.services.events
+
+    async def fail_pending_calls(sid: str, _state: SessionState | None) -> None:
+        events.session_gone(sid)
+
+    ctx.disconnect_hooks.append(fail_pending_calls)
 
     @sio.on("events:chat")
     @socket_handler(ctx, "events:chat", ChatEvent)

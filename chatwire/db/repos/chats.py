@@ -236,3 +236,118 @@ def chat_to_json(record: ChatRecord) -> dict[str, Any]:
         "created_at": chat.created_at,
         "updated_at": chat.updated_at,
     }
+
+
+# Message fields the event writer sets, mapped to their columns (content is written separately).
+PATCH_COLUMNS = {
+    "statusHistory": "status_history",
+    "sources": "sources",
+    "files": "files",
+    "embeds": "embeds",
+    "followUps": "follow_ups",
+    "error": "error",
+    "usage": "usage",
+    "done": "done",
+}
+
+
+class _NothingWritten(Exception):
+    """Rolls back a patch whose precondition failed."""
+
+
+class MessageStore:
+    """The writes of the chat event writer: one row per message, content appended in SQL, never the whole chat."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def load_or_create(self, chat_id: str, message_id: str) -> ChatMessage | None:
+        """The message row, created empty (as the answer to the chat's current message) if missing.
+
+        None when the chat itself does not exist: there is nothing to attach the message to.
+        """
+        existing = await self._get(chat_id, message_id)
+        if existing is not None:
+            return existing
+        now = now_s()
+        async with self.db.session() as s:
+            row = await s.get(ChatMessage, (chat_id, message_id))
+            if row is not None:
+                return row
+            chat = await s.get(Chat, chat_id)
+            if chat is None:
+                return None
+            q = select(func.coalesce(func.max(ChatMessage.position), -1)).where(
+                ChatMessage.chat_id == chat_id
+            )
+            position = int((await s.execute(q)).scalar_one()) + 1
+            parent = chat.current_id
+            if parent is not None and await s.get(ChatMessage, (chat_id, parent)) is None:
+                parent = None
+            row = ChatMessage(
+                chat_id=chat_id,
+                id=message_id,
+                parent_id=parent,
+                role="assistant",
+                content="",
+                done=False,
+                position=position,
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(row)
+            await s.execute(
+                update(Chat).where(Chat.id == chat_id).values(current_id=message_id, updated_at=now)
+            )
+        return row
+
+    async def _get(self, chat_id: str, message_id: str) -> ChatMessage | None:
+        async with self.db.read() as s:
+            return await s.get(ChatMessage, (chat_id, message_id))
+
+    async def write_patch(
+        self,
+        chat_id: str,
+        message_id: str,
+        *,
+        suffix: str | None = None,
+        expect_length: int = 0,
+        content: str | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> bool:
+        """One UPDATE of the message: `content || suffix` (only if the stored content still has
+        `expect_length` characters, so a retry after an unknown outcome never appends twice), or `content`
+        set in full, plus column `values`. False when the length check failed and nothing was written."""
+        now = now_s()
+        cols: dict[str, Any] = {PATCH_COLUMNS[k]: v for k, v in (values or {}).items()}
+        cols["updated_at"] = now
+        where = [ChatMessage.chat_id == chat_id, ChatMessage.id == message_id]
+        if suffix:
+            cols["content"] = ChatMessage.content + suffix
+            where.append(func.length(ChatMessage.content) == expect_length)
+        elif content is not None:
+            cols["content"] = content
+        try:
+            async with self.db.session() as s:
+                result = await s.execute(update(ChatMessage).where(*where).values(**cols))
+                if result.rowcount == 0:  # type: ignore[attr-defined]
+                    raise _NothingWritten
+        except _NothingWritten:
+            return False
+        return True
+
+    async def update_chat(self, chat_id: str, chat_values: dict[str, Any]) -> bool:
+        """Set the chat's `title` and/or `tags` (kept in `meta.tags`); False if the chat does not exist."""
+        values: dict[str, Any] = {"updated_at": now_s()}
+        if "title" in chat_values:
+            values["title"] = str(chat_values["title"])[:1024]
+        async with self.db.session() as s:
+            chat = await s.get(Chat, chat_id)
+            if chat is None:
+                return False
+            if "tags" in chat_values:
+                meta = dict(chat.meta or {})
+                meta["tags"] = chat_values["tags"]
+                values["meta"] = meta
+            await s.execute(update(Chat).where(Chat.id == chat_id).values(**values))
+        return True

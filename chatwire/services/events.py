@@ -1,0 +1,206 @@
+"""The chat event stream: emitters bound to one message, event calls to one session.
+
+`get_event_emitter(request_info)` and `get_event_call(request_info)` mirror the two callables Open WebUI hands to
+tools and pipelines. Every event of a message passes one per-message gate: it is queued for persistence and sent
+to `user:{user_id}` in the same order, also when several emitters (tasks, REST callers) stream into one message.
+Delivery never waits on the database: queueing is synchronous, the writer drains in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chatwire.backends.broker import Broker
+from chatwire.backends.sessions import SessionStore
+from chatwire.errors import invalid
+from chatwire.services.persistence import MessageWriter
+from chatwire.services.rooms import user_room
+
+log = logging.getLogger("chatwire.events")
+
+CHAT_EVENT = "events"
+MAX_TYPE_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """Who a generation streams to: the user, the chat and message it writes, the tab that asked."""
+
+    user_id: str
+    chat_id: str | None
+    message_id: str | None
+    session_id: str | None = None
+
+    @classmethod
+    def of(cls, info: RequestInfo | Mapping[str, Any]) -> RequestInfo:
+        """Accept a RequestInfo or Open WebUI's dict `{user_id, chat_id, message_id, session_id}`."""
+        if isinstance(info, RequestInfo):
+            return info
+        user_id = info.get("user_id")
+        if not user_id:
+            raise invalid("request_info needs user_id")
+        return cls(
+            user_id=str(user_id),
+            chat_id=_opt(info.get("chat_id")),
+            message_id=_opt(info.get("message_id")),
+            session_id=_opt(info.get("session_id")),
+        )
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def check_event(event: Any) -> dict[str, Any]:
+    """An event `{type, data?}` with a bounded string type; a clear error otherwise."""
+    if not isinstance(event, Mapping):
+        raise invalid("an event is an object {type, data}")
+    kind = event.get("type")
+    if not isinstance(kind, str) or not kind or len(kind) > MAX_TYPE_LENGTH:
+        raise invalid(f"event type must be a string of 1 to {MAX_TYPE_LENGTH} characters")
+    return {"type": kind, "data": event.get("data")}
+
+
+class _Gate:
+    __slots__ = ("lock", "seq", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.seq = 0
+        self.users = 0
+
+
+class ChatEvents:
+    """Emits chat events to a user's tabs and persists them; answers event calls to one of the user's tabs."""
+
+    def __init__(
+        self, broker: Broker, sessions: SessionStore, writer: MessageWriter, call_timeout: float
+    ) -> None:
+        self.broker = broker
+        self.sessions = sessions
+        self.writer = writer
+        self.call_timeout = call_timeout
+        self._gates: dict[tuple[str, str], _Gate] = {}
+        self._calls: dict[str, set[asyncio.Task[Any]]] = {}
+        self.delivery_failures = 0
+
+    async def emit(self, user_id: str, chat_id: str | None, message_id: str | None, event: Any) -> int:
+        """Send one event of a message to `user:{user_id}` and queue it for persistence, in one order.
+
+        Returns the event's sequence number within the message (0 for events without a message).
+        """
+        event = check_event(event)
+        payload = {"chat_id": chat_id, "message_id": message_id, "data": event}
+        room = user_room(user_id)
+        if not chat_id or not message_id:
+            await self._deliver(payload, room)
+            return 0
+        key = (chat_id, message_id)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = _Gate()
+        gate.users += 1
+        try:
+            async with gate.lock:
+                gate.seq += 1
+                seq = gate.seq
+                self.writer.submit(chat_id, message_id, event)
+                await self._deliver(payload, room)
+                return seq
+        finally:
+            gate.users -= 1
+            if gate.users == 0 and self._gates.get(key) is gate:
+                del self._gates[key]
+
+    async def _deliver(self, payload: dict[str, Any], room: str) -> None:
+        # A broken transport must not fail the generation: the event is persisted regardless.
+        try:
+            await self.broker.emit(CHAT_EVENT, payload, room=room)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.delivery_failures += 1
+            log.exception("event delivery failed", extra={"room": room})
+
+    async def call(self, info: RequestInfo, event: Any, timeout: float | None = None) -> Any:
+        """Ask the requesting tab and return its answer; `{"error": ...}` if refused, gone or timed out."""
+        event = check_event(event)
+        if not info.session_id:
+            return {"error": "no session to ask"}
+        owner = await self.sessions.get(info.session_id)
+        if owner is None:
+            return {"error": "session gone"}
+        if owner.user_id != info.user_id:
+            log.warning(
+                "event call to another user's session refused",
+                extra={"user_id": info.user_id, "sid": info.session_id},
+            )
+            return {"error": "session belongs to another user"}
+        payload = {"chat_id": info.chat_id, "message_id": info.message_id, "data": event}
+        sid = info.session_id
+        task = asyncio.ensure_future(
+            self.broker.call(CHAT_EVENT, payload, sid=sid, timeout=timeout or self.call_timeout)
+        )
+        self._calls.setdefault(sid, set()).add(task)
+        try:
+            return await asyncio.shield(task)
+        except TimeoutError:
+            return {"error": "timed out waiting for the session"}
+        except asyncio.CancelledError:
+            if task.cancelled() and not _current_cancelling():
+                return {"error": "session gone"}
+            task.cancel()
+            raise
+        except Exception as exc:
+            log.info("event call failed", extra={"sid": sid, "error": repr(exc)[:200]})
+            return {"error": "session gone"}
+        finally:
+            pending = self._calls.get(sid)
+            if pending is not None:
+                pending.discard(task)
+                if not pending:
+                    del self._calls[sid]
+
+    def session_gone(self, sid: str) -> None:
+        """A session disconnected: its pending event calls answer `{"error": "session gone"}` at once."""
+        for task in self._calls.pop(sid, set()):
+            task.cancel()
+
+    def get_event_emitter(self, request_info: RequestInfo | Mapping[str, Any]) -> EventEmitter:
+        """An async callable `emitter({type, data})` bound to (user, chat, message, session)."""
+        return EventEmitter(self, RequestInfo.of(request_info))
+
+    def get_event_call(self, request_info: RequestInfo | Mapping[str, Any]) -> EventCaller:
+        """An async callable `call({type, data}) -> answer` to the requesting session only."""
+        return EventCaller(self, RequestInfo.of(request_info))
+
+
+def _current_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+class EventEmitter:
+    """`await emitter({"type": ..., "data": ...})`: one event of the bound message to all the user's tabs."""
+
+    def __init__(self, events: ChatEvents, info: RequestInfo) -> None:
+        self.events = events
+        self.info = info
+
+    async def __call__(self, event: Mapping[str, Any]) -> int:
+        return await self.events.emit(self.info.user_id, self.info.chat_id, self.info.message_id, event)
+
+
+class EventCaller:
+    """`await call({"type": "confirmation", "data": {...}})`: the requesting tab's answer, or `{"error": ...}`."""
+
+    def __init__(self, events: ChatEvents, info: RequestInfo) -> None:
+        self.events = events
+        self.info = info
+
+    async def __call__(self, event: Mapping[str, Any], timeout: float | None = None) -> Any:
+        return await self.events.call(self.info, event, timeout)

@@ -1,0 +1,333 @@
+"""The message writer: turns the ordered event stream of each message into few, small database writes.
+
+Per (chat_id, message_id) the writer keeps an ordered queue of events, filled synchronously at emission (so the
+queue order is the emission order) and drained by one task per message. A drain applies the queued events with
+the shared reducer to a cached copy of the message, then writes ONE UPDATE: the content suffix appended in SQL
+(`content || :suffix`, guarded by the stored length so a retry never appends twice) plus the list and scalar
+fields that changed. It drains on `done`, after a short timer, and at shutdown. Each event is applied once and
+writes happen in order, so the stored message is always a prefix of what was emitted, and an n-byte answer costs
+O(n) bytes written. Database errors are logged, counted and retried with back-off; emission never waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from chatwire.db.repos.chats import PATCH_COLUMNS, MessageStore
+from chatwire.services.reducer import CONTENT, apply_event, is_persisted_chat, new_message
+
+log = logging.getLogger("chatwire.persistence")
+
+# Message fields read back from a stored row into the writer's cached state.
+_STATE_FIELDS = ("content", *PATCH_COLUMNS)
+
+
+@dataclass
+class WriterStats:
+    """Counters for metrics and the benchmark."""
+
+    events: int = 0
+    writes: int = 0
+    bytes_written: int = 0
+    failures: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class _Slot:
+    chat_id: str
+    message_id: str
+    pending: deque[dict[str, Any]] = field(default_factory=deque)
+    state: dict[str, Any] | None = None
+    stored_content: str = ""
+    dirty: set[str] = field(default_factory=set)
+    chat_dirty: dict[str, Any] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    urgent: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    orphan: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for `event` at most `seconds`; True if it is set. Cancellation always propagates."""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+CHAT_SLOT = ""  # the message id of a chat's own queue (title, tags)
+
+
+def _touches_chat(event: dict[str, Any]) -> bool:
+    kind = event.get("type")
+    if kind in ("chat:title", "chat:tags"):
+        return True
+    data = event.get("data")
+    return kind == "chat:completion" and isinstance(data, dict) and bool(data.get("title"))
+
+
+def _plain_delta(event: dict[str, Any]) -> str | None:
+    """The text of an append event (`message`, `chat:message:delta`) with string content, else None."""
+    if event.get("type") not in ("message", "chat:message:delta"):
+        return None
+    data = event.get("data")
+    content = data.get("content") if isinstance(data, dict) else None
+    return content if isinstance(content, str) else None
+
+
+def _delta_event(text: str) -> dict[str, Any]:
+    return {"type": "message", "data": {"content": text}}
+
+
+def _ends_message(event: dict[str, Any]) -> bool:
+    kind = event.get("type")
+    data = event.get("data")
+    if kind == "chat:tasks:cancel":
+        return True
+    return kind == "chat:completion" and isinstance(data, dict) and bool(data.get("done"))
+
+
+class MessageWriter:
+    """Ordered, coalescing, retrying persistence of chat events; one drain task per active message."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        *,
+        flush_interval: float = 0.25,
+        retry_max_delay: float = 5.0,
+        idle_seconds: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.flush_interval = flush_interval
+        self.retry_max_delay = retry_max_delay
+        self.idle_seconds = idle_seconds
+        self.stats = WriterStats()
+        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._closing = False
+        self._stopped = False
+
+    def submit(self, chat_id: str, message_id: str, event: dict[str, Any]) -> bool:
+        """Queue one event for persistence, in call order; never waits. False if the chat is not persisted."""
+        if not is_persisted_chat(chat_id) or not message_id:
+            return False
+        if self._closing:
+            self.stats.dropped += 1
+            log.error(
+                "event after shutdown not persisted", extra={"chat_id": chat_id, "message_id": message_id}
+            )
+            return False
+        self.stats.events += 1
+        self._enqueue(chat_id, message_id, event, urgent=_ends_message(event))
+        if _touches_chat(event):
+            # Chat-level fields go through one queue per chat, so their order holds across messages.
+            self._enqueue(chat_id, CHAT_SLOT, event, urgent=True)
+        return True
+
+    def _enqueue(self, chat_id: str, message_id: str, event: dict[str, Any], *, urgent: bool) -> None:
+        key = (chat_id, message_id)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot(chat_id, message_id)
+            slot.task = asyncio.create_task(self._run(slot), name=f"chatwire-writer-{chat_id}-{message_id}")
+        slot.pending.append(event)
+        slot.idle.clear()
+        slot.wake.set()
+        if urgent:
+            slot.urgent.set()
+
+    async def flush(self, chat_id: str | None = None, message_id: str | None = None) -> None:
+        """Write now what is queued (for one message, or all), and wait until it is stored."""
+        slots = [
+            s
+            for s in list(self._slots.values())
+            if (chat_id is None or s.chat_id == chat_id)
+            and (message_id is None or s.message_id == message_id)
+        ]
+        for slot in slots:
+            slot.urgent.set()
+            slot.wake.set()
+        for slot in slots:
+            await slot.idle.wait()
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Flush everything queued and stop the drain tasks (lifespan shutdown)."""
+        self._closing = True
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except TimeoutError:
+            lost = sum(len(s.pending) for s in self._slots.values())
+            log.error("shutdown flush timed out", extra={"messages": len(self._slots), "events": lost})
+        self._stopped = True
+        for slot in list(self._slots.values()):
+            if slot.task is not None:
+                slot.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await slot.task
+        self._slots.clear()
+
+    def active(self) -> int:
+        """Messages with a drain task."""
+        return len(self._slots)
+
+    async def _run(self, slot: _Slot) -> None:
+        key = (slot.chat_id, slot.message_id)
+        try:
+            while not self._stopped:
+                if not await _wait(slot.wake, self.idle_seconds):
+                    if not slot.pending and not slot.dirty and not slot.chat_dirty:
+                        return
+                    continue
+                if not self._closing:
+                    await _wait(slot.urgent, self.flush_interval)
+                slot.wake.clear()
+                slot.urgent.clear()
+                await self._drain(slot)
+                if not slot.pending:
+                    slot.idle.set()
+                    if (slot.state is not None and slot.state.get("done")) or slot.orphan:
+                        return  # a finished message needs no cache; a later event reloads it
+        finally:
+            if self._slots.get(key) is slot and not slot.pending:
+                del self._slots[key]
+            slot.idle.set()
+
+    async def _drain(self, slot: _Slot) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self._write(slot)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.failures += 1
+                log.warning(
+                    "message write failed; retrying",
+                    extra={
+                        "chat_id": slot.chat_id,
+                        "message_id": slot.message_id,
+                        "error": repr(exc)[:300],
+                        "retry_in": delay,
+                    },
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_delay)
+
+    async def _write(self, slot: _Slot) -> None:
+        if slot.message_id == CHAT_SLOT:
+            await self._write_chat(slot)
+            return
+        if slot.state is None:
+            if not any(apply_event(new_message(slot.message_id), e).fields for e in slot.pending):
+                slot.pending.clear()  # nothing to store (chat:active, notifications...): create no row
+                return
+            row = await self.store.load_or_create(slot.chat_id, slot.message_id)
+            if row is None:
+                self.stats.dropped += len(slot.pending)
+                slot.pending.clear()
+                slot.orphan = True
+                log.warning(
+                    "events for an unknown chat not persisted",
+                    extra={"chat_id": slot.chat_id, "message_id": slot.message_id},
+                )
+                return
+            slot.state = {"content": row.content, "done": row.done}
+            for name, col in PATCH_COLUMNS.items():
+                if name != "done":
+                    slot.state[name] = getattr(row, col)
+            slot.stored_content = row.content
+        if slot.orphan:
+            slot.pending.clear()
+            return
+        # Apply exactly the events queued so far, once each; new ones wait for the next drain.
+        # Runs of plain deltas are joined first: one string concatenation per run, not one per delta.
+        run: list[str] = []
+        for _ in range(len(slot.pending)):
+            event = slot.pending.popleft()
+            piece = _plain_delta(event)
+            if piece is not None:
+                run.append(piece)
+                continue
+            if run:
+                slot.dirty |= apply_event(slot.state, _delta_event("".join(run))).fields
+                run.clear()
+            slot.dirty |= apply_event(slot.state, event).fields
+        if run:
+            slot.dirty |= apply_event(slot.state, _delta_event("".join(run))).fields
+        if not slot.dirty:
+            return
+        await self._store(slot, slot.state)
+
+    async def _write_chat(self, slot: _Slot) -> None:
+        for _ in range(len(slot.pending)):
+            slot.chat_dirty.update(apply_event({}, slot.pending.popleft()).chat)
+        if not slot.chat_dirty:
+            return
+        if not await self.store.update_chat(slot.chat_id, slot.chat_dirty):
+            self.stats.dropped += 1
+            log.warning("chat fields for an unknown chat not persisted", extra={"chat_id": slot.chat_id})
+        else:
+            self.stats.writes += 1
+            self.stats.bytes_written += len(orjson.dumps(slot.chat_dirty, default=str))
+        slot.chat_dirty.clear()
+
+    async def _store(self, slot: _Slot, state: dict[str, Any]) -> None:
+        values = {name: state.get(name) for name in slot.dirty if name != CONTENT}
+        content: str = state.get(CONTENT) or ""
+        suffix: str | None = None
+        full: str | None = None
+        if CONTENT in slot.dirty:
+            if content.startswith(slot.stored_content):
+                suffix = content[len(slot.stored_content) :]
+            else:
+                full = content
+        written = await self.store.write_patch(
+            slot.chat_id,
+            slot.message_id,
+            suffix=suffix,
+            expect_length=len(slot.stored_content),
+            content=full,
+            values=values,
+        )
+        if not written:
+            # The stored content is not what we last wrote (lost outcome of a write, or another writer):
+            # our cached state is authoritative for this message, so store it in full.
+            log.warning(
+                "stored content diverged; rewriting message",
+                extra={"chat_id": slot.chat_id, "message_id": slot.message_id},
+            )
+            full, suffix = content, None
+            written = await self.store.write_patch(
+                slot.chat_id,
+                slot.message_id,
+                content=full,
+                values=values,
+            )
+            if not written:
+                slot.orphan = True
+                slot.dirty.clear()
+                log.warning(
+                    "message row gone; events not persisted",
+                    extra={"chat_id": slot.chat_id, "message_id": slot.message_id},
+                )
+                return
+        self.stats.writes += 1
+        self.stats.bytes_written += len((suffix or full or "").encode()) + (
+            len(orjson.dumps(values, default=str)) if values else 0
+        )
+        slot.stored_content = content
+        slot.dirty.clear()

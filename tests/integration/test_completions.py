@@ -1,0 +1,265 @@
+"""Generations end to end: the demo model, stop, event calls from the model, an OpenAI-compatible upstream.
+
+The SDK client rebuilds each message from the stream; it must equal what the server stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from chatwire.client import ChatEvent, ChatwireClient
+from chatwire.config import Settings
+from chatwire.services.models import demo_answer
+from tests.conftest import RunningServer, free_port, run_server
+
+STORED_FIELDS = ("content", "statusHistory", "sources", "done", "usage", "error")
+
+
+@pytest.fixture
+async def fast(settings: Settings) -> AsyncIterator[RunningServer]:
+    async with run_server(settings.model_copy(update={"demo_tokens_per_second": 0.0})) as running:
+        yield running
+
+
+async def setup_user(server: RunningServer, name: str = "Ada") -> tuple[dict[str, Any], str, ChatwireClient]:
+    user = await server.signup(name)
+    async with server.http(user["token"]) as http:
+        r = await http.post("/api/v1/chats/new", json={"chat": {"title": "demo"}})
+        chat_id = r.json()["id"]
+    client = await ChatwireClient(server.url, user["token"], reconnection=False).connect()
+    return user, chat_id, client
+
+
+async def start(server: RunningServer, token: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
+    async with server.http(token) as http:
+        r = await http.post("/api/chat/completions", json={"stream": True, **body})
+        assert r.status_code == status, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+
+async def stored(server: RunningServer, token: str, chat_id: str, message_id: str) -> dict[str, Any]:
+    await server.services.writer.flush()
+    async with server.http(token) as http:
+        r = await http.get(f"/api/v1/chats/{chat_id}")
+        return r.json()["chat"]["history"]["messages"][message_id]  # type: ignore[no-any-return]
+
+
+def same_as_stored(rebuilt: dict[str, Any], row: dict[str, Any]) -> None:
+    for key in STORED_FIELDS:
+        assert rebuilt.get(key) == row.get(key), key
+
+
+async def test_demo_generation_streams_and_persists_what_the_client_rebuilds(fast: RunningServer) -> None:
+    user, chat_id, client = await setup_user(fast)
+    seen: list[ChatEvent] = []
+    client.on_event(seen.append)
+    chat = client.track(chat_id)
+    try:
+        prompt = "Tell me about rooms in 300 words"
+        out = await start(
+            fast,
+            user["token"],
+            {
+                "model": "demo",
+                "messages": [{"role": "user", "content": prompt}],
+                "chat_id": chat_id,
+                "id": "a1",
+                "session_id": client.sid,
+            },
+        )
+        assert out["status"] is True and out["task_id"] and out["message_id"] == "a1"
+        rebuilt = await client.wait_done(chat_id, "a1")
+        assert rebuilt["content"] == "".join(demo_answer(prompt))
+        assert len(rebuilt["content"].split()) == 300
+        assert rebuilt["statusHistory"][0]["description"] == "Reading the question"
+        assert rebuilt["sources"][0]["source"]["name"] == "chatwire README"
+        assert rebuilt["usage"]["completion_tokens"] == 300
+        await client.wait_for(lambda: any(e.type == "chat:active" and not e.data["active"] for e in seen))
+        assert seen[0].type == "chat:active" and seen[0].data == {"active": True}
+        row = await stored(fast, user["token"], chat_id, "a1")
+        same_as_stored(rebuilt, row)
+        assert chat.messages["a1"] is rebuilt
+    finally:
+        await client.close()
+
+
+async def test_stop_cancels_and_stored_equals_streamed(settings: Settings) -> None:
+    async with run_server(settings.model_copy(update={"demo_tokens_per_second": 200.0})) as server:
+        user, chat_id, client = await setup_user(server)
+        eve = await server.signup("Eve")
+        client.track(chat_id)
+        try:
+            out = await start(
+                server,
+                user["token"],
+                {
+                    "model": "demo",
+                    "messages": [{"role": "user", "content": "go on for 5000 tokens"}],
+                    "chat_id": chat_id,
+                    "id": "a1",
+                },
+            )
+            state = client.track(chat_id)
+            await client.wait_for(lambda: len(state.messages.get("a1", {}).get("content", "")) > 50)
+            async with server.http(eve["token"]) as http:
+                assert (await http.post(f"/api/tasks/stop/{out['task_id']}")).status_code == 404
+            async with server.http(user["token"]) as http:
+                r = await http.get(f"/api/tasks/chat/{chat_id}")
+                assert r.json()["task_ids"] == [out["task_id"]]
+                r = await http.post(f"/api/tasks/stop/{out['task_id']}")
+                assert r.status_code == 200 and r.json()["status"] is True
+                assert (await http.post(f"/api/tasks/stop/{out['task_id']}")).status_code == 404
+            rebuilt = await client.wait_done(chat_id, "a1", timeout=10)
+            full = "".join(demo_answer("go on for 5000 tokens"))
+            assert 0 < len(rebuilt["content"]) < len(full) and full.startswith(rebuilt["content"])
+            same_as_stored(rebuilt, await stored(server, user["token"], chat_id, "a1"))
+        finally:
+            await client.close()
+
+
+@pytest.mark.parametrize("confirm", [True, False])
+async def test_demo_asks_for_confirmation_through_an_event_call(fast: RunningServer, confirm: bool) -> None:
+    user, chat_id, client = await setup_user(fast)
+    asked: list[ChatEvent] = []
+
+    def answer(event: ChatEvent) -> bool:
+        asked.append(event)
+        return confirm
+
+    client.on_call("confirmation", answer)
+    client.track(chat_id)
+    try:
+        await start(
+            fast,
+            user["token"],
+            {
+                "model": "demo",
+                "messages": [{"role": "user", "content": "please confirm before the lookup"}],
+                "chat_id": chat_id,
+                "id": "a1",
+                "session_id": client.sid,
+            },
+        )
+        rebuilt = await client.wait_done(chat_id, "a1")
+        assert len(asked) == 1 and asked[0].message_id == "a1" and asked[0].data["title"]
+        if confirm:
+            assert rebuilt["sources"] and rebuilt["content"].startswith("You asked about")
+        else:
+            assert "not confirmed" in rebuilt["content"] and not rebuilt.get("sources")
+        same_as_stored(rebuilt, await stored(fast, user["token"], chat_id, "a1"))
+    finally:
+        await client.close()
+
+
+async def test_demo_input_call_and_refusals(fast: RunningServer) -> None:
+    user, chat_id, client = await setup_user(fast)
+    bob, _, bob_client = await setup_user(fast, "Bob")
+    client.on_call("input", lambda _event: "Zoe")
+    client.track(chat_id)
+    try:
+        body = {
+            "model": "demo",
+            "messages": [{"role": "user", "content": "ask me my name"}],
+            "chat_id": chat_id,
+            "id": "a1",
+            "session_id": client.sid,
+        }
+        await start(fast, user["token"], body)
+        rebuilt = await client.wait_done(chat_id, "a1")
+        assert rebuilt["content"].startswith("Hello Zoe, ")
+        # Another user's session, another user's chat, an unknown model, no messages: refused.
+        await start(fast, user["token"], {**body, "id": "a2", "session_id": bob_client.sid}, status=403)
+        await start(fast, bob["token"], {**body, "id": "a3", "session_id": None}, status=404)
+        await start(fast, user["token"], {**body, "model": "gpt-x"}, status=404)
+        await start(fast, user["token"], {**body, "messages": []}, status=422)
+        async with fast.http(user["token"]) as http:
+            models = (await http.get("/api/models")).json()["data"]
+        assert [m["id"] for m in models] == ["demo"]
+    finally:
+        await client.close()
+        await bob_client.close()
+
+
+class FakeOpenAI:
+    """A tiny OpenAI-compatible server on loopback: a peer speaking the upstream protocol."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.requests: list[dict[str, Any]] = []
+        self.auth: list[str | None] = []
+        app = web.Application()
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/chat/completions", self.completions)
+        self.runner = web.AppRunner(app)
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": "tiny", "object": "model", "owned_by": "me"}]}
+        )
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.auth.append(request.headers.get("Authorization"))
+        if body["model"] != "tiny":
+            return web.json_response({"error": {"message": "no such model"}}, status=404)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for piece in ["Hi", " there", ", ", "upstream", "!"]:
+            chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await asyncio.sleep(0.01)
+        usage = {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}}
+        await response.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        return response
+
+    async def __aenter__(self) -> FakeOpenAI:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.runner.cleanup()
+
+
+async def test_openai_compatible_upstream(settings: Settings) -> None:
+    async with FakeOpenAI() as upstream:
+        configured = settings.model_copy(
+            update={"openai_base_url": f"http://127.0.0.1:{upstream.port}/v1", "openai_api_key": "sk-test"}
+        )
+        async with run_server(configured) as server:
+            user, chat_id, client = await setup_user(server)
+            client.track(chat_id)
+            try:
+                async with server.http(user["token"]) as http:
+                    models = (await http.get("/api/models")).json()["data"]
+                assert [m["id"] for m in models] == ["demo", "tiny"]
+                messages = [{"role": "user", "content": "hello"}]
+                await start(
+                    server,
+                    user["token"],
+                    {"model": "tiny", "messages": messages, "chat_id": chat_id, "id": "a1"},
+                )
+                rebuilt = await client.wait_done(chat_id, "a1")
+                assert rebuilt["content"] == "Hi there, upstream!"
+                assert rebuilt["usage"]["total_tokens"] == 7
+                assert upstream.requests[0]["messages"] == messages and upstream.requests[0]["stream"] is True
+                assert upstream.auth[0] == "Bearer sk-test"
+                same_as_stored(rebuilt, await stored(server, user["token"], chat_id, "a1"))
+                # An upstream error ends the message with the error, stored too.
+                await start(
+                    server,
+                    user["token"],
+                    {"model": "huge", "messages": messages, "chat_id": chat_id, "id": "a2"},
+                )
+                failed = await client.wait_done(chat_id, "a2")
+                assert "404" in failed["error"]["content"]
+                same_as_stored(failed, await stored(server, user["token"], chat_id, "a2"))
+            finally:
+                await client.close()

@@ -1,0 +1,285 @@
+"""The message writer against real SQLite and PostgreSQL: order, exactly once, prefix, O(n), retries."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import text, update
+
+from chatwire.backends.sessions_memory import MemorySessionStore
+from chatwire.db.engine import Database
+from chatwire.db.models import ChatMessage
+from chatwire.db.repos.chats import ChatRepo, MessageStore
+from chatwire.services.events import ChatEvents
+from chatwire.services.persistence import MessageWriter
+
+
+class RecordingBroker:
+    """A hand-written Broker that records what would reach the sessions."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any, str]] = []
+
+    async def emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
+        self.sent.append((event, data, room))
+
+    async def call(self, event: str, data: Any, *, sid: str, timeout: float) -> Any:
+        raise TimeoutError
+
+
+async def make_chat(db: Database, messages: dict[str, Any] | None = None) -> str:
+    history = {"messages": messages or {}, "currentId": next(iter(messages)) if messages else None}
+    record = await ChatRepo(db).create("u1", {"title": "t", "history": history})
+    return record.chat.id
+
+
+async def stored(db: Database, chat_id: str, message_id: str) -> ChatMessage:
+    row = await ChatRepo(db).get_message(chat_id, message_id)
+    assert row is not None
+    return row
+
+
+def delta(text: str) -> dict[str, Any]:
+    return {"type": "message", "data": {"content": text}}
+
+
+DONE = {"type": "chat:completion", "data": {"done": True}}
+
+
+async def test_events_applied_in_order_once_coalesced(db: Database) -> None:
+    chat_id = await make_chat(db)
+    writer = MessageWriter(MessageStore(db), flush_interval=0.05)
+    pieces = [f"{i}," for i in range(2000)]
+    for i, piece in enumerate(pieces):
+        writer.submit(chat_id, "m", delta(piece))
+        if i == 1000:
+            writer.submit(chat_id, "m", {"type": "status", "data": {"description": "half"}})
+        if i % 200 == 0:
+            await asyncio.sleep(0.02)
+    writer.submit(chat_id, "m", DONE)
+    await writer.flush()
+    row = await stored(db, chat_id, "m")
+    assert row.content == "".join(pieces)
+    assert row.status_history == [{"description": "half"}] and row.done is True
+    assert row.role == "assistant"
+    assert 1 < writer.stats.writes < 100
+    # O(n): every content byte is written once, plus small JSON fields.
+    assert writer.stats.bytes_written < len(row.content) + 1000
+    await writer.close()
+
+
+async def test_stored_content_is_always_a_prefix_while_streaming(db: Database) -> None:
+    chat_id = await make_chat(db)
+    writer = MessageWriter(MessageStore(db), flush_interval=0.005)
+    emitted = "".join(f"[{i}]" for i in range(1500))
+    snapshots: list[str] = []
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while not stop.is_set():
+            row = await ChatRepo(db).get_message(chat_id, "m")
+            if row is not None:
+                snapshots.append(row.content)
+            await asyncio.sleep(0.003)
+
+    watcher = asyncio.create_task(watch())
+    for i in range(1500):
+        writer.submit(chat_id, "m", delta(f"[{i}]"))
+        if i % 50 == 0:
+            await asyncio.sleep(0.01)
+    writer.submit(chat_id, "m", DONE)
+    await writer.flush()
+    stop.set()
+    await watcher
+    assert len({s for s in snapshots if s}) > 3, "the stream was not observed mid-way"
+    for snapshot in snapshots:
+        assert emitted.startswith(snapshot)
+    assert (await stored(db, chat_id, "m")).content == emitted
+    await writer.close()
+
+
+async def test_existing_message_continues_and_replace_is_written_in_full(db: Database) -> None:
+    chat_id = await make_chat(db, {"m": {"id": "m", "role": "assistant", "content": "Hello", "done": False}})
+    writer = MessageWriter(MessageStore(db), flush_interval=0.01)
+    writer.submit(chat_id, "m", delta(" world"))
+    await writer.flush()
+    assert (await stored(db, chat_id, "m")).content == "Hello world"
+    writer.submit(chat_id, "m", {"type": "replace", "data": {"content": "Bye"}})
+    writer.submit(chat_id, "m", delta("!"))
+    writer.submit(chat_id, "m", {"type": "chat:title", "data": "Greeting"})
+    writer.submit(chat_id, "m", {"type": "chat:tags", "data": ["x"]})
+    writer.submit(chat_id, "m", DONE)
+    await writer.flush()
+    assert (await stored(db, chat_id, "m")).content == "Bye!"
+    chat = await ChatRepo(db).get(chat_id)
+    assert chat is not None and chat.title == "Greeting" and (chat.meta or {}).get("tags") == ["x"]
+    await writer.close()
+
+
+async def test_content_changed_behind_the_writer_is_rewritten_not_double_appended(db: Database) -> None:
+    chat_id = await make_chat(db)
+    writer = MessageWriter(MessageStore(db), flush_interval=0.01)
+    writer.submit(chat_id, "m", delta("abc"))
+    await writer.flush()
+    # Another party appends to the row (as a write whose outcome we never learned would have).
+    async with db.session() as s:
+        await s.execute(update(ChatMessage).where(ChatMessage.id == "m").values(content="abcabc"))
+    writer.submit(chat_id, "m", delta("def"))
+    await writer.flush()
+    assert (await stored(db, chat_id, "m")).content == "abcdef"
+    await writer.close()
+
+
+async def _inject_write_failure(db: Database) -> None:
+    async with db.session() as s:
+        if db.is_sqlite:
+            await s.execute(
+                text(
+                    "CREATE TRIGGER cw_fail BEFORE UPDATE ON chat_messages "
+                    "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+                )
+            )
+        else:
+            await s.execute(
+                text(
+                    "CREATE FUNCTION cw_fail() RETURNS trigger AS $$ "
+                    "BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql"
+                )
+            )
+            await s.execute(
+                text(
+                    "CREATE TRIGGER cw_fail BEFORE UPDATE ON chat_messages "
+                    "FOR EACH ROW EXECUTE FUNCTION cw_fail()"
+                )
+            )
+
+
+async def _heal(db: Database) -> None:
+    async with db.session() as s:
+        await s.execute(
+            text("DROP TRIGGER cw_fail" if db.is_sqlite else "DROP TRIGGER cw_fail ON chat_messages")
+        )
+
+
+async def test_failing_writes_are_retried_and_reported_without_blocking_delivery(db: Database) -> None:
+    chat_id = await make_chat(db)
+    writer = MessageWriter(MessageStore(db), flush_interval=0.01, retry_max_delay=0.05)
+    broker = RecordingBroker()
+    events = ChatEvents(broker, MemorySessionStore(60, 3), writer, call_timeout=1)
+    await events.emit("u1", chat_id, "m", delta("before "))
+    await writer.flush()
+    await _inject_write_failure(db)
+    for i in range(50):
+        await events.emit("u1", chat_id, "m", delta(f"{i} "))
+    # Every event reached the user's room although no write succeeds.
+    assert len(broker.sent) == 51 and all(room == "user:u1" for _, _, room in broker.sent)
+    for _ in range(200):
+        if writer.stats.failures >= 3:
+            break
+        await asyncio.sleep(0.02)
+    assert writer.stats.failures >= 3
+    assert (await stored(db, chat_id, "m")).content == "before "
+    await _heal(db)
+    await events.emit("u1", chat_id, "m", DONE)
+    await asyncio.wait_for(writer.flush(), 10)
+    assert (await stored(db, chat_id, "m")).content == "before " + "".join(f"{i} " for i in range(50))
+    await writer.close()
+
+
+async def test_delivery_does_not_wait_for_a_locked_database(db: Database) -> None:
+    chat_id = await make_chat(db)
+    store = MessageStore(db)
+    await store.load_or_create(chat_id, "m")
+    writer = MessageWriter(store, flush_interval=0.01)
+    broker = RecordingBroker()
+    events = ChatEvents(broker, MemorySessionStore(60, 3), writer, call_timeout=1)
+    async with db.engine.connect() as blocker:
+        # An open write transaction on the row: the writer's UPDATE waits behind it.
+        await blocker.execute(update(ChatMessage).where(ChatMessage.id == "m").values(updated_at=1))
+        for i in range(100):
+            await asyncio.wait_for(events.emit("u1", chat_id, "m", delta(f"{i};")), 1)
+        await asyncio.sleep(0.1)
+        assert len(broker.sent) == 100
+        assert writer.stats.writes == 0
+        await blocker.rollback()
+    await events.emit("u1", chat_id, "m", DONE)
+    await asyncio.wait_for(writer.flush(), 30)
+    assert (await stored(db, chat_id, "m")).content == "".join(f"{i};" for i in range(100))
+    await writer.close()
+
+
+async def test_shutdown_flushes_and_unknown_chats_are_dropped(db: Database) -> None:
+    chat_id = await make_chat(db)
+    writer = MessageWriter(MessageStore(db), flush_interval=60)
+    writer.submit(chat_id, "m", delta("kept"))
+    writer.submit("no-such-chat", "m", delta("lost"))
+    await writer.close()
+    assert (await stored(db, chat_id, "m")).content == "kept"
+    assert writer.stats.dropped == 1
+    assert not writer.submit(chat_id, "m", delta("late"))
+    # Events that change no message field create no row.
+    quiet = MessageWriter(MessageStore(db), flush_interval=0.01)
+    quiet.submit(chat_id, "q", {"type": "chat:active", "data": {"active": True}})
+    quiet.submit(chat_id, "q", {"type": "notification", "data": {"content": "x"}})
+    await quiet.flush()
+    assert await ChatRepo(db).get_message(chat_id, "q") is None
+    await quiet.close()
+    assert not MessageWriter(MessageStore(db)).submit("local:x", "m", delta("never"))
+
+
+class JitterBroker(RecordingBroker):
+    """A broker that suspends a random number of times before delivering, as a networked one does."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        import random
+
+        self.rng = random.Random(seed)
+
+    async def emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
+        for _ in range(self.rng.randint(0, 3)):
+            await asyncio.sleep(0)
+        await super().emit(event, data, room=room, skip_sid=skip_sid)
+
+
+async def test_concurrent_emitters_one_order_for_tabs_and_database(db: Database) -> None:
+    chat_id = await make_chat(db)
+    writer = MessageWriter(MessageStore(db), flush_interval=0.01)
+    broker = JitterBroker(seed=3)
+    events = ChatEvents(broker, MemorySessionStore(60, 3), writer, call_timeout=1)
+    emitters = [
+        events.get_event_emitter({"user_id": "u1", "chat_id": chat_id, "message_id": "m"}) for _ in range(3)
+    ]
+
+    async def stream(k: int) -> None:
+        for i in range(300):
+            await emitters[k](delta(f"<{k}.{i}>"))
+
+    await asyncio.gather(*(stream(k) for k in range(3)))
+    await emitters[0](DONE)
+    await writer.flush()
+    delivered = "".join(
+        data["data"]["data"]["content"] for _, data, _ in broker.sent if data["data"]["type"] == "message"
+    )
+    assert len(broker.sent) == 901
+    assert (await stored(db, chat_id, "m")).content == delivered
+    await writer.close()
+
+
+async def test_growing_full_content_completions_are_written_as_appends(db: Database) -> None:
+    # Open WebUI's middleware streams `chat:completion {content: <everything so far>}`; storing that must stay O(n).
+    chat_id = await make_chat(db)
+    writer = MessageWriter(MessageStore(db), flush_interval=0.005)
+    text = ""
+    for i in range(300):
+        text += f"token{i} "
+        writer.submit(chat_id, "m", {"type": "chat:completion", "data": {"content": text}})
+        if i % 20 == 0:
+            await asyncio.sleep(0.01)
+    writer.submit(chat_id, "m", {"type": "chat:completion", "data": {"content": text, "done": True}})
+    await writer.flush()
+    assert (await stored(db, chat_id, "m")).content == text
+    assert writer.stats.writes > 3
+    assert writer.stats.bytes_written < len(text) + 200
+    await writer.close()
