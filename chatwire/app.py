@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import socketio
@@ -13,7 +12,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatwire import __version__
@@ -25,6 +23,7 @@ from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.services.container import Services
 from chatwire.transport.broker_sio import SioBroker
 from chatwire.transport.server import SOCKETIO_PATH, Realtime, create_sio
+from chatwire.webapp import SpaStaticFiles, default_web_dir
 
 log = logging.getLogger("chatwire")
 
@@ -65,10 +64,6 @@ async def _too_large(send: Send, limit: int) -> None:
     )
     await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
-
-
-def _bundled_web_dir() -> Path:
-    return Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
@@ -121,9 +116,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         allow_methods=["*"],
         allow_headers=["*"],
     )
-    web_dir = settings.web_dir or _bundled_web_dir()
-    if (web_dir / "index.html").exists():
-        api.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
+    web_dir = settings.web_dir or default_web_dir()
+    if web_dir is not None and (web_dir / "index.html").exists():
+        api.mount("/", SpaStaticFiles(directory=web_dir, html=True), name="web")
 
     app = socketio.ASGIApp(
         sio, other_asgi_app=BodyLimit(api, settings.max_payload_bytes), socketio_path=SOCKETIO_PATH

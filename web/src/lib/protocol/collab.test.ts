@@ -93,6 +93,15 @@ describe('SocketYProvider', () => {
     expect(sa.sentOf('ydoc:document:update').at(-1)).toEqual({ document_id: 'note:n1', data: { content: { md: 'x', html: '<p>x</p>', json: null } } });
   });
 
+  it("accepts Open WebUI's JSON awareness updates", () => {
+    const { sa, a } = pair();
+    const json = new TextEncoder().encode(JSON.stringify({ 4242: { user: { name: 'Owui', color: '#f00' } } }));
+    sa.fire('ydoc:awareness:update', { document_id: 'note:n1', user_id: 'uo', update: Array.from(json) });
+    expect((a.awareness.getStates().get(4242) as any).user.name).toBe('Owui');
+    sa.fire('ydoc:awareness:update', { document_id: 'note:n1', user_id: 'uo', update: [1, 2, 255] });
+    expect(a.awareness.getStates().size).toBe(3);
+  });
+
   it('toBytes accepts int arrays and binary', () => {
     expect(Array.from(toBytes([1, 2]))).toEqual([1, 2]);
     expect(Array.from(toBytes(new Uint8Array([3]).buffer))).toEqual([3]);

@@ -32,6 +32,8 @@ export class SocketYProvider {
   readonly doc = new Y.Doc();
   readonly awareness = new Awareness(this.doc);
   synced = false;
+  /** Sessions in the room when the state arrived (from `ydoc:document:state`). */
+  sessions: string[] = [];
   private syncedListeners = new Set<() => void>();
   private offs: (() => void)[] = [];
   /** Awareness client ids seen per user id, to drop their cursors when they leave. */
@@ -53,6 +55,7 @@ export class SocketYProvider {
     };
     on('ydoc:document:state', (p) => {
       Y.applyUpdate(this.doc, toBytes(p.state), REMOTE);
+      this.sessions = Array.isArray(p.sessions) ? p.sessions : [];
       const wasSynced = this.synced;
       this.synced = true;
       // Offline edits (or edits made before the state arrived) reach the others too.
@@ -67,7 +70,11 @@ export class SocketYProvider {
     on('ydoc:awareness:update', (p) => {
       const bytes = toBytes(p.update);
       const before = new Set(this.awareness.getStates().keys());
-      applyAwarenessUpdate(this.awareness, bytes, REMOTE);
+      try {
+        applyAwarenessUpdate(this.awareness, bytes, REMOTE);
+      } catch {
+        this.applyJsonAwareness(bytes);
+      }
       if (p.user_id) {
         const set = this.clientsOf.get(p.user_id) ?? new Set<number>();
         for (const id of this.awareness.getStates().keys()) if (!before.has(id)) set.add(id);
@@ -95,6 +102,27 @@ export class SocketYProvider {
     this.awareness.on('update', onAwareness);
 
     if (socket.connected) this.join();
+  }
+
+  /** Open WebUI's own editor sends awareness as JSON `{clientID: state}`: accept that too. */
+  private applyJsonAwareness(bytes: Uint8Array): void {
+    let states: Record<string, unknown>;
+    try {
+      states = JSON.parse(new TextDecoder().decode(bytes));
+    } catch {
+      return;
+    }
+    if (!states || typeof states !== 'object') return;
+    const updated: number[] = [];
+    const added: number[] = [];
+    for (const [key, state] of Object.entries(states)) {
+      const id = Number(key);
+      if (!Number.isInteger(id) || id === this.doc.clientID || !state || typeof state !== 'object') continue;
+      (this.awareness.states.has(id) ? updated : added).push(id);
+      this.awareness.states.set(id, state as Record<string, unknown>);
+      this.awareness.meta.set(id, { clock: 0, lastUpdated: Date.now() });
+    }
+    if (added.length || updated.length) this.awareness.emit('change', [{ added, updated, removed: [] }, REMOTE]);
   }
 
   join(): void {
