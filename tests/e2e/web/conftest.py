@@ -62,8 +62,25 @@ class WebServer:
             return r.json()  # type: ignore[no-any-return]
 
 
+def _admin(url: str) -> dict[str, Any]:
+    with httpx.Client(base_url=url, timeout=10) as c:
+        body = {"name": "Ada Admin", "email": "admin@example.com", "password": PASSWORD}
+        r = c.post("/api/v1/auths/signup", json=body)
+        if r.status_code >= 400:  # an existing server (CHATWIRE_WEB_E2E_URL) that has it already
+            r = c.post("/api/v1/auths/signin", json={"email": body["email"], "password": PASSWORD})
+        r.raise_for_status()
+        admin: dict[str, Any] = r.json()
+    assert admin["role"] == "admin", "admin@example.com must be the first user of the server"
+    return admin
+
+
 @pytest.fixture(scope="session")
 def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    """A chatwire process on a free port serving web/dist; CHATWIRE_WEB_E2E_URL targets a running server instead."""
+    external = os.environ.get("CHATWIRE_WEB_E2E_URL")
+    if external:
+        yield WebServer(url=external.rstrip("/"), admin=_admin(external))
+        return
     if not (WEB_DIST / "index.html").exists():
         _missing("web/dist is not built: run `make web`")
     port = free_port()
@@ -100,15 +117,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
             time.sleep(0.1)
         else:
             raise RuntimeError("server did not start")
-        with httpx.Client(base_url=url, timeout=10) as c:
-            r = c.post(
-                "/api/v1/auths/signup",
-                json={"name": "Ada Admin", "email": "admin@example.com", "password": PASSWORD},
-            )
-            r.raise_for_status()
-            admin = r.json()
-        assert admin["role"] == "admin"
-        yield WebServer(url=url, admin=admin)
+        yield WebServer(url=url, admin=_admin(url))
     finally:
         proc.terminate()
         try:

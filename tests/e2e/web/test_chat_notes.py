@@ -71,6 +71,17 @@ def persisted_answer(server: WebServer, token: str, chat_id: str, message_id: st
     return chat["chat"]["history"]["messages"][message_id]  # type: ignore[no-any-return]
 
 
+def editor_text(page: Any) -> str:
+    """The note's text as shown, without the other people's cursor labels."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """() => {
+            const copy = document.querySelector('[data-testid=note-editor]').cloneNode(true);
+            copy.querySelectorAll('.ProseMirror-yjs-cursor').forEach((c) => c.remove());
+            return copy.textContent;
+        }"""
+    )
+
+
 def test_answer_streams_into_two_tabs(new_page: Any, web_server: WebServer) -> None:
     requires_pipeline(web_server)
     user = web_server.signup("Streamer")
@@ -92,7 +103,11 @@ def test_answer_streams_into_two_tabs(new_page: Any, web_server: WebServer) -> N
             "() => [...document.querySelectorAll('[data-testid=answer]')].some(e => e.textContent.trim().length > 0)"
         )
     second.get_by_test_id("status-line").first.wait_for()
-    shot(second, "chat")
+    first.wait_for_function(
+        "() => { const a = [...document.querySelectorAll('[data-testid=assistant-message]')].pop();"
+        " return a && (a.dataset.done === 'true' || a.textContent.length > 120); }"
+    )
+    shot(first, "chat")
 
     for tab in (first, second):
         tab.locator(DONE).wait_for(timeout=60_000)
@@ -134,6 +149,7 @@ def test_confirmation_dialog_answer_reaches_server(new_page: Any, web_server: We
 def test_two_users_edit_one_note(new_page: Any, web_server: WebServer) -> None:
     requires_collab(web_server)
     bea = web_server.signup("Bea")
+    cy = web_server.signup("Cy")
     a = new_page()
     b = new_page()
     sign_in(a, "admin@example.com")
@@ -147,6 +163,7 @@ def test_two_users_edit_one_note(new_page: Any, web_server: WebServer) -> None:
     note_id = a.url.rsplit("/", 1)[-1]
     a.get_by_test_id("share").click()
     a.get_by_test_id(f"grant-{bea['email']}").select_option("write")
+    a.get_by_test_id(f"grant-{cy['email']}").select_option("write")
     a.get_by_test_id("share-save").click()
     a.get_by_text("Sharing updated").wait_for()
 
@@ -169,18 +186,30 @@ def test_two_users_edit_one_note(new_page: Any, web_server: WebServer) -> None:
         page.wait_for_function(
             "(t) => document.querySelector('[data-testid=note-editor]').textContent.includes(t)", arg=expected
         )
-    assert editor_a.inner_text() == editor_b.inner_text()
+    assert editor_text(a) == editor_text(b)
+    assert editor_text(a).startswith(expected)
 
     # Each sees the other's cursor with their name.
     a.locator(".ProseMirror-yjs-cursor", has_text="Bea").wait_for()
     b.locator(".ProseMirror-yjs-cursor", has_text="Ada Admin").wait_for()
     a.get_by_test_id("peers").locator(".peer").first.wait_for()
-    shot(a, "note")
 
-    # The text survives: a fresh page joins and gets the stored state.
-    c = new_page(b.context)
+    # A third person with read access sees the text and shows up as a second cursor for A.
+    c = new_page()
+    sign_in(c, cy["email"])
     c.goto(f"/notes/{note_id}")
     c.wait_for_function(
+        "(t) => document.querySelector('[data-testid=note-editor]')?.textContent.includes(t)", arg=expected
+    )
+    c.get_by_text("Ship the web client").click()
+    a.locator(".ProseMirror-yjs-cursor", has_text="Cy").wait_for()
+    a.mouse.move(5, 5)
+    shot(a, "note")
+
+    # The text survives: a fresh tab joins and gets the stored state.
+    d = new_page(b.context)
+    d.goto(f"/notes/{note_id}")
+    d.wait_for_function(
         "(t) => document.querySelector('[data-testid=note-editor]')?.textContent.includes(t)", arg=expected
     )
 

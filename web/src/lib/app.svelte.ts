@@ -12,6 +12,7 @@ export interface Toast {
 }
 
 export interface PendingCall {
+  id: number;
   call: EventCall;
   resolve: (answer: unknown) => void;
 }
@@ -34,6 +35,7 @@ class AppState {
   api = new Api(this.session?.token ?? null);
   conn: Connection | null = null;
   private toastSeq = 0;
+  private callSeq = 0;
 
   constructor() {
     addEventListener('popstate', () => (this.path = location.pathname));
@@ -82,11 +84,14 @@ class AppState {
   private answerCall(call: EventCall): Promise<unknown> {
     if (call?.data?.type === 'execute') return runCode(call.data.data?.code);
     if (!['confirmation', 'input'].includes(call?.data?.type)) return Promise.reject(new Error(`unsupported event call ${call?.data?.type}`));
+    const id = ++this.callSeq;
     return new Promise((resolve) => {
       const pending: PendingCall = {
+        id,
         call,
         resolve: (answer) => {
-          this.calls = this.calls.filter((c) => c !== pending);
+          // $state wraps stored objects in proxies: compare ids, not identities.
+          this.calls = this.calls.filter((c) => c.id !== id);
           resolve(answer);
         }
       };

@@ -123,8 +123,20 @@ describe('applyChatEvent', () => {
 
   it('creates a placeholder assistant message and makes it current', () => {
     const s = run([ev('message', { content: 'hi' }, 'new')]);
-    expect(msg(s, 'new')).toMatchObject({ id: 'new', role: 'assistant', content: 'hi' });
+    expect(msg(s, 'new')).toMatchObject({ id: 'new', role: 'assistant', content: 'hi', parentId: null });
     expect(s.currentId).toBe('new');
+  });
+
+  it('an answer started in another tab follows the thread shown, which stays visible', () => {
+    const shown = chatFromRecord({
+      id: 'c1',
+      chat: { history: { currentId: 'a1', messages: { u1: { id: 'u1', parentId: null, role: 'user', content: 'q' }, a1: { id: 'a1', parentId: 'u1', role: 'assistant', content: 'r', done: true } } } }
+    });
+    const s = run([ev('message', { content: 'second answer' }, 'a2')], shown);
+    expect(s.currentId).toBe('a2');
+    expect(messageList(s).map((m) => m.id)).toEqual(['u1', 'a1', 'a2']);
+    // events of a known message keep the current one
+    expect(applyChatEvent(s, ev('status', { description: 'x' }, 'a1')).currentId).toBe('a2');
   });
 
   it('a stream replayed from the start yields the same message as the live one', () => {

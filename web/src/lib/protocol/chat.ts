@@ -55,14 +55,15 @@ export function accumulate<T>(existing: T[] | undefined, more: unknown): T[] {
   return list;
 }
 
-function placeholder(id: string): ChatMessage {
-  return { id, role: 'assistant', content: '', done: false, statusHistory: [], sources: [], files: [], embeds: [] };
+/** An answer this tab has not seen started: it follows the thread shown so far, and becomes the current message. */
+function placeholder(id: string, parentId: string | null): ChatMessage {
+  return { id, parentId, role: 'assistant', content: '', done: false, statusHistory: [], sources: [], files: [], embeds: [] };
 }
 
 function withMessage(state: ChatState, id: string, change: (m: ChatMessage) => ChatMessage): ChatState {
-  const current = state.messages[id] ?? placeholder(id);
-  const messages = { ...state.messages, [id]: change(current) };
-  return { ...state, messages, currentId: state.currentId ?? id };
+  const known = state.messages[id];
+  const messages = { ...state.messages, [id]: change(known ?? placeholder(id, state.currentId)) };
+  return { ...state, messages, currentId: known ? state.currentId : id };
 }
 
 const str = (v: unknown): string => (typeof v === 'string' ? v : v == null ? '' : String(v));

@@ -17,11 +17,13 @@ export interface CollabUser {
   color: string;
 }
 
-/** A stable, readable color for a user id. */
+const PALETTE = ['#e11d48', '#db2777', '#9333ea', '#4f46e5', '#2563eb', '#0891b2', '#0d9488', '#059669', '#65a30d', '#ca8a04', '#ea580c', '#dc2626'];
+
+/** A stable, readable hex color for a user id (hex, as y-prosemirror's cursors require). */
 export function colorFor(id: string): string {
   let h = 0;
   for (const ch of id) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
-  return `hsl(${h % 360} 70% 45%)`;
+  return PALETTE[h % PALETTE.length];
 }
 
 /**
