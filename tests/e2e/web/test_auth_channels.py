@@ -137,3 +137,31 @@ def test_unread_count_for_another_channel(new_page: Any, web_server: WebServer) 
     link.click()
     page.get_by_text("two").wait_for()
     assert link.get_by_test_id("unread").count() == 0
+
+
+def test_reconnection_is_shown_and_missed_messages_appear(new_page: Any, web_server: WebServer) -> None:
+    dan = web_server.signup("Dan")
+    with web_server.api(web_server.admin["token"]) as c:
+        channel = c.post("/api/v1/channels/create", json={"name": f"ops-{uuid.uuid4().hex[:4]}"}).json()
+    page = new_page()
+    sign_in(page, dan["email"])
+    page.goto(f"/channels/{channel['id']}")
+    page.get_by_role("heading", name=f"#{channel['name']}", exact=True).wait_for()
+    page.locator('[data-testid="connection"][data-state="connected"]').wait_for()
+
+    # Cut the transport (as a network drop would) and keep the client away for a moment.
+    page.evaluate(
+        "() => { const m = window.chatwire.conn.socket.io;"
+        " m.reconnectionDelay(2500); m.reconnectionDelayMax(2500); m.engine.close(); }"
+    )
+    page.locator('[data-testid="connection"][data-state="reconnecting"]').wait_for()
+    with web_server.api(web_server.admin["token"]) as c:
+        c.post(
+            f"/api/v1/channels/{channel['id']}/messages/post", json={"content": "Sent while you were away"}
+        )
+    # Back: either recovered (the missed event is replayed) or connected (the page reloads over REST).
+    page.locator(
+        '[data-testid="connection"][data-state="connected"], [data-testid="connection"][data-state="recovered"]'
+    ).wait_for()
+    page.get_by_text("Sent while you were away").wait_for()
+    assert page.get_by_text("Sent while you were away").count() == 1
