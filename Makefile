@@ -44,7 +44,7 @@ lint: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP) $(WEB_BUILD)
 	$(BIN)/ruff check chatwire tests $(wildcard bench)
-	cd web && npx vitest run
+	cd web && npm run typecheck --silent && npx vitest run
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:
