@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
@@ -136,6 +137,17 @@ def test_unread_count_for_another_channel(new_page: Any, web_server: WebServer) 
     link.get_by_test_id("unread").filter(has_text="2").wait_for()
     link.click()
     page.get_by_text("two").wait_for()
+    assert link.get_by_test_id("unread").count() == 0
+    # Opening the channel sent the read marker: the server's count is 0 too, so a reload shows no badge.
+    for _ in range(50):
+        with web_server.api(carol["token"]) as c:
+            listed = {ch["id"]: ch for ch in c.get("/api/v1/channels/").json()}
+        if listed[other["id"]]["unread_count"] == 0:
+            break
+        time.sleep(0.1)
+    assert listed[other["id"]]["unread_count"] == 0
+    page.goto(f"/channels/{first['id']}")
+    page.get_by_role("heading", name=f"#{first['name']}", exact=True).wait_for()
     assert link.get_by_test_id("unread").count() == 0
 
 
