@@ -33,8 +33,6 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "correct horse battery"
 
-pytestmark = pytest.mark.browser
-
 
 def _missing(reason: str) -> None:
     """A missing browser or build is a skip locally, a failure in CI (CHATWIRE_TEST_REQUIRE_SERVICES=1)."""

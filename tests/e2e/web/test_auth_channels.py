@@ -8,8 +8,11 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.web.conftest import PASSWORD, WebServer, shot, sign_in
+
+pytestmark = pytest.mark.browser
 
 
 def test_spa_routes_and_api_404(web_server: WebServer) -> None:

@@ -20,6 +20,8 @@ from tests.e2e.web.conftest import WebServer, shot, sign_in
 
 DONE = '[data-testid="assistant-message"][data-done="true"]'
 
+pytestmark = pytest.mark.browser
+
 
 def requires_pipeline(server: WebServer) -> None:
     """Skips while the server has no chat pipeline (GET /api/models missing or without the `demo` model)."""
