@@ -4,8 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
+WEB_NODE_STAMP := web/node_modules/.installed
+# The web client is rebuilt only when one of its sources changed; the stamp lives in the build output.
+WEB_BUILD := web/dist/.stamp
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json
 
-.PHONY: run test lint venv node soak bench clean
+.PHONY: run test lint venv node web soak bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,15 +25,26 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 
 node: $(NODE_STAMP)
 
-run: $(STAMP)
+$(WEB_NODE_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_NODE_STAMP)
+
+$(WEB_BUILD): $(WEB_NODE_STAMP) $(WEB_SOURCES)
+	cd web && npm run build --silent
+	touch $(WEB_BUILD)
+
+web: $(WEB_BUILD)
+
+run: $(STAMP) $(WEB_BUILD)
 	$(BIN)/chatwire serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check chatwire tests $(wildcard bench)
 	$(BIN)/ruff format --check chatwire tests $(wildcard bench)
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(WEB_BUILD)
 	$(BIN)/ruff check chatwire tests $(wildcard bench)
+	cd web && npm run typecheck --silent && npx vitest run
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Benchmarks print tables of ratios against a peer measured in the same run (see README).
@@ -37,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/persistence.py
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules
+	rm -rf $(VENV) tests/node/node_modules web/node_modules web/dist

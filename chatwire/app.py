@@ -6,7 +6,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import socketio
@@ -14,7 +13,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +28,7 @@ from chatwire.metrics import Metrics
 from chatwire.services.container import Services
 from chatwire.transport.broker_sio import SioBroker
 from chatwire.transport.server import SOCKETIO_PATH, Realtime, create_sio
+from chatwire.webapp import SpaStaticFiles, default_web_dir
 
 log = logging.getLogger("chatwire")
 
@@ -108,10 +107,6 @@ def _redis_probe(url: str, metrics: Metrics) -> Any:
             metrics.set_redis_up(False)
 
     return probe
-
-
-def _bundled_web_dir() -> Path:
-    return Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
@@ -233,9 +228,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         allow_methods=["*"],
         allow_headers=["*"],
     )
-    web_dir = settings.web_dir or _bundled_web_dir()
-    if (web_dir / "index.html").exists():
-        api.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
+    web_dir = settings.web_dir or default_web_dir()
+    if web_dir is not None and (web_dir / "index.html").exists():
+        api.mount("/", SpaStaticFiles(directory=web_dir, html=True), name="web")
 
     app = socketio.ASGIApp(
         sio, other_asgi_app=BodyLimit(api, settings.max_payload_bytes), socketio_path=SOCKETIO_PATH
