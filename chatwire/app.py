@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         host_id=host_id,
         lock=lock,
         bus=fleet.bus if fleet else None,
+        eventlog=fleet.eventlog if fleet else None,
         metrics=metrics,
     )
     if settings.redis_url:

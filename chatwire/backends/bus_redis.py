@@ -40,6 +40,10 @@ class RedisBus:
     def _channel(self, topic: str) -> str:
         return self.prefix + topic
 
+    def channel_name(self, topic: str) -> str:
+        """The Redis channel of a topic (for scripts that publish on the bus themselves)."""
+        return self._channel(topic)
+
     async def start(self, handler: Handler) -> None:
         if self._task is not None:
             raise RuntimeError("bus already started")

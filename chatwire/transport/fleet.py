@@ -23,6 +23,7 @@ import orjson
 import socketio
 
 from chatwire.backends.bus import Bus
+from chatwire.backends.eventlog import LogEntry, format_offset, is_recoverable, parse_offset
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.transport.recovery import RecoveringManager
 
@@ -110,6 +111,13 @@ class FleetManager(RecoveringManager):
         had = room in self.rooms.get(namespace, {})
         self.basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         await self._room_changed(namespace, room, had)
+        if not had and is_recoverable(room) and self._shared_log():
+            # Newly subscribed: entries published before the subscription never arrive live, so a replay for this
+            # session must cover the log up to now (what arrives live after that is deduplicated by seq).
+            parsed = parse_offset(await self.eventlog.head())  # type: ignore[union-attr]
+            if parsed is not None and sid in self.entered:
+                bound = self.entered[sid]
+                bound[room] = max(bound.get(room, 0), parsed[1])
 
     async def leave_room(self, sid: str, namespace: str, room: str) -> None:
         if not self._is_local(sid, namespace):
@@ -183,6 +191,9 @@ class FleetManager(RecoveringManager):
                 return
             await self._to_host_of(room, message)
             return
+        if callback is None and namespace == "/" and self._shared_log() and is_recoverable(room):
+            await self._log_and_publish(event, args, multi, room, skip_sid)
+            return
         raw = self._encode(
             {
                 "t": "emit",
@@ -200,7 +211,39 @@ class FleetManager(RecoveringManager):
 
     # receiving
 
+    def _shared_log(self) -> bool:
+        """True when the EventLog is the fleet's (Redis): recoverable events then travel through it."""
+        return hasattr(self.eventlog, "append_and_publish") and hasattr(self.bus, "channel_name")
+
+    async def _log_and_publish(self, event: str, args: Any, multi: bool, room: str, skip_sid: Any) -> None:
+        """Append to the shared log and publish on the room's topic in one atomic step (see eventlog_redis.py).
+
+        No local delivery here: this process gets the event back from its own subscription (when it has members
+        in the room), so every process, this one included, delivers a room's events in sequence order."""
+        skip = skip_sid if isinstance(skip_sid, str) else None
+        body = self._encode({"room": room, "e": event, "d": args, "m": multi, "s": skip})
+        data = tuple(args) if multi else args
+        await self.eventlog.append_and_publish(  # type: ignore[union-attr]
+            room, event, data, skip_sid=skip, channel=self.bus.channel_name(f"room:{room}"), message=body
+        )
+
+    async def _on_logged(self, payload: bytes) -> None:
+        """A logged publication `L<seq>|<epoch>|<json>`: deliver it to this process's members, in order."""
+        head, _, body = payload[1:].partition(b"|")
+        epoch, _, body = body.partition(b"|")
+        msg = orjson.loads(body)
+        seq = int(head)
+        data = tuple(msg["d"]) if msg.get("m") else msg["d"]
+        entry = LogEntry(seq, format_offset(epoch.decode(), seq), msg["room"], msg["e"], data, msg.get("s"))
+        self.received += 1
+        tasks = self.deliver(entry, msg.get("s"))
+        if tasks:
+            await asyncio.wait(tasks)
+
     async def _on_message(self, topic: str, payload: bytes) -> None:
+        if payload[:1] == b"L":
+            await self._on_logged(payload)
+            return
         msg = orjson.loads(payload)
         if msg.get("h") == self.host_id:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chatwire.backends.bus_redis import RedisBus
+from chatwire.backends.eventlog_redis import RedisEventLog
 from chatwire.backends.lock_redis import RedisLock
 from chatwire.backends.redis_client import make_client
 from chatwire.backends.sessions_redis import RedisSessionStore
@@ -18,6 +19,9 @@ class FleetBackends:
             self.client, prefix, settings.presence_ttl_seconds, settings.usage_ttl_seconds
         )
         self.lock = RedisLock(self.client, prefix)
+        self.eventlog = RedisEventLog(
+            self.client, prefix, settings.recovery_history_size, settings.recovery_history_seconds
+        )
         self.bus = RedisBus(settings.redis_url, prefix + "bus:")
         self.manager = FleetManager(
             self.bus, host_id, self._locate, settings.fleet_max_payload_bytes, settings.event_call_timeout

@@ -1,4 +1,4 @@
-"""Contract of the EventLog, run against every implementation (memory now; Redis Streams joins with fleet mode)."""
+"""Contract of the EventLog, run against every implementation: memory and Redis (fleet mode)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 
 from chatwire.backends.eventlog import EventLog, ParkedSession, format_offset, is_recoverable, parse_offset
 from chatwire.backends.eventlog_memory import MemoryEventLog
+from chatwire.backends.eventlog_redis import RedisEventLog
+from tests.contract.conftest import redis_prefix
 
 
 @dataclass
@@ -27,13 +29,22 @@ class Made:
     restart: Callable[[], EventLog]
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "redis"])
 async def made(request: pytest.FixtureRequest) -> AsyncIterator[Made]:
     clock = Clock()
     if request.param == "memory":
         log = MemoryEventLog(max_per_room=5, max_age=60, clock=clock)
         yield Made(log, clock, lambda: MemoryEventLog(max_per_room=5, max_age=60, clock=clock))
         await log.close()
+        return
+    async with redis_prefix() as (client, prefix):
+        redis_log = RedisEventLog(client, prefix, max_per_room=5, max_age=60, clock=clock)
+        # Redis runs without persistence: a restart is an empty store, simulated by a fresh key prefix.
+        yield Made(
+            redis_log,
+            clock,
+            lambda: RedisEventLog(client, prefix + "after-restart:", max_per_room=5, max_age=60, clock=clock),
+        )
 
 
 async def test_offsets_increase_across_rooms_and_read_merges_in_order(made: Made) -> None:

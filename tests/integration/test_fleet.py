@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ class Fleet:
     servers: list[ServerProcess]
     redis_url: str
     prefix: str
+    env: dict[str, str]
 
     async def signup(self, name: str, via: int = 0) -> dict[str, Any]:
         async with self.servers[via].http() as http:
@@ -44,6 +48,14 @@ class Fleet:
 
     async def client(self, via: int, token: str) -> RecordingClient:
         return await RecordingClient(self.servers[via].url).connect(token)
+
+    def api_key(self, *scopes: str) -> str:
+        """A server API key, made with the CLI against the fleet's database."""
+        argv = [sys.executable, "-m", "chatwire", "keys", "create", "--name", "test"]
+        for scope in scopes:
+            argv += ["--scope", scope]
+        out = subprocess.run(argv, env={**os.environ, **self.env}, capture_output=True, text=True, check=True)
+        return out.stdout.strip().splitlines()[-1]
 
 
 @contextlib.asynccontextmanager
@@ -62,7 +74,7 @@ async def fleet_of(n: int, tmp_path: Path, redis_url: str) -> AsyncIterator[Flee
         try:
             await servers[0].start()  # the first one migrates the shared database
             await asyncio.gather(*(s.start() for s in servers[1:]))
-            yield Fleet(servers, redis_url, prefix)
+            yield Fleet(servers, redis_url, prefix, env)
         finally:
             for s in servers:
                 s.stop()
