@@ -141,6 +141,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     )
     if settings.redis_url:
         metrics.add_probe(_redis_probe(settings.redis_url, metrics))
+    if fleet is not None:
+        fleet.wire_tasks(services.tasks)
     realtime = Realtime(sio, services)
 
     @asynccontextmanager

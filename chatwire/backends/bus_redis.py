@@ -36,6 +36,7 @@ class RedisBus:
         self._connected = asyncio.Event()
         self._lock = asyncio.Lock()
         self._pending: dict[str, asyncio.Event] = {}
+        self.reconnects = 0  # times the subscription was lost and re-established
 
     def _channel(self, topic: str) -> str:
         return self.prefix + topic
@@ -99,6 +100,7 @@ class RedisBus:
                 )
             except Exception:
                 log.exception("redis bus listener failed; retrying", extra={"retry_in": delay})
+            self.reconnects += 1
             await self._close_sub()
             await asyncio.sleep(delay)
             delay = min(BACKOFF_MAX, delay * 2)
@@ -112,14 +114,15 @@ class RedisBus:
                 # No traffic: ping so that a dead connection is noticed within seconds.
                 await self._pubsub.ping()
                 continue
+            kind = message.get("type")
+            if kind not in ("message", "subscribe"):
+                continue  # pong replies to our pings, unsubscribe confirmations
             channel = message["channel"]
-            topic = (channel.decode() if isinstance(channel, bytes) else channel)[strip:]
-            if message.get("type") == "subscribe":
+            topic = (channel.decode() if isinstance(channel, bytes) else str(channel))[strip:]
+            if kind == "subscribe":
                 confirmed = self._pending.pop(topic, None)
                 if confirmed is not None:
                     confirmed.set()
-                continue
-            if message.get("type") != "message":
                 continue
             try:
                 await self._handler(topic, message["data"])

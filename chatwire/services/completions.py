@@ -132,7 +132,7 @@ class CompletionService:
         task = self.tasks.get(task_id)
         if task is not None and task.user_id != user.id and user.role != "admin":
             raise not_found("task")
-        stopped = await self.tasks.stop(task_id)
+        stopped = await self.tasks.stop(task_id, user_id=user.id, admin=user.role == "admin")
         if not stopped:
             raise not_found("task")
         return True

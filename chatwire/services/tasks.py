@@ -32,7 +32,8 @@ class TaskRegistry:
 
     def __init__(self) -> None:
         self._tasks: dict[str, TaskInfo] = {}
-        self.remote_stop: Callable[[str], Awaitable[bool]] | None = None
+        # (task_id, user_id, admin) -> whether another process stopped it (fleet mode sets this)
+        self.remote_stop: Callable[[str, str | None, bool], Awaitable[bool]] | None = None
 
     def start(
         self,
@@ -63,11 +64,25 @@ class TaskRegistry:
     def for_user(self, user_id: str) -> list[TaskInfo]:
         return [t for t in self._tasks.values() if t.user_id == user_id]
 
-    async def stop(self, task_id: str, timeout: float = 5.0) -> bool:
-        """Cancel a generation and wait (bounded) until it has emitted its last events. False if unknown."""
+    async def stop(
+        self, task_id: str, timeout: float = 5.0, *, user_id: str | None = None, admin: bool = True
+    ) -> bool:
+        """Cancel a generation (of `user_id`, unless `admin`) and wait (bounded) until it has emitted its last
+        events, here or on another process. False if unknown (or someone else's)."""
         info = self._tasks.get(task_id)
         if info is None:
-            return await self.remote_stop(task_id) if self.remote_stop is not None else False
+            if self.remote_stop is None:
+                return False
+            return await self.remote_stop(task_id, user_id, admin)
+        if not admin and user_id is not None and info.user_id != user_id:
+            return False
+        return await self.stop_local(task_id, timeout)
+
+    async def stop_local(self, task_id: str, timeout: float = 5.0) -> bool:
+        """Cancel a generation of this process. False if unknown here."""
+        info = self._tasks.get(task_id)
+        if info is None:
+            return False
         info.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
             await asyncio.wait_for(asyncio.shield(info.task), timeout)

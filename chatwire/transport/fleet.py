@@ -50,6 +50,9 @@ class FleetManager(RecoveringManager):
         self._call_ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.received = 0  # messages decoded from the bus (for benchmarks and metrics)
+        # Fleet-wide requests (e.g. stop a generation wherever it runs): kind -> local handler, and our waiters.
+        self.request_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[bool]]] = {}
+        self._requests: dict[str, tuple[asyncio.Future[bool], list[int]]] = {}
 
     # lifecycle
 
@@ -240,6 +243,52 @@ class FleetManager(RecoveringManager):
         if tasks:
             await asyncio.wait(tasks)
 
+    async def ask_others(self, kind: str, payload: dict[str, Any], timeout: float = 5.0) -> bool:
+        """Ask every other process to handle `kind`; True as soon as one says it did, False when none did."""
+        rid = f"{self.host_id}:{next(self._call_ids)}"
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        pending = [0]
+        self._requests[rid] = (future, pending)
+        try:
+            raw = self._encode(
+                {"t": "req", "k": kind, "id": rid, "reply": self.host_id, "p": payload, "h": self.host_id}
+            )
+            receivers = await self.bus.publish("all", raw)
+            pending[0] = receivers - 1  # every process listens on "all", this one included
+            if pending[0] <= 0:
+                return False
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._requests.pop(rid, None)
+
+    async def _answer_request(self, msg: dict[str, Any]) -> None:
+        handler = self.request_handlers.get(msg.get("k", ""))
+        ok = False
+        if handler is not None:
+            try:
+                ok = bool(await handler(msg.get("p") or {}))
+            except Exception:
+                log.exception("fleet request failed", extra={"kind": msg.get("k")})
+        with contextlib.suppress(Exception):
+            await self.bus.publish(
+                f"host:{msg['reply']}", self._encode({"t": "res", "id": msg["id"], "ok": ok})
+            )
+
+    def _on_response(self, msg: dict[str, Any]) -> None:
+        waiting = self._requests.get(msg.get("id", ""))
+        if waiting is None:
+            return
+        future, pending = waiting
+        pending[0] -= 1
+        if future.done():
+            return
+        if msg.get("ok"):
+            future.set_result(True)
+        elif pending[0] <= 0:
+            future.set_result(False)
+
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if payload[:1] == b"L":
             await self._on_logged(payload)
@@ -264,6 +313,10 @@ class FleetManager(RecoveringManager):
             await self.server.disconnect(msg["sid"], namespace=ns, ignore_queue=True)
         elif kind == "call":
             self._spawn(self._answer_call(msg))
+        elif kind == "req":
+            self._spawn(self._answer_request(msg))
+        elif kind == "res":
+            self._on_response(msg)
         elif kind == "reply":
             pending = self._calls.pop(msg["id"], None)
             if pending is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from chatwire.backends.bus_redis import RedisBus
 from chatwire.backends.eventlog_redis import RedisEventLog
 from chatwire.backends.lock_redis import RedisLock
@@ -26,6 +28,23 @@ class FleetBackends:
         self.manager = FleetManager(
             self.bus, host_id, self._locate, settings.fleet_max_payload_bytes, settings.event_call_timeout
         )
+
+    def wire_tasks(self, tasks: Any) -> None:
+        """Route a stop for a generation this process does not run to the process that does."""
+
+        async def remote_stop(task_id: str, user_id: str | None, admin: bool) -> bool:
+            return await self.manager.ask_others(
+                "stop_task", {"task_id": task_id, "user_id": user_id, "admin": admin}
+            )
+
+        async def stop_here(p: dict[str, Any]) -> bool:
+            info = tasks.get(p.get("task_id", ""))
+            if info is None or (not p.get("admin") and p.get("user_id") and info.user_id != p["user_id"]):
+                return False
+            return bool(await tasks.stop_local(info.task_id))
+
+        tasks.remote_stop = remote_stop
+        self.manager.request_handlers["stop_task"] = stop_here
 
     async def _locate(self, sid: str) -> str | None:
         info = await self.sessions.get(sid)

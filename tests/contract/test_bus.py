@@ -83,3 +83,16 @@ async def test_unsubscribed_topics_are_not_received(make_bus: Callable[[], Bus])
     await wait_until(lambda: len(got_a) >= 1)
     await asyncio.sleep(0.1)
     assert got_a == [("t2", b"kept")]
+
+
+async def test_an_idle_bus_stays_subscribed(make_bus: Callable[[], Bus]) -> None:
+    """Idle periods (when the Redis bus pings its connection) neither drop the subscription nor lose messages."""
+    a, b = make_bus(), make_bus()
+    got_a = await started(a)
+    await started(b)
+    await a.subscribe("t")
+    await asyncio.sleep(6.5)  # longer than the Redis bus's idle ping interval
+    assert a.healthy and getattr(a, "reconnects", 0) == 0
+    await b.publish("t", b"after-idle")
+    await wait_until(lambda: len(got_a) == 1)
+    assert got_a == [("t", b"after-idle")]

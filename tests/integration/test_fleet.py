@@ -300,3 +300,67 @@ async def test_redis_restart_delivery_resumes_and_readiness_tells(tmp_path: Path
                 await a.close()
     finally:
         redis.stop()
+
+
+async def test_event_call_and_stop_reach_another_process(tmp_path: Path) -> None:
+    """A generation runs on process 0: its confirmation call reaches the asking tab on process 1 and the answer
+    comes back; a stop sent to process 1 stops it (and another user's stop is refused)."""
+    from chatwire.client import ChatEvent, ChatwireClient
+
+    probe = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await probe.ping()
+    except Exception as exc:
+        service_unavailable("Redis", exc)
+    finally:
+        await probe.aclose()
+    async with fleet_of(2, tmp_path, REDIS_URL) as fl:
+        for s in fl.servers:
+            s.env["CHATWIRE_DEMO_TOKENS_PER_SECOND"] = "100"
+        ada, eve = await fl.signup("Ada"), await fl.signup("Eve")
+        async with fl.servers[0].http(ada["token"]) as http:
+            chat_id = (await json_of(await http.post("/api/v1/chats/new", json={"chat": {"title": "t"}})))[
+                "id"
+            ]
+        tab = await ChatwireClient(fl.servers[1].url, ada["token"], reconnection=False).connect()
+        asked: list[ChatEvent] = []
+
+        def answer(event: ChatEvent) -> bool:
+            asked.append(event)
+            return True
+
+        tab.on_call("confirmation", answer)
+        state = tab.track(chat_id)
+        try:
+            async with fl.servers[0].http(ada["token"]) as http:
+                out = await json_of(
+                    await http.post(
+                        "/api/chat/completions",
+                        json={
+                            "model": "demo",
+                            "stream": True,
+                            "chat_id": chat_id,
+                            "id": "a1",
+                            "session_id": tab.sid,
+                            "messages": [
+                                {"role": "user", "content": "please confirm, then go on for 3000 tokens"}
+                            ],
+                        },
+                    )
+                )
+            await tab.wait_for(lambda: len(state.messages.get("a1", {}).get("content", "")) > 40, timeout=30)
+            assert len(asked) == 1 and asked[0].message_id == "a1"  # the call crossed to process 1 and back
+
+            async with fl.servers[1].http(eve["token"]) as http:
+                assert (await http.post(f"/api/tasks/stop/{out['task_id']}")).status_code == 404
+            async with fl.servers[1].http(ada["token"]) as http:
+                r = await http.post(f"/api/tasks/stop/{out['task_id']}")
+                assert r.status_code == 200, r.text
+            rebuilt = await tab.wait_done(chat_id, "a1", timeout=15)
+            assert 0 < len(rebuilt["content"]) and "3000" not in rebuilt["content"][-10:]
+            await asyncio.sleep(1.0)  # the owner's writer flushes on done
+            async with fl.servers[1].http(ada["token"]) as http:
+                chat = await json_of(await http.get(f"/api/v1/chats/{chat_id}"))
+            assert chat["chat"]["history"]["messages"]["a1"]["content"] == rebuilt["content"]
+        finally:
+            await tab.close()
