@@ -125,8 +125,12 @@ class CollabService:
         *,
         compact_every: int = 200,
         save_debounce: float = 0.5,
+        shared: bool = False,
     ) -> None:
         self.store = store
+        # In a fleet other processes append to the same store: a joiner's state is then read from the store
+        # (snapshot + bounded tail), not from this process's copy, which lacks their updates.
+        self.shared = shared
         self.notes = notes
         self.broker = broker
         self.compact_every = compact_every
@@ -157,7 +161,7 @@ class CollabService:
     async def join(self, sid: str, user: User, document_id: str, color: str | None) -> dict[str, Any]:
         """Read access required; enter the room, send the state to the joiner, tell the others."""
         await self.notes.require(note_id_of(document_id), user, "read")
-        async with self._locked(document_id, create=True) as live:
+        async with self._locked(document_id, create=True, fresh=True) as live:
             assert live is not None
             previous = live.editors.get(sid)
             editor = Editor(sid, user.id, user.name, color or "#000000")
@@ -184,7 +188,7 @@ class CollabService:
     async def resend_state(self, sid: str, user: User, document_id: str) -> dict[str, Any]:
         """Send the full state again to a session already editing the document."""
         await self.notes.require(note_id_of(document_id), user, "read")
-        async with self._locked(document_id, create=False) as live:
+        async with self._locked(document_id, create=False, fresh=True) as live:
             live = await self._require_editor(live, sid, document_id)
             await self._send_state(live, sid)
         return {"ok": True}
@@ -353,7 +357,9 @@ class CollabService:
     # internals
 
     @contextlib.asynccontextmanager
-    async def _locked(self, document_id: str, *, create: bool) -> AsyncIterator[LiveDoc | None]:
+    async def _locked(
+        self, document_id: str, *, create: bool, fresh: bool = False
+    ) -> AsyncIterator[LiveDoc | None]:
         """The open document with its lock held (loaded first when `create`), or None when it is not open."""
         while True:
             live = await self._open(document_id) if create else self._docs.get(document_id)
@@ -363,7 +369,7 @@ class CollabService:
             async with live.lock:
                 if self._docs.get(document_id) is not live:
                     continue  # evicted while we waited; open it again
-                if live.stale:
+                if live.stale or (fresh and self.shared):
                     live.doc, live.tail = await self._load(document_id)
                     live.stale = False
                 yield live

@@ -134,6 +134,7 @@ class Services:
                 broker,
                 compact_every=settings.doc_compact_every,
                 save_debounce=settings.doc_save_debounce_seconds,
+                shared=bool(settings.redis_url),
             ),
             eventlog=eventlog,
             writer=writer,

@@ -39,6 +39,9 @@ class SioBroker:
         await self.sio.disconnect(sid, namespace=NAMESPACE)
 
     async def room_sids(self, room: str) -> list[str]:
+        fleet_wide = getattr(self.sio.manager, "fleet_room_sids", None)
+        if fleet_wide is not None:
+            return list(await fleet_wide(room))
         return [sid for sid, _eio in self.sio.manager.get_participants(NAMESPACE, room)]
 
     async def rooms_of(self, sid: str) -> list[str]:

@@ -36,6 +36,11 @@ def is_room_name(room: str) -> bool:
     return ":" in room
 
 
+def is_rostered(room: object) -> bool:
+    """Rooms whose members are listed fleet-wide: collaborative documents (`ydoc:document:state.sessions`)."""
+    return isinstance(room, str) and room.startswith("doc_")
+
+
 class FleetManager(RecoveringManager):
     def __init__(
         self, bus: Bus, host_id: str, locate: Locate, max_payload_bytes: int, call_timeout: float = 60.0
@@ -52,6 +57,8 @@ class FleetManager(RecoveringManager):
         self.received = 0  # messages decoded from the bus (for benchmarks and metrics)
         # Fleet-wide requests (e.g. stop a generation wherever it runs): kind -> local handler, and our waiters.
         self.request_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[bool]]] = {}
+        # Fleet-wide membership of document rooms (set by the fleet set-up; see backends/roster_redis.py).
+        self.roster: Any = None
         self._requests: dict[str, tuple[asyncio.Future[bool], list[int]]] = {}
 
     # lifecycle
@@ -114,6 +121,8 @@ class FleetManager(RecoveringManager):
         had = room in self.rooms.get(namespace, {})
         self.basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         await self._room_changed(namespace, room, had)
+        if self.roster is not None and is_rostered(room):
+            await self.roster.add(room, sid)
         if not had and is_recoverable(room) and self._shared_log():
             # Newly subscribed: entries published before the subscription never arrive live, so a replay for this
             # session must cover the log up to now (what arrives live after that is deduplicated by seq).
@@ -129,6 +138,8 @@ class FleetManager(RecoveringManager):
         had = room in self.rooms.get(namespace, {})
         self.basic_leave_room(sid, namespace, room)
         await self._room_changed(namespace, room, had)
+        if self.roster is not None and is_rostered(room):
+            await self.roster.remove(room, sid)
 
     async def close_room(self, room: str, namespace: str) -> None:
         await self._close_local(room, namespace)
@@ -146,6 +157,14 @@ class FleetManager(RecoveringManager):
         self.basic_disconnect(sid, namespace, **kwargs)
         for room in rooms:
             await self._room_changed(namespace, room, True)
+            if self.roster is not None and is_rostered(room):
+                await self.roster.remove(room, sid)
+
+    async def fleet_room_sids(self, room: str) -> list[str]:
+        """The sessions in `room` on every process (document rooms), else this process's."""
+        if self.roster is not None and is_rostered(room):
+            return list(await self.roster.members(room))
+        return [sid for sid, _eio in self.get_participants("/", room)]
 
     async def can_disconnect(self, sid: str, namespace: str) -> bool:
         if self.is_connected(sid, namespace):

@@ -8,6 +8,7 @@ from chatwire.backends.bus_redis import RedisBus
 from chatwire.backends.eventlog_redis import RedisEventLog
 from chatwire.backends.lock_redis import RedisLock
 from chatwire.backends.redis_client import make_client
+from chatwire.backends.roster_redis import RedisRoster
 from chatwire.backends.sessions_redis import RedisSessionStore
 from chatwire.config import Settings
 from chatwire.transport.fleet import FleetManager
@@ -25,9 +26,13 @@ class FleetBackends:
             self.client, prefix, settings.recovery_history_size, settings.recovery_history_seconds
         )
         self.bus = RedisBus(settings.redis_url, prefix + "bus:")
+        self.roster = RedisRoster(self.client, prefix, self._alive)
         self.manager = FleetManager(
             self.bus, host_id, self._locate, settings.fleet_max_payload_bytes, settings.event_call_timeout
         )
+
+    async def _alive(self, sid: str) -> bool:
+        return await self.sessions.get(sid) is not None
 
     def wire_tasks(self, tasks: Any) -> None:
         """Route a stop for a generation this process does not run to the process that does."""
@@ -51,6 +56,7 @@ class FleetBackends:
         return info.host if info is not None and info.host else None
 
     async def start(self) -> None:
+        self.manager.roster = self.roster
         await self.manager.start()
 
     async def stop(self) -> None:

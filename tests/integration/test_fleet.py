@@ -364,3 +364,49 @@ async def test_event_call_and_stop_reach_another_process(tmp_path: Path) -> None
             assert chat["chat"]["history"]["messages"]["a1"]["content"] == rebuilt["content"]
         finally:
             await tab.close()
+
+
+async def test_collaboration_across_processes(fleet: Fleet) -> None:
+    """Editors on different processes see each other's updates; a joiner on another process gets the whole
+    document from the shared store, and `sessions` lists the editors of every process."""
+    from pycrdt import Doc, Text
+
+    ada, bea = await fleet.signup("Ada"), await fleet.signup("Bea")
+    async with fleet.servers[0].http(ada["token"]) as http:
+        note = await json_of(
+            await http.post(
+                "/api/v1/notes/create",
+                json={
+                    "title": "n",
+                    "access_control": {"write": {"user_ids": [bea["id"]]}},
+                },
+            )
+        )
+    document_id = f"note:{note['id']}"
+    a, b = await fleet.client(0, ada["token"]), await fleet.client(1, bea["token"])
+    c = None
+    try:
+        assert "error" not in await a.call("ydoc:document:join", {"document_id": document_id})
+        assert "error" not in await b.call("ydoc:document:join", {"document_id": document_id})
+        doc = Doc()
+        text = doc.get("t", type=Text)
+        before = doc.get_state()
+        text.insert(0, "hello from process 0")
+        ack = await a.call(
+            "ydoc:document:update", {"document_id": document_id, "update": list(doc.get_update(before))}
+        )
+        assert "error" not in ack, ack
+        relayed = await b.wait_for("ydoc:document:update", lambda p: p["document_id"] == document_id)
+        assert relayed["user_id"] == ada["id"]
+
+        c = await fleet.client(1, ada["token"])
+        assert "error" not in await c.call("ydoc:document:join", {"document_id": document_id})
+        state = await c.wait_for("ydoc:document:state", lambda p: p["document_id"] == document_id)
+        joined = Doc()
+        joined.apply_update(bytes(state["state"]))
+        assert str(joined.get("t", type=Text)) == "hello from process 0"
+        assert set(state["sessions"]) == {a.sio.get_sid(), b.sio.get_sid(), c.sio.get_sid()}
+    finally:
+        for client in (a, b, c):
+            if client is not None:
+                await client.close()
