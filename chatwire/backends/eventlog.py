@@ -40,6 +40,17 @@ def is_recoverable(room: object) -> bool:
     return isinstance(room, str) and room.startswith(RECOVERABLE_PREFIXES)
 
 
+def is_ephemeral(event: str, data: object) -> bool:
+    """Events that are never logged nor replayed: typing indicators (a replayed "X is typing" would be stale,
+    and they would crowd real messages out of a room's bounded history)."""
+    return (
+        event == "events:channel"
+        and isinstance(data, dict)
+        and isinstance(data.get("data"), dict)
+        and data["data"].get("type") == "typing"
+    )
+
+
 def format_offset(epoch: str, seq: int) -> str:
     return f"{epoch}-{seq}"
 

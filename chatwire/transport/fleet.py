@@ -23,7 +23,7 @@ import orjson
 import socketio
 
 from chatwire.backends.bus import Bus
-from chatwire.backends.eventlog import LogEntry, format_offset, is_recoverable, parse_offset
+from chatwire.backends.eventlog import LogEntry, format_offset, is_ephemeral, is_recoverable, parse_offset
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.transport.recovery import RecoveringManager
 
@@ -213,7 +213,13 @@ class FleetManager(RecoveringManager):
                 return
             await self._to_host_of(room, message)
             return
-        if callback is None and namespace == "/" and self._shared_log() and is_recoverable(room):
+        if (
+            callback is None
+            and namespace == "/"
+            and self._shared_log()
+            and is_recoverable(room)
+            and not is_ephemeral(event, args)
+        ):
             await self._log_and_publish(event, args, multi, room, skip_sid)
             return
         raw = self._encode(

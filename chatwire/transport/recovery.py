@@ -35,6 +35,7 @@ from chatwire.backends.eventlog import (
     LogEntry,
     ParkedSession,
     format_offset,
+    is_ephemeral,
     is_recoverable,
     parse_offset,
 )
@@ -141,6 +142,7 @@ class RecoveringManager(LocalManager):
             or callback is not None
             or namespace != NAMESPACE
             or not is_recoverable(room)
+            or is_ephemeral(event, data)
         ):
             if callback is None and self.offset_sids and namespace == NAMESPACE:
                 args = _args(data)

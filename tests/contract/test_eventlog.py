@@ -127,3 +127,12 @@ def test_recoverable_rooms() -> None:
     assert is_recoverable("user:1") and is_recoverable("channel:2")
     assert not is_recoverable("note:1") and not is_recoverable("doc_note:1") and not is_recoverable("sid")
     assert not is_recoverable(None) and not is_recoverable(["user:1"])
+
+
+def test_typing_indicators_are_ephemeral() -> None:
+    from chatwire.backends.eventlog import is_ephemeral
+
+    typing = {"channel_id": "c", "data": {"type": "typing", "data": {"typing": True}}}
+    assert is_ephemeral("events:channel", typing)
+    assert not is_ephemeral("events:channel", {"channel_id": "c", "data": {"type": "message", "data": {}}})
+    assert not is_ephemeral("events", typing)
