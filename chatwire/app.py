@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         lock=lock,
         bus=fleet.bus if fleet else None,
         eventlog=fleet.eventlog if fleet else None,
+        docstore=fleet.docstore if fleet else None,
         metrics=metrics,
     )
     if settings.redis_url:

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
         "", description="Redis URL for fleet mode; empty = in-memory backends (one process)."
     )
     redis_prefix: str = Field("chatwire:", description="Prefix of every Redis key and channel chatwire uses.")
+    doc_store: Literal["database", "redis"] = Field(
+        "database",
+        description="Where collaborative documents' update logs live in fleet mode (redis: only if Redis is durable).",
+    )
     fleet_max_payload_bytes: int = Field(
         1_048_576, gt=0, description="Largest event that may cross processes through Redis (refused at emit)."
     )

@@ -76,6 +76,7 @@ class Services:
         bus: Bus | None = None,
         metrics: Metrics | None = None,
         eventlog: EventLog | None = None,
+        docstore: DocStore | None = None,
     ) -> Services:
         users = UserRepo(db)
         if eventlog is None:
@@ -91,7 +92,7 @@ class Services:
         )
         auth.provisioned_hooks.append(channels.join_public_channels)
         notes = NoteService(NoteRepo(db), broker, rooms)
-        docs: DocStore = SqlDocStore(db)
+        docs: DocStore = docstore if docstore is not None else SqlDocStore(db)
         chat_repo = ChatRepo(db)
         writer = MessageWriter(MessageStore(db), flush_interval=settings.persist_flush_interval)
         events = ChatEvents(broker, sessions, writer, settings.event_call_timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatwire.backends.bus_redis import RedisBus
+from chatwire.backends.docstore_redis import RedisDocStore
 from chatwire.backends.eventlog_redis import RedisEventLog
 from chatwire.backends.lock_redis import RedisLock
 from chatwire.backends.redis_client import make_client
@@ -26,6 +27,7 @@ class FleetBackends:
             self.client, prefix, settings.recovery_history_size, settings.recovery_history_seconds
         )
         self.bus = RedisBus(settings.redis_url, prefix + "bus:")
+        self.docstore = RedisDocStore(self.client, prefix) if settings.doc_store == "redis" else None
         self.roster = RedisRoster(self.client, prefix, self._alive)
         self.manager = FleetManager(
             self.bus, host_id, self._locate, settings.fleet_max_payload_bytes, settings.event_call_timeout

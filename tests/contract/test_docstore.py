@@ -1,4 +1,4 @@
-"""One contract for every DocStore: memory, SQLite and PostgreSQL."""
+"""One contract for every DocStore: memory, SQLite, PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -9,15 +9,21 @@ import pytest
 
 from chatwire.backends.docstore import DocStore
 from chatwire.backends.docstore_memory import MemoryDocStore
+from chatwire.backends.docstore_redis import RedisDocStore
 from chatwire.backends.docstore_sql import SqlDocStore
 from chatwire.db.engine import Database
 from tests.conftest import postgres_database
+from tests.contract.conftest import redis_prefix
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DocStore]:
     if request.param == "memory":
         yield MemoryDocStore()
+        return
+    if request.param == "redis":
+        async with redis_prefix() as (client, prefix):
+            yield RedisDocStore(client, prefix)
         return
     if request.param == "sqlite":
         db = Database(f"sqlite+aiosqlite:///{tmp_path / 'docs.db'}")
