@@ -27,6 +27,13 @@ REDIS_URL = os.environ.get("CHATWIRE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
 REQUIRE_SERVICES = os.environ.get("CHATWIRE_TEST_REQUIRE_SERVICES") == "1"
 
 
+def requirement_missing(message: str) -> None:
+    """A missing tool (Node.js, a browser, an npm package) is a skip locally and a failure in CI."""
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def service_unavailable(what: str, exc: BaseException) -> None:
     """Fail in CI (services are required there), skip on a developer machine without them."""
     message = f"{what} unavailable: {exc!r}"

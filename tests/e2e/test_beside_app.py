@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, requirement_missing
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +71,7 @@ async def read_json_line(proc: asyncio.subprocess.Process, timeout: float = 20) 
 async def test_readme_app_streams_to_its_user_through_chatwire(tmp_path: Path) -> None:
     node = shutil.which("node")
     if node is None or not (NODE_DIR / "node_modules" / "socket.io-client").exists():
-        pytest.skip("node or tests/node/node_modules missing (make node)")
+        requirement_missing("node or tests/node/node_modules missing (make node)")
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("CHATWIRE_")}
     cw_port, app_port = free_port(), free_port()
     chatwire_env = {

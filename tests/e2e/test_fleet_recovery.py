@@ -8,11 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
-from tests.conftest import REDIS_URL, service_unavailable
+from tests.conftest import REDIS_URL
 from tests.e2e.test_recovery_node import NodeClient
-from tests.integration.test_fleet import Fleet, fleet_of
+from tests.integration.test_fleet import Fleet, fleet_of, require_redis
 from tests.proxy import CuttableProxy
 
 pytestmark = pytest.mark.e2e
@@ -38,13 +37,7 @@ async def publish(fleet: Fleet, key: str, room: str, start: int, stop: int, over
 
 
 async def test_official_client_recovers_on_another_process(tmp_path: Path) -> None:
-    probe = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await probe.ping()
-    except Exception as exc:
-        service_unavailable("Redis", exc)
-    finally:
-        await probe.aclose()
+    await require_redis()
     async with fleet_of(2, tmp_path, REDIS_URL) as fleet:
         key = fleet.api_key("publish")
         user = await fleet.signup("Ada")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chatwire.config import Settings
-from tests.conftest import RunningServer, run_server
+from tests.conftest import RunningServer, requirement_missing, run_server
 
 pytestmark = pytest.mark.e2e
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
@@ -37,7 +37,7 @@ async def test_official_client_follows_generation_and_answers_confirmation(
 ) -> None:
     node = shutil.which("node")
     if node is None or not (NODE_DIR / "node_modules" / "socket.io-client").exists():
-        pytest.skip("node or socket.io-client missing (make test installs it)")
+        requirement_missing("node or socket.io-client missing (make test installs it)")
     user = await fast.signup("Ada")
     async with fast.http(user["token"]) as http:
         chat_id = (await http.post("/api/v1/chats/new", json={"chat": {"title": "t"}})).json()["id"]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from chatwire.config import Settings
-from tests.conftest import RunningServer, run_server
+from tests.conftest import RunningServer, requirement_missing, run_server
 from tests.proxy import CuttableProxy
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,7 @@ class NodeClient:
     async def start(cls, url: str, token: str) -> NodeClient:
         node = shutil.which("node")
         if node is None or not (NODE_DIR / "node_modules" / "socket.io-client").exists():
-            pytest.skip("node or tests/node/node_modules missing (run `make node`)")
+            requirement_missing("node or tests/node/node_modules missing (run `make node`)")
         proc = await asyncio.create_subprocess_exec(
             node,
             str(DRIVER),

@@ -24,7 +24,7 @@ from pycrdt import Doc, XmlElement, XmlFragment
 
 from chatwire.backends.docstore_sql import SqlDocStore
 from chatwire.db.engine import Database
-from tests.conftest import RunningServer, free_port
+from tests.conftest import RunningServer, free_port, requirement_missing
 from tests.sio import RecordingClient
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,7 @@ EDITS = 150
 
 def _node_ready() -> None:
     if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "yjs").exists():
-        pytest.skip("node or tests/node/node_modules missing (run `make node`)")
+        requirement_missing("node or tests/node/node_modules missing (run `make node`)")
 
 
 class ServerProcess:

@@ -58,6 +58,17 @@ class Fleet:
         return out.stdout.strip().splitlines()[-1]
 
 
+async def require_redis() -> None:
+    """Skip locally, fail in CI, when the shared Redis does not answer."""
+    probe = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await probe.ping()
+    except Exception as exc:
+        service_unavailable("Redis", exc)
+    finally:
+        await probe.aclose()
+
+
 @contextlib.asynccontextmanager
 async def fleet_of(n: int, tmp_path: Path, redis_url: str) -> AsyncIterator[Fleet]:
     prefix = f"cwfleet:{uuid.uuid4().hex[:8]}:"
@@ -88,13 +99,7 @@ async def fleet_of(n: int, tmp_path: Path, redis_url: str) -> AsyncIterator[Flee
 
 @pytest.fixture
 async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
-    probe = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await probe.ping()
-    except Exception as exc:
-        service_unavailable("Redis", exc)
-    finally:
-        await probe.aclose()
+    await require_redis()
     async with fleet_of(3, tmp_path, REDIS_URL) as f:
         yield f
 
@@ -307,13 +312,7 @@ async def test_event_call_and_stop_reach_another_process(tmp_path: Path) -> None
     comes back; a stop sent to process 1 stops it (and another user's stop is refused)."""
     from chatwire.client import ChatEvent, ChatwireClient
 
-    probe = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await probe.ping()
-    except Exception as exc:
-        service_unavailable("Redis", exc)
-    finally:
-        await probe.aclose()
+    await require_redis()
     async with fleet_of(2, tmp_path, REDIS_URL) as fl:
         for s in fl.servers:
             s.env["CHATWIRE_DEMO_TOKENS_PER_SECOND"] = "100"
