@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from chatwire.backends.broker import Broker
@@ -22,6 +23,8 @@ class ChatService:
         self.repo = repo
         self.broker = broker
         self.events = events
+        # The chat event pipeline (set by the container), for consistent reads of chats being streamed.
+        self.pipeline: Any = None
 
     async def own_chat(self, chat_id: str, user: User) -> Chat:
         """The chat, if it belongs to `user` (admins may read any); `not_found` otherwise."""
@@ -49,9 +52,10 @@ class ChatService:
     async def get(self, chat_id: str, user: User) -> dict[str, Any]:
         """The chat, plus (new) `stream_offset`: `user-join {since: stream_offset}` replays what follows."""
         await self.own_chat(chat_id, user)
-        # Taken before the read, so replaying after it can repeat what the read shows but never miss anything.
-        offset = await self.events.head() if self.events is not None else None
-        record = await self.repo.get_with_messages(chat_id)
+        quiet = self.pipeline.quiet(chat_id) if self.pipeline is not None else contextlib.nullcontext()
+        async with quiet:  # the stored chat and the stream's head describe the same moment
+            offset = await self.events.head() if self.events is not None else None
+            record = await self.repo.get_with_messages(chat_id)
         if record is None:
             raise not_found("chat")
         chat = chat_to_json(record)

@@ -111,6 +111,8 @@ class Services:
             DemoModel(settings.demo_tokens_per_second, settings.demo_max_tokens),
             upstream,
         )
+        chats = ChatService(chat_repo, broker, eventlog)
+        chats.pipeline = events
         return cls(
             settings=settings,
             db=db,
@@ -120,7 +122,7 @@ class Services:
             rooms=rooms,
             auth=auth,
             channels=channels,
-            chats=ChatService(chat_repo, broker, eventlog),
+            chats=chats,
             notes=notes,
             presence=PresenceService(sessions, users),
             host_id=host_id,

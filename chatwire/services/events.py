@@ -9,8 +9,9 @@ Delivery never waits on the database: queueing is synchronous, the writer drains
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,7 @@ class ChatEvents:
         self.writer = writer
         self.call_timeout = call_timeout
         self._gates: dict[tuple[str, str], _Gate] = {}
+        self._holds: dict[str, asyncio.Event] = {}
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}
         self.delivery_failures = 0
 
@@ -99,6 +101,10 @@ class ChatEvents:
         if not chat_id or not message_id:
             await self._deliver(payload, room)
             return 0
+        hold = self._holds.get(chat_id)
+        while hold is not None:  # a reader is taking a consistent snapshot of this chat
+            await hold.wait()
+            hold = self._holds.get(chat_id)
         key = (chat_id, message_id)
         gate = self._gates.get(key)
         if gate is None:
@@ -115,6 +121,29 @@ class ChatEvents:
             gate.users -= 1
             if gate.users == 0 and self._gates.get(key) is gate:
                 del self._gates[key]
+
+    @contextlib.asynccontextmanager
+    async def quiet(self, chat_id: str) -> AsyncIterator[None]:
+        """Hold new events of `chat_id` while the body runs, after the events in flight are delivered and stored.
+
+        Inside, what the database holds for the chat is exactly what was emitted so far, and so is the stream: a
+        read of the chat plus the stream's head there is a consistent snapshot (a new tab replays from that head
+        without gaps or repeats). Holds last as long as a database read; generations of other processes of a fleet
+        are not held (their events may overlap the snapshot by a few deltas)."""
+        while (previous := self._holds.get(chat_id)) is not None:
+            await previous.wait()
+        hold = self._holds[chat_id] = asyncio.Event()
+        try:
+            for (gate_chat, _message), gate in list(self._gates.items()):
+                if gate_chat == chat_id:
+                    async with gate.lock:  # the emit in progress completes (stored in the queue, delivered)
+                        pass
+            await self.writer.flush(chat_id)
+            yield
+        finally:
+            hold.set()
+            if self._holds.get(chat_id) is hold:
+                del self._holds[chat_id]
 
     async def _deliver(self, payload: dict[str, Any], room: str) -> None:
         # A broken transport must not fail the generation: the event is persisted regardless.

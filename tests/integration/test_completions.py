@@ -263,3 +263,48 @@ async def test_openai_compatible_upstream(settings: Settings) -> None:
                 same_as_stored(failed, await stored(server, user["token"], chat_id, "a2"))
             finally:
                 await client.close()
+
+
+async def test_new_tab_opened_mid_generation_shows_the_whole_answer(settings: Settings) -> None:
+    """Issue 6's new-tab catch-up during a real demo generation: the REST read (with `stream_offset`) plus
+    `user-join {since}` gives the new tab exactly the answer the first tab and the database end with."""
+    async with run_server(settings.model_copy(update={"demo_tokens_per_second": 150.0})) as server:
+        user, chat_id, first = await setup_user(server)
+        first_state = first.track(chat_id)
+        prompt = "tell me about offsets in 400 tokens"
+        try:
+            await start(
+                server,
+                user["token"],
+                {
+                    "model": "demo",
+                    "messages": [{"role": "user", "content": prompt}],
+                    "chat_id": chat_id,
+                    "id": "a1",
+                    "session_id": first.sid,
+                },
+            )
+            await first.wait_for(lambda: len(first_state.messages.get("a1", {}).get("content", "")) > 100)
+            async with server.http(user["token"]) as http:
+                chat = (await http.get(f"/api/v1/chats/{chat_id}")).json()
+            snapshot = chat["chat"]["history"]["messages"]["a1"]
+            assert 0 < len(snapshot["content"]) and not snapshot["done"]  # really mid-generation
+
+            # The new tab starts from the REST snapshot and applies what the stream gives after its offset.
+            tab = ChatwireClient(server.url, user["token"], reconnection=False)
+            state = tab.track(chat_id)
+            state.messages["a1"] = {**snapshot}
+            await tab.sio.connect(server.url, socketio_path="ws/socket.io", transports=["websocket"])
+            ack = await tab.sio.call(
+                "user-join", {"auth": {"token": user["token"]}, "since": chat["stream_offset"]}, timeout=10
+            )
+            assert isinstance(ack.get("caught_up"), int), ack
+            try:
+                rebuilt = await tab.wait_done(chat_id, "a1", timeout=30)
+                full = await first.wait_done(chat_id, "a1", timeout=30)
+                assert rebuilt["content"] == full["content"] == "".join(demo_answer(prompt))
+                same_as_stored(rebuilt, await stored(server, user["token"], chat_id, "a1"))
+            finally:
+                await tab.close()
+        finally:
+            await first.close()
