@@ -14,8 +14,10 @@ from pydantic import BaseModel, ValidationError
 
 from chatwire.db.models import User
 from chatwire.errors import ChatwireError, ErrorCode
+from chatwire.protocol import MAX_NESTING
 from chatwire.services.container import Services
 from chatwire.transport.limits import IpLimiter
+from chatwire.util import nested_deeper_than
 
 log = logging.getLogger("chatwire.socket")
 
@@ -127,6 +129,10 @@ def socket_handler(
                 if not ctx.ip_events.take(st.ip):
                     raise ChatwireError(
                         ErrorCode.RATE_LIMITED, "too many events from this address; slow down"
+                    )
+                if nested_deeper_than(data, MAX_NESTING):
+                    raise ChatwireError(
+                        ErrorCode.INVALID_PAYLOAD, f"payload nested more than {MAX_NESTING} levels deep"
                     )
                 if payload_size(data) > ctx.settings.max_payload_bytes:
                     raise ChatwireError(
