@@ -25,9 +25,10 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
 from chatwire.config import Settings
+from chatwire.protocol import MAX_NESTING
 from tests.conftest import RunningServer, run_server
 from tests.dbsnap import snapshot
-from tests.fuzz import DEEP, INT64, JSON, LEAF, NOT_DICT, NUL_TEXT, draw, mutations
+from tests.fuzz import DEEP, INT64, JSON, LEAF, NOT_DICT, NUL_TEXT, draw, mutations, nested
 from tests.sio import RecordingClient
 
 LIMIT = 32_768  # CHATWIRE_MAX_PAYLOAD_BYTES of the fuzzed server
@@ -705,6 +706,9 @@ GARBAGE_TEXT: list[str | bytes] = [
     '42["heartbeat",1e999]',
     '42["heartbeat","\\ud800"]',  # lone surrogate escape
     "42" + "[" * 100_000 + "]" * 100_000,  # deep nesting
+    '42["heartbeat",' + "[" * 600 + "]" * 600 + "]",
+    '42["usage",{"model":' + '{"a":' * 1000 + "1" + "}" * 1000 + "}]",
+    '42["events:channel",{"channel_id":"c","data":{"type":"typing","data":' + "[" * 300 + "]" * 300 + "}}]",
     '451-["ydoc:document:update",{"document_id":"note:x","update":{"_placeholder":true,"num":0}}]',  # no attachment
     '452-["heartbeat",{"_placeholder":true,"num":7}]',
     '45x-["heartbeat"]',
@@ -798,3 +802,49 @@ async def test_an_event_named_disconnect_does_not_end_the_session(server: Runnin
         assert await client.call("heartbeat", {}) is None
     finally:
         await client.close()
+
+
+async def test_deep_nesting_is_refused_before_it_is_stored_or_relayed(fuzz_server: RunningServer) -> None:
+    """Objects nested deeper than MAX_NESTING were stored and then failed to serialize (500 after the write),
+    or failed inside python-socketio's emit; now they are refused up front, over REST and on sockets."""
+    scene = await make_scene(fuzz_server)
+    db = fuzz_server.services.db
+    c, chat = scene.channel_id, scene.chat_id
+    deep = {"k": nested(MAX_NESTING + 1)}
+    bodies = [
+        (scene.ada["token"], f"/api/v1/channels/{c}/messages/post", {"content": "x", "data": deep}),
+        (scene.ada["token"], f"/api/v1/channels/{c}/messages/post", {"content": "x", "meta": deep}),
+        (scene.ada["token"], "/api/v1/notes/create", {"title": "t", "data": deep}),
+        (scene.ada["token"], "/api/v1/chats/new", {"chat": {"title": "t", "x": deep}}),
+        (scene.ada["token"], f"/api/v1/chats/{chat}/messages/m1/event", {"type": "x", "data": deep}),
+    ]
+    before = await snapshot(db)
+    for token, path, body in bodies:
+        for payload in (body, {**body, **{k: {"k": nested(600)} for k in body if k != "content"}}):
+            async with scene.http(token) as http:
+                r = await http.post(path, json=payload)
+            assert r.status_code == 422 and r.json()["code"] == "invalid_payload", (path, r.text[:200])
+    async with httpx.AsyncClient(base_url=fuzz_server.url, headers={"X-API-Key": scene.api_key}) as http:
+        r = await http.post(
+            "/api/v1/events/publish", json={"room": f"user:{scene.bob['id']}", "event": "e", "data": deep}
+        )
+        assert r.status_code == 422, r.text[:200]
+    ada = await RecordingClient(fuzz_server.url).connect(scene.ada["token"])
+    try:
+        ack = await ada.call(
+            "events:channel",
+            {"channel_id": c, "data": {"type": "typing", "data": {"typing": True, "x": deep}}},
+        )
+        assert ack["error"]["code"] == "invalid_payload"
+        # As deep as allowed is fine, end to end.
+        ok = {"k": nested(MAX_NESTING - 2)}
+        async with scene.http(scene.ada["token"]) as http:
+            r = await http.post(f"/api/v1/channels/{c}/messages/post", json={"content": "x", "data": ok})
+            assert r.status_code == 200, r.text[:200]
+    finally:
+        await ada.close()
+    after = await snapshot(db)
+    assert len(after["channel_messages"]) == len(before["channel_messages"]) + 1
+    assert {k: v for k, v in after.items() if k != "channel_messages"} == {
+        k: v for k, v in before.items() if k != "channel_messages"
+    }
