@@ -54,6 +54,8 @@ WRONG: dict[str, st.SearchStrategy[Any]] = {
     "dict": st.one_of(
         INT64, FLOATS, st.booleans(), st.lists(LEAF, min_size=1, max_size=5), NUL_TEXT, DEEP_LIST
     ),
+    # over the nesting limit (REST only: the socket test client cannot encode it; raw frames cover sockets)
+    "deep": st.integers(min_value=129, max_value=900).map(lambda n: {"k": nested(n)}),
     # a list of ids
     "ids": st.one_of(
         INT64,
@@ -86,6 +88,9 @@ WRONG: dict[str, st.SearchStrategy[Any]] = {
         st.binary(max_size=30).map(lambda b: b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" + b),
     ),
 }
+
+
+WRONG["dict_or_deep"] = st.one_of(WRONG["dict"], WRONG["deep"])
 
 
 def with_value(template: Any, path: tuple[Any, ...], value: Any) -> Any:

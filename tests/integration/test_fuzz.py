@@ -357,7 +357,7 @@ def route_targets(s: Scene) -> list[RouteTarget]:
             "POST",
             "/api/v1/channels/create",
             {"name": "x", "type": "group", "user_ids": [bob]},
-            {("name",): "str", ("type",): "str", ("user_ids",): "ids", ("data",): "dict"},
+            {("name",): "str", ("type",): "str", ("user_ids",): "ids", ("data",): "dict_or_deep"},
         ),
         RouteTarget(
             "POST", f"/api/v1/channels/{c}/update/members/add", {"user_ids": [carol]}, {("user_ids",): "ids"}
@@ -369,13 +369,13 @@ def route_targets(s: Scene) -> list[RouteTarget]:
             "POST",
             f"/api/v1/channels/{c}/messages/post",
             {"content": "hi", "parent_id": m},
-            {("content",): "str", ("parent_id",): "str", ("temp_id",): "str", ("data",): "dict"},
+            {("content",): "str", ("parent_id",): "str", ("temp_id",): "str", ("data",): "dict_or_deep"},
         ),
         RouteTarget(
             "POST",
             f"/api/v1/channels/{c}/messages/{m}/update",
             {"content": "e"},
-            {("content",): "str", ("data",): "dict"},
+            {("content",): "str", ("data",): "dict_or_deep"},
         ),
         RouteTarget(
             "POST",
@@ -386,12 +386,12 @@ def route_targets(s: Scene) -> list[RouteTarget]:
         RouteTarget(
             "POST", f"/api/v1/channels/{c}/messages/{m}/reactions/remove", {"name": "+1"}, {("name",): "str"}
         ),
-        RouteTarget("POST", "/api/v1/chats/new", {"chat": {"title": "t"}}, {("chat",): "dict"}),
+        RouteTarget("POST", "/api/v1/chats/new", {"chat": {"title": "t"}}, {("chat",): "dict_or_deep"}),
         RouteTarget(
             "POST",
             f"/api/v1/chats/{chat}/messages/m1/event",
             {"type": "chat:message:delta", "data": {}},
-            {("type",): "str"},
+            {("type",): "str", ("data",): "deep"},
         ),
         RouteTarget(
             "POST",
@@ -399,13 +399,16 @@ def route_targets(s: Scene) -> list[RouteTarget]:
             {"title": "t", "data": {}, "access_control": {"read": {"user_ids": [bob]}}},
             {
                 ("title",): "str",
-                ("data",): "dict",
+                ("data",): "dict_or_deep",
                 ("access_control",): "dict",
                 ("access_control", "read", "user_ids"): "ids",
             },
         ),
         RouteTarget(
-            "POST", f"/api/v1/notes/{n}/update", {"title": "t"}, {("title",): "long", ("data",): "dict"}
+            "POST",
+            f"/api/v1/notes/{n}/update",
+            {"title": "t"},
+            {("title",): "long", ("data",): "dict_or_deep"},
         ),
         RouteTarget(
             "POST",
@@ -423,7 +426,7 @@ def route_targets(s: Scene) -> list[RouteTarget]:
             "POST",
             "/api/v1/events/publish",
             {"room": f"user:{bob}", "event": "ping", "data": {}},
-            {("room",): "str", ("event",): "str"},
+            {("room",): "str", ("event",): "str", ("data",): "deep"},
             key=True,
         ),
         RouteTarget(
