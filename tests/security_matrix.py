@@ -845,6 +845,7 @@ LIMITS = """## Limits
 | socket connects per client IP | `CHATWIRE_RATE_LIMIT_IP_CONNECTS` (50/s; 0 = off), `CHATWIRE_RATE_LIMIT_IP_CONNECT_BURST` (500) | `connect_error` `{message, data: {code: "rate_limited"}}` |
 | live connections per user, across the fleet | `CHATWIRE_MAX_CONNECTIONS_PER_USER` (100; 0 = off) | `connect_error` `data.code` `too_many_connections` (or that ack to `user-join`) |
 | socket event payload, REST body | `CHATWIRE_MAX_PAYLOAD_BYTES` (1 MiB) | ack / HTTP 413 `payload_too_large`; a websocket frame over 4x the limit closes the connection |
+| nesting of lists/objects in any payload | 128 levels (`chatwire.protocol.MAX_NESTING`) | ack / HTTP 422 `invalid_payload` |
 | CORS (REST and the Socket.IO handshake) | `CHATWIRE_CORS_ORIGINS` (`*`) | the browser refuses; set your app's origins in production |
 
 Per-IP state is one token bucket per address in a table of at most `CHATWIRE_RATE_LIMIT_IP_TABLE_SIZE` (100,000)
@@ -856,6 +857,13 @@ Client address: the ASGI scope's `client`. Behind a reverse proxy that is the pr
 from `X-Forwarded-For`: uvicorn's proxy headers setting (`--proxy-headers`, on by default) trusts the header only
 from `--forwarded-allow-ips` / `FORWARDED_ALLOW_IPS` (default `127.0.0.1`). Set it to your proxy's address;
 never to `*` on a server clients reach directly, or every client picks its own address.
+
+Malformed traffic: a client event named like a lifecycle event (`connect`, `disconnect`, `disconnecting`,
+`connect_error`, `newListener`, `removeListener`) is refused with an `invalid_payload` ack (python-socketio would
+otherwise run the server's own handler for it). A websocket frame Engine.IO cannot decode (empty, unknown packet
+type, bad base64) closes that connection cleanly; a Socket.IO packet that does not decode (bad JSON, wrong shape,
+an attachment nobody announced) is dropped with one log line and the connection stays open. A text frame that is
+not UTF-8 is closed by uvicorn (1007).
 
 Hostile input (fuzzed payloads on every event and route, raw Engine.IO/Socket.IO garbage) is tested in
 `tests/integration/test_fuzz.py`; see the README section "Hostile input".
