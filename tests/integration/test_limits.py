@@ -140,3 +140,42 @@ def test_ip_table_is_bounded_and_forgets_idle_ips() -> None:
     limiter.take("2.2.2.2", now=100.0)
     assert len(limiter) == 1
     assert IpLimiter(rate=0.0, burst=1).take("x") and not IpLimiter(rate=0.0, burst=1).enabled
+
+
+async def test_cors_allows_only_the_configured_origins(settings: Settings) -> None:
+    """REST preflights and the Socket.IO handshake honour CHATWIRE_CORS_ORIGINS."""
+    app_origin, evil = "https://app.example", "https://evil.example"
+    async with run_server(settings.model_copy(update={"cors_origins": [app_origin]})) as server:
+        ada = await server.signup("Ada")
+        async with server.http() as http:
+            preflight = {
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            }
+            good = await http.options("/api/v1/channels/create", headers={"Origin": app_origin, **preflight})
+            bad = await http.options("/api/v1/channels/create", headers={"Origin": evil, **preflight})
+            assert good.headers.get("access-control-allow-origin") == app_origin
+            assert bad.headers.get("access-control-allow-origin") is None
+            r = await http.get(
+                "/api/v1/auths/", headers={"Origin": evil, "Authorization": f"Bearer {ada['token']}"}
+            )
+            assert (
+                r.headers.get("access-control-allow-origin") is None
+            )  # the browser will not show it to evil
+        # The websocket handshake from a foreign origin is refused; from the app's origin it opens.
+        for origin, accepted in ((evil, False), (app_origin, True)):
+            client = socketio.AsyncClient(reconnection=False)
+            try:
+                await client.connect(
+                    server.url,
+                    headers={"Origin": origin},
+                    auth={"token": ada["token"]},
+                    socketio_path="ws/socket.io",
+                    transports=["websocket"],
+                    wait_timeout=5,
+                )
+                assert accepted, f"{origin} was let in"
+            except socketio.exceptions.ConnectionError:
+                assert not accepted, f"{origin} was refused"
+            finally:
+                await client.disconnect()
