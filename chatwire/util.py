@@ -22,8 +22,13 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+_CONTAINERS = frozenset({dict, list, tuple})
+
+
 def nested_deeper_than(value: object, limit: int) -> bool:
-    """Whether lists and dicts in `value` nest more than `limit` levels (iterative, so safe on any depth)."""
+    """Whether lists and dicts in `value` nest more than `limit` levels (iterative, so safe on any depth).
+
+    A list or dict holding no container (a Yjs update as an array of ints) is skipped at C speed."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -35,5 +40,7 @@ def nested_deeper_than(value: object, limit: int) -> bool:
             continue
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        if _CONTAINERS.isdisjoint(map(type, children)):
+            continue
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list | tuple))
     return False
