@@ -55,6 +55,10 @@ async def chatwire_subject(workdir: Path) -> tuple[Proc, dict[str, Any]]:
         "CHATWIRE_LOG_LEVEL": "WARNING",
         "CHATWIRE_RATE_LIMIT_EVENTS": "1000000",
         "CHATWIRE_RATE_LIMIT_BURST": "1000000",
+        # Every load-generator connection comes from one loopback address, as one user.
+        "CHATWIRE_RATE_LIMIT_IP_CONNECTS": "0",
+        "CHATWIRE_RATE_LIMIT_IP_EVENTS": "0",
+        "CHATWIRE_MAX_CONNECTIONS_PER_USER": "0",
     }
     proc = await Proc(chatwire_argv(), env, port, workdir / "chatwire.log").ready()
     async with httpx.AsyncClient(base_url=proc.url, timeout=30) as http:

@@ -10,10 +10,12 @@ from typing import Any
 
 import socketio
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatwire import __version__
@@ -82,6 +84,18 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+# The code of a refusal raised by FastAPI/Starlette themselves, by HTTP status (others: invalid_payload).
+_FRAMEWORK_CODES = {
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    429: ErrorCode.RATE_LIMITED,
+    500: ErrorCode.INTERNAL,
+    503: ErrorCode.UNAVAILABLE,
+}
 
 
 async def _too_large(send: Send, limit: int) -> None:
@@ -202,6 +216,16 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                 },
                 status_code=503,
             )
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Framework refusals (unparseable body, unknown route or method) carry a stable code like ours.
+        if exc.status_code < 400:
+            return await http_exception_handler(request, exc)
+        code = _FRAMEWORK_CODES.get(exc.status_code, ErrorCode.INVALID_PAYLOAD)
+        return JSONResponse(
+            {"detail": exc.detail, "code": code.value}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @api.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -55,6 +55,28 @@ class Settings(BaseSettings):
         50.0, gt=0, description="Socket events per second a session may send (sustained)."
     )
     rate_limit_burst: int = Field(200, gt=0, description="Socket events a session may send in a burst.")
+    rate_limit_ip_connects: float = Field(
+        50.0, ge=0, description="Socket connects per second one client IP may open (sustained); 0 = no limit."
+    )
+    rate_limit_ip_connect_burst: int = Field(
+        500, gt=0, description="Socket connects one client IP may open in a burst."
+    )
+    rate_limit_ip_events: float = Field(
+        1000.0,
+        ge=0,
+        description="Socket events per second all sessions of one client IP may send; 0 = no limit.",
+    )
+    rate_limit_ip_event_burst: int = Field(
+        5000, gt=0, description="Socket events all sessions of one client IP may send in a burst."
+    )
+    rate_limit_ip_table_size: int = Field(
+        100_000,
+        gt=0,
+        description="Most client IPs whose rate limits are remembered (idle ones are forgotten).",
+    )
+    max_connections_per_user: int = Field(
+        100, ge=0, description="Live socket sessions one user may hold across the fleet; 0 = no limit."
+    )
     presence_ttl_seconds: float = Field(
         60.0, gt=0, description="A session not heard from for this long is gone."
     )

@@ -17,6 +17,7 @@ class ErrorCode(StrEnum):
     NOT_MEMBER = "not_member"
     CONFLICT = "conflict"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     USER_MISMATCH = "user_mismatch"
     SESSION_GONE = "session_gone"
     TIMEOUT = "timeout"
@@ -33,6 +34,7 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_MEMBER: 403,
     ErrorCode.CONFLICT: 409,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.TOO_MANY_CONNECTIONS: 429,
     ErrorCode.USER_MISMATCH: 403,
     ErrorCode.SESSION_GONE: 404,
     ErrorCode.TIMEOUT: 504,

@@ -19,6 +19,8 @@ from pydantic import (
     field_validator,
 )
 
+from chatwire.util import nested_deeper_than
+
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=64)]  # the width of every user id column
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
@@ -28,8 +30,20 @@ ReactionName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
+# Deepest nesting of lists/objects accepted in any payload: far above real chats and notes, far below what
+# the JSON encoders (orjson stops at 255) and Python's recursion limit can take.
+MAX_NESTING = 128
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", str_max_length=1_000_000)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _not_too_deep(cls, value: Any) -> Any:
+        if isinstance(value, dict | list) and nested_deeper_than(value, MAX_NESTING):
+            raise ValueError(f"nested more than {MAX_NESTING} levels deep")
+        return value
 
     @field_validator("*", mode="after")
     @classmethod

@@ -14,7 +14,10 @@ from pydantic import BaseModel, ValidationError
 
 from chatwire.db.models import User
 from chatwire.errors import ChatwireError, ErrorCode
+from chatwire.protocol import MAX_NESTING
 from chatwire.services.container import Services
+from chatwire.transport.limits import IpLimiter
+from chatwire.util import nested_deeper_than
 
 log = logging.getLogger("chatwire.socket")
 
@@ -50,6 +53,7 @@ class SessionState:
     bucket: TokenBucket
     user: User | None = None
     jti: str | None = None
+    ip: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -60,6 +64,14 @@ class Context:
         self.services = services
         self.settings = services.settings
         self.local: dict[str, SessionState] = {}
+        # Per client IP: connects (checked at connect) and events of all its sessions (checked per event).
+        table = self.settings.rate_limit_ip_table_size
+        self.ip_connects = IpLimiter(
+            self.settings.rate_limit_ip_connects, self.settings.rate_limit_ip_connect_burst, table
+        )
+        self.ip_events = IpLimiter(
+            self.settings.rate_limit_ip_events, self.settings.rate_limit_ip_event_burst, table
+        )
         # Extension points for other event families (collaboration, recovery): run after user-join, after a
         # disconnect and at connect, each guarded so one failing hook cannot break the others.
         # A join hook may return a dict: it is merged into the user-join ack.
@@ -111,8 +123,17 @@ def socket_handler(
             data = args[0] if args else None
             ctx.services.metrics.event_in(event)
             try:
-                if not ctx.state(sid).bucket.take():
+                st = ctx.state(sid)
+                if not st.bucket.take():
                     raise ChatwireError(ErrorCode.RATE_LIMITED, "too many events; slow down")
+                if not ctx.ip_events.take(st.ip):
+                    raise ChatwireError(
+                        ErrorCode.RATE_LIMITED, "too many events from this address; slow down"
+                    )
+                if nested_deeper_than(data, MAX_NESTING):
+                    raise ChatwireError(
+                        ErrorCode.INVALID_PAYLOAD, f"payload nested more than {MAX_NESTING} levels deep"
+                    )
                 if payload_size(data) > ctx.settings.max_payload_bytes:
                     raise ChatwireError(
                         ErrorCode.PAYLOAD_TOO_LARGE, f"payload over {ctx.settings.max_payload_bytes} bytes"

@@ -14,6 +14,7 @@ from chatwire.protocol import JoinChannels, JoinNote, Usage, UserJoin
 from chatwire.services.auth import Identity
 from chatwire.services.rooms import note_room, user_room
 from chatwire.transport.context import Context, socket_handler
+from chatwire.transport.limits import client_ip
 
 log = logging.getLogger("chatwire.socket")
 
@@ -23,6 +24,13 @@ async def authenticate_session(ctx: Context, sio: socketio.AsyncServer, sid: str
     st = ctx.state(sid)
     if st.user is not None and st.user.id != identity.user.id:
         raise ChatwireError(ErrorCode.USER_MISMATCH, "this session belongs to another user")
+    limit = ctx.settings.max_connections_per_user
+    if st.user is None and limit:
+        # Fleet-wide in Redis mode: the store lists the user's sessions on every process.
+        if len(await ctx.services.sessions.sids_of(identity.user.id)) >= limit:
+            raise ChatwireError(
+                ErrorCode.TOO_MANY_CONNECTIONS, f"this user already has {limit} live connections"
+            )
     st.user = identity.user
     st.jti = identity.jti
     user = identity.user
@@ -45,8 +53,15 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
-        ctx.state(sid)
-        remote = environ.get("REMOTE_ADDR") or (environ.get("asgi.scope", {}).get("client") or ["?"])[0]
+        ip = client_ip(environ)
+        remote = ip or "?"
+        if not ctx.ip_connects.take(ip):
+            services.metrics.refused()
+            log.info("connect refused", extra={"sid": sid, "remote": remote, "reason": "ip connect rate"})
+            raise socketio.exceptions.ConnectionRefusedError(
+                "too many connections from this address", {"code": ErrorCode.RATE_LIMITED.value}
+            )
+        ctx.state(sid).ip = ip
         transport = _transport_of(environ)
         if token is None:
             services.metrics.connected(transport)

@@ -6,6 +6,10 @@ else (long-polling sessions, binary attachments, emits with a callback) takes py
 
 from __future__ import annotations
 
+import base64
+import binascii
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
@@ -13,6 +17,60 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from chatwire.transport.fastpath import FastPath, broadcast
+
+log = logging.getLogger("chatwire.socket")
+
+# What a malformed Socket.IO packet raises while python-socketio decodes or dispatches it (orjson's
+# JSONDecodeError is a ValueError).
+MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)
+# Names python-socketio would dispatch to the lifecycle handlers if a client sent them as events.
+RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+
+
+def decodable(frame: str) -> bool:
+    """Whether python-engineio can decode a text websocket frame (it raises on the others: empty, a first
+    character that is not a digit, bad base64 after `b`) or handle (a packet type above 6)."""
+    if not frame:
+        return False
+    head = frame[0]
+    if head == "b":
+        try:
+            base64.b64decode(frame[1:])
+        except (binascii.Error, ValueError):
+            return False
+        return True
+    return "0" <= head <= "6"  # open, close, ping, pong, message, upgrade, noop
+
+
+class CheckedWebSocket:
+    """Wraps python-engineio's websocket: a frame it cannot decode ends the connection cleanly (as if the client
+    had closed it) instead of raising out of the ASGI app and leaving the session behind until its ping times
+    out."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ws, name)
+
+    async def wait(self) -> Any:
+        frame = await self._ws.wait()
+        if isinstance(frame, str) and not decodable(frame):
+            log.info("malformed Engine.IO packet; closing the connection", extra={"frame": frame[:64]})
+            return None
+        return frame
+
+
+def _checked(make_ws: Callable[..., Any]) -> Callable[..., Any]:
+    def make(handler: Callable[[Any], Awaitable[Any]], server: Any) -> Any:
+        async def guarded(ws: Any) -> Any:
+            return await handler(CheckedWebSocket(ws))
+
+        return make_ws(guarded, server)
+
+    return make
 
 
 class ChatwireServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -27,6 +85,42 @@ class ChatwireServer(socketio.AsyncServer):  # type: ignore[misc]
         high, items, size = fast_path_limits or (1 << 20, 1000, 8 << 20)
         self.fastpath = FastPath(self, high_water=high, max_backlog=items, max_backlog_bytes=size)
         self.fast_enabled = fast_path
+        # This server's Engine.IO websockets check each frame before python-engineio decodes it (a per-instance
+        # copy of the driver table: nothing global is patched).
+        drivers = dict(self.eio._async)
+        if drivers.get("websocket") is not None:
+            drivers["websocket"] = _checked(drivers["websocket"])
+            self.eio._async = drivers
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
+        """A client event named like a lifecycle event (`disconnect`, `connect`, ...) is refused: python-socketio
+        would otherwise run the server's own disconnect handler for a session that is still connected."""
+        name = data[0] if isinstance(data, list) and data else None
+        if isinstance(name, str) and name in RESERVED_EVENTS:
+            log.info("reserved event name refused", extra={"eio_sid": eio_sid, "event": name})
+            ns = namespace or "/"
+            sid = self.manager.sid_from_eio_sid(eio_sid, ns)
+            if id is not None and sid is not None and self.manager.is_connected(sid, ns):
+                error = {
+                    "error": {"code": "invalid_payload", "message": f"{name!r} is a reserved event name"}
+                }
+                await self._send_packet(
+                    eio_sid, self.packet_class(sio_packet.ACK, namespace=ns, id=id, data=[error])
+                )
+            return
+        await super()._handle_event(eio_sid, namespace, id, data)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        """A Socket.IO packet that does not decode (bad JSON, wrong shape, an attachment nobody announced) is
+        dropped with one log line; the connection stays open, as for any other refused input."""
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except MALFORMED as exc:
+            self._binary_packet.pop(eio_sid, None)
+            log.info(
+                "malformed Socket.IO packet dropped",
+                extra={"eio_sid": eio_sid, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"},
+            )
 
     async def _send_packet(self, eio_sid: str, pkt: sio_packet.Packet) -> None:
         if self.fast_enabled and self.fastpath.write_packet(eio_sid, pkt):
