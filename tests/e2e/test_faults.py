@@ -18,8 +18,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatwire.client import ChatwireClient, ChatwireHTTP
 from chatwire.services.models import demo_answer
+from tests.conftest import postgres_database
 from tests.pgproc import PostgresProcess
 from tests.process import serve_process
+from tests.procs import RedisProcess, ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -109,3 +111,72 @@ async def test_postgres_restart_mid_generation_persistence_catches_up(
         assert stored == (full, True)
         log = server.log()
     assert "message write failed; retrying" in log, "the outage should have been seen and logged"
+
+
+async def test_redis_restart_mid_generation_in_fleet(tmp_path: Path) -> None:
+    """Two processes share Redis; the generation runs on p1, the browser is on p0. Redis restarts mid-stream."""
+    redis = RedisProcess().start()
+    prompt = "write 2500 tokens about a restart"
+    full = "".join(demo_answer(prompt))
+    try:
+        async with postgres_database() as db_url:
+            env = {
+                "CHATWIRE_REDIS_URL": redis.url,
+                "CHATWIRE_REDIS_PREFIX": f"cwfault:{uuid.uuid4().hex[:8]}:",
+                "CHATWIRE_DATABASE_URL": db_url,
+                "CHATWIRE_JWT_SECRET": uuid.uuid4().hex,
+                "CHATWIRE_DEMO_TOKENS_PER_SECOND": "250",
+                "CHATWIRE_PRESENCE_TTL_SECONDS": "2",
+            }
+            servers = [ServerProcess(tmp_path / f"p{i}", env, name=f"p{i}") for i in range(2)]
+            try:
+                await servers[0].start()  # migrates the shared database
+                await servers[1].start()
+                # Quiet for longer than the listener's idle ping (5 s): the idle fleet must stay subscribed.
+                await asyncio.sleep(6)
+                for s in servers:
+                    assert "redis bus resubscribed" not in s.log(), "an idle process lost its subscription"
+                async with ChatwireHTTP(servers[1].url) as rest, servers[0].http() as probe:
+                    user = await rest.signup("Ada", "ada@example.com", "pw-secret-1")
+                    chat_id = (await rest.new_chat("restart"))["id"]
+                    async with ChatwireClient(servers[0].url, user["token"]) as client:
+                        chat = client.track(chat_id)
+                        reloads: list[int] = []
+                        client.on_event(lambda e: reloads.append(1) if e.type == "chat:reload" else None)
+
+                        def received() -> str:
+                            return str(chat.messages.get("a1", {}).get("content", ""))
+
+                        await rest.complete(
+                            "demo", [{"role": "user", "content": prompt}], chat_id=chat_id, message_id="a1"
+                        )
+                        await client.wait_for(lambda: len(received().split()) > 150, 30)
+                        assert not reloads, "an idle fleet lost its subscription"
+                        redis.shutdown()
+                        for _ in range(100):
+                            if await ready_status(probe) == 503:
+                                break
+                            await asyncio.sleep(0.1)
+                        assert await ready_status(probe) == 503
+                        redis.start_again()
+                        # After resubscription the session is told it may have missed events...
+                        await client.wait_for(lambda: bool(reloads), 30)
+                        at_reload = len(received())
+                        # ...and the stream keeps flowing to it until the end.
+                        message = await client.wait_done(chat_id, "a1", 60)
+                        assert len(message["content"]) > at_reload
+                        assert full.endswith(message["content"][at_reload:])
+                        # Reloading, as told, gives exactly what was emitted.
+                        stored = (await rest.get_chat(chat_id))["chat"]["history"]["messages"]["a1"]
+                        assert stored["content"] == full
+                        for _ in range(100):
+                            if await ready_status(probe) == 200:
+                                break
+                            await asyncio.sleep(0.1)
+                        assert await ready_status(probe) == 200
+                assert "bus gap: local user rooms told to reload" in servers[0].log()
+            finally:
+                for s in servers:
+                    s.stop()
+    finally:
+        redis.stop()
