@@ -180,3 +180,47 @@ async def test_redis_restart_mid_generation_in_fleet(tmp_path: Path) -> None:
                     s.stop()
     finally:
         redis.stop()
+
+
+async def test_postgres_down_at_shutdown_the_loss_is_logged_and_the_row_is_a_prefix(
+    tmp_path: Path, private_postgres: PostgresProcess
+) -> None:
+    """An outage that outlasts the process: what could not be written is reported, what is stored is a prefix."""
+    pg = private_postgres
+    env = {
+        "CHATWIRE_DATABASE_URL": pg.url,
+        "CHATWIRE_JWT_SECRET": uuid.uuid4().hex,
+        "CHATWIRE_DEMO_TOKENS_PER_SECOND": "400",
+        "CHATWIRE_PERSIST_FLUSH_INTERVAL": "0.05",
+    }
+    prompt = "write 1500 tokens about a long outage"
+    full = "".join(demo_answer(prompt))
+    server = ServerProcess(tmp_path / "srv", env)
+    await server.start()
+    try:
+        async with ChatwireHTTP(server.url) as rest:
+            user = await rest.signup("Ada", "ada@example.com", "pw-secret-1")
+            chat_id = (await rest.new_chat("long outage"))["id"]
+            async with ChatwireClient(server.url, user["token"], reconnection=False) as client:
+                client.track(chat_id)
+                await rest.complete(
+                    "demo", [{"role": "user", "content": prompt}], chat_id=chat_id, message_id="a1"
+                )
+                for _ in range(300):  # some of the answer is stored before the outage
+                    row = await stored_message(pg.url, "a1")
+                    if row is not None and row[0]:
+                        break
+                    await asyncio.sleep(0.02)
+                pg.stop()
+                message = await client.wait_done(chat_id, "a1", 60)
+                assert message["content"] == full  # the browser got everything
+        server.stop()  # SIGTERM while the database is still down
+    finally:
+        server.kill()
+    log = server.log_path.read_text(errors="replace")
+    assert "shutdown flush timed out" in log, log[-3000:]
+    await asyncio.to_thread(pg.start)
+    stored = await stored_message(pg.url, "a1")
+    assert stored is not None
+    content, done = stored
+    assert content and full.startswith(content) and len(content) < len(full) and not done
