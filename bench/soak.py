@@ -59,6 +59,9 @@ class SoakResult:
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
     rss_max_mb: float = 0.0
+    rss_samples_mb: list[tuple[int, float]] = field(
+        default_factory=list
+    )  # (seconds since start, MB), every 30 s
     server_cpu_seconds: float = 0.0
     mismatches: int = 0
     errors: int = 0
@@ -311,8 +314,15 @@ async def run_soak(
         sampler: asyncio.Task[None] | None = None
 
         async def sample() -> None:
+            started = time.monotonic()
+            last = -30.0
             while True:
-                res.rss_max_mb = max(res.rss_max_mb, rss_mb(server.pid))
+                now = rss_mb(server.pid)
+                res.rss_max_mb = max(res.rss_max_mb, now)
+                elapsed = time.monotonic() - started
+                if elapsed - last >= 30:
+                    res.rss_samples_mb.append((round(elapsed), round(now)))
+                    last = elapsed
                 await asyncio.sleep(2)
 
         while line := await node.stdout.readline():

@@ -30,8 +30,9 @@ const exponential = (meanSeconds) => -Math.log(1 - random()) * meanSeconds * 100
 
 const counts = { eventsReceived: 0, typing: 0, posts: 0, generations: 0, edits: 0, actionsFailed: 0 };
 const errors = [];
+const t0 = Date.now();
 const error = (tab, what) => {
-	if (errors.length < 200) errors.push({ tab: tab.index, what: String(what).slice(0, 300) });
+	if (errors.length < 200) errors.push({ tab: tab.index, at: Math.round((Date.now() - t0) / 1000), what: String(what).slice(0, 300) });
 	counts.errorsTotal = (counts.errorsTotal ?? 0) + 1;
 };
 
@@ -105,9 +106,12 @@ function makeTab(spec, index) {
 	});
 	tab.doc.on('update', (update, origin) => {
 		if (origin === 'server') return;
-		socket.emit('ydoc:document:update', { document_id: tab.documentId, update: Array.from(update) }, (ack) => {
-			if (ack && ack.error) error(tab, `ydoc update: ${JSON.stringify(ack.error)}`);
-		});
+		socket
+			.timeout(60000)
+			.emit('ydoc:document:update', { document_id: tab.documentId, update: Array.from(update) }, (err, ack) => {
+				if (err) error(tab, 'ydoc update: no ack in 60 s');
+				else if (ack && ack.error) error(tab, `ydoc update: ${JSON.stringify(ack.error)}`);
+			});
 	});
 	tab.ready = new Promise((resolve) => {
 		socket.on('connect_error', (err) => {
@@ -182,7 +186,7 @@ async function runTab(tab, until) {
 			await actions[kind](tab);
 		} catch (err) {
 			counts.actionsFailed += 1;
-			error(tab, `${kind}: ${err.message}`);
+			error(tab, `${kind}: ${err.message}${err.cause ? ` (${err.cause.code ?? err.cause.message})` : ''}`);
 		}
 	}
 }
@@ -239,7 +243,12 @@ await Promise.all(
 					noteStates[tab.noteId] = fresh.getArray('soak').toArray();
 					resolve();
 				};
-				tab.socket.emit('ydoc:document:state', { document_id: tab.documentId });
+				tab.socket
+					.timeout(30000)
+					.emit('ydoc:document:state', { document_id: tab.documentId }, (err, ack) => {
+						if (err) error(tab, 'ydoc:document:state: no ack in 30 s');
+						else if (ack && ack.error) error(tab, `ydoc:document:state: ${JSON.stringify(ack.error)}`);
+					});
 			})
 	)
 );
