@@ -345,7 +345,7 @@ async def run_soak(
         counts = result["counts"]
         res.events_received = counts["eventsReceived"]
         res.actions = {k: counts[k] for k in ("typing", "posts", "generations", "edits")}
-        res.errors = len(result["errors"]) + (clients - res.connected)
+        res.errors = counts.get("errorsTotal", 0) + (clients - res.connected)
         res.details.extend(f"client error: {e}" for e in result["errors"][:20])
         await _compare(server.url, setup, result, res)
     finally:

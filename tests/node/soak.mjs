@@ -221,7 +221,7 @@ const pendingGenerations = () =>
 			byUser[tab.user].some((peer) => peer.socket.connected && !peer.messages[`${g.chatId}/${g.messageId}`]?.done)
 		)
 	);
-if (!(await waitUntil(() => !pendingGenerations(), 120000))) errors.push({ what: 'generations not done in 120 s' });
+if (!(await waitUntil(() => !pendingGenerations(), 120000))) error({ index: -1 }, 'generations not done in 120 s');
 await sleep(2000); // let the last channel events and document updates arrive
 
 // The server's state of each note, as a joining client would get it.
