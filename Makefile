@@ -51,5 +51,9 @@ test: $(STAMP) $(NODE_STAMP) $(WEB_BUILD)
 bench: $(STAMP)
 	$(BIN)/python bench/persistence.py
 
+# The long soak (not part of `make test`, which runs a 1-minute, 300-client version): see README "Faults and soak".
+soak: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python bench/soak.py --clients 2000 --minutes 10
+
 clean:
 	rm -rf $(VENV) tests/node/node_modules web/node_modules web/dist

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 Handler = Callable[[str, bytes], Awaitable[None]]
+GapHandler = Callable[[], Awaitable[None]]
 
 
 class Bus(Protocol):
@@ -19,6 +20,10 @@ class Bus(Protocol):
         ...
 
     async def stop(self) -> None: ...
+
+    def on_gap(self, handler: GapHandler) -> None:
+        """Call `handler()` after the bus resubscribed following a lost subscription: messages may be missing."""
+        ...
 
     async def subscribe(self, *topics: str) -> None:
         """Receive these topics from now on; returns once the subscription is active."""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 
-from chatwire.backends.bus import Handler
+from chatwire.backends.bus import GapHandler, Handler
 
 
 class MemoryHub:
@@ -42,6 +42,9 @@ class MemoryBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    def on_gap(self, handler: GapHandler) -> None:
+        """An in-process bus never loses its subscription: there is no gap to report."""
 
     async def subscribe(self, *topics: str) -> None:
         for topic in topics:

@@ -1,7 +1,9 @@
 """Bus over Redis pub/sub: one channel per topic, one subscriber connection per process.
 
 The listener reconnects with capped exponential back-off and resubscribes every topic; `healthy` is False from the
-moment the connection fails until the subscription is back, so readiness checks can report a deaf process.
+moment the connection fails until the subscription is back, so readiness checks can report a deaf process. Pub/sub
+does not replay what was published while a subscriber was away, so after a resubscription the gap handler runs: the
+process tells its sessions that they may have missed events.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from chatwire.backends.bus import Handler
+from chatwire.backends.bus import GapHandler, Handler
 from chatwire.backends.redis_client import make_client
 
 log = logging.getLogger("chatwire.bus")
@@ -36,7 +38,11 @@ class RedisBus:
         self._connected = asyncio.Event()
         self._lock = asyncio.Lock()
         self._pending: dict[str, asyncio.Event] = {}
-        self.reconnects = 0  # times the subscription was lost and re-established
+        self._gap_handler: GapHandler | None = None
+        self.gaps = 0  # resubscriptions after a lost subscription (metrics, tests)
+
+    def on_gap(self, handler: GapHandler) -> None:
+        self._gap_handler = handler
 
     def _channel(self, topic: str) -> str:
         return self.prefix + topic
@@ -85,11 +91,14 @@ class RedisBus:
 
     async def _run(self) -> None:
         delay = BACKOFF_START
+        subscribed_before = False
         while True:
             try:
                 await self._connect()
-                if delay > BACKOFF_START:
+                if subscribed_before:
                     log.warning("redis bus resubscribed", extra={"topics": len(self._topics)})
+                    await self._gap()
+                subscribed_before = True
                 delay = BACKOFF_START
                 await self._listen()
             except asyncio.CancelledError:
@@ -100,10 +109,17 @@ class RedisBus:
                 )
             except Exception:
                 log.exception("redis bus listener failed; retrying", extra={"retry_in": delay})
-            self.reconnects += 1
             await self._close_sub()
             await asyncio.sleep(delay)
             delay = min(BACKOFF_MAX, delay * 2)
+
+    async def _gap(self) -> None:
+        self.gaps += 1
+        if self._gap_handler is not None:
+            try:
+                await self._gap_handler()
+            except Exception:
+                log.exception("bus gap handler failed")
 
     async def _listen(self) -> None:
         assert self._pubsub is not None and self._handler is not None

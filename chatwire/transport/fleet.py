@@ -31,6 +31,13 @@ log = logging.getLogger("chatwire.fleet")
 
 Locate = Callable[[str], Awaitable[str | None]]
 
+# What a session that may have missed events is told (as the fast path tells a slow reader): refetch your chats.
+RELOAD_EVENT: dict[str, Any] = {
+    "chat_id": None,
+    "message_id": None,
+    "data": {"type": "chat:reload", "data": {}},
+}
+
 
 def is_room_name(room: str) -> bool:
     return ":" in room
@@ -64,6 +71,7 @@ class FleetManager(RecoveringManager):
     # lifecycle
 
     async def start(self) -> None:
+        self.bus.on_gap(self._on_gap)
         await self.bus.start(self._on_message)
         await self.bus.subscribe(f"host:{self.host_id}", "all")
 
@@ -346,6 +354,14 @@ class FleetManager(RecoveringManager):
             pending = self._calls.pop(msg["id"], None)
             if pending is not None:
                 pending[0](*msg["d"])
+
+    async def _on_gap(self) -> None:
+        """The bus was away: events for local sessions may be lost. Tell each local user room to reload its chats
+        (the same `chat:reload` a slow reader gets), so a browser never shows a silently incomplete answer."""
+        rooms = [r for r in self.rooms.get("/", {}) if isinstance(r, str) and r.startswith("user:")]
+        log.warning("bus gap: local user rooms told to reload", extra={"rooms": len(rooms)})
+        for room in rooms:
+            await RecoveringManager.emit(self, "events", dict(RELOAD_EVENT), "/", room=room)
 
     async def _answer_call(self, msg: dict[str, Any]) -> None:
         """Run an event call for a session of this process and send the answer back to the asking process."""

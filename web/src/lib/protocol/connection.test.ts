@@ -55,6 +55,18 @@ describe('Connection', () => {
     expect(conn.state).toBe('offline');
   });
 
+  it('a chat:reload event asks for a resync instead of reaching the chat listeners', () => {
+    const { fake, conn } = setup();
+    const resyncs: number[] = [];
+    const chats: unknown[] = [];
+    conn.onResync(() => resyncs.push(1));
+    conn.onChat((e) => chats.push(e));
+    conn.connect();
+    fake.fire('events', { chat_id: null, message_id: null, data: { type: 'chat:reload', data: {} } });
+    expect(resyncs).toHaveLength(1);
+    expect(chats).toHaveLength(0);
+  });
+
   it('an unauthorized connect_error stops reconnecting', () => {
     const { fake, conn } = setup();
     const err = Object.assign(new Error('unauthorized'), { data: { code: 'unauthorized' } });

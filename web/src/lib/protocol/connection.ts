@@ -86,6 +86,11 @@ export class Connection {
         void this.answer(payload as EventCall, ack);
         return;
       }
+      // The server dropped events this tab missed (a slow reader's backlog, a fleet bus outage): reload over REST.
+      if ((payload as ChatEvent | null)?.data?.type === 'chat:reload') {
+        for (const l of this.resyncListeners) l();
+        return;
+      }
       for (const l of this.chatListeners) l(payload as ChatEvent, offset);
     });
     this.socket.on('events:channel', (...args: unknown[]) => {
@@ -144,7 +149,7 @@ export class Connection {
   onNote(l: Listener<Note>) {
     return this.add(this.noteListeners, l);
   }
-  /** After a reconnection that could not recover the missed events: reload state over REST. */
+  /** After a reconnection that could not recover the missed events, or `chat:reload`: reload state over REST. */
   onResync(l: () => void) {
     return this.add(this.resyncListeners, l);
   }

@@ -1,0 +1,386 @@
+"""Soak: many browser tabs with mixed traffic against one real chatwire process, then every byte checked.
+
+The orchestrator starts `chatwire serve`, creates users (several tabs each), group channels, one chat and one note
+per user, and runs tests/node/soak.mjs (official socket.io-client tabs: typing, channel posts over REST, demo
+generations streamed to user rooms, Yjs edits of the notes). It samples the server's RSS when every tab is
+connected and when the traffic is over, counts error lines in the server's log, and compares:
+- every generation: what the demo model emitted (deterministic for its prompt) == the stored message (done) ==
+  what each tab of its user rebuilt;
+- every channel: the posts the server acknowledged == the stored messages == what each member tab received;
+- every note: the inserts of its tabs == the server's document state == each tab's document.
+
+Usage: python bench/soak.py --clients 2000 --minutes 10 [--postgres]   (`make soak`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REPO, Proc, chatwire_argv, free_port, fresh_postgres
+from chatwire.services.models import demo_answer
+
+NODE_DIR = REPO / "tests" / "node"
+
+# Mean seconds between two actions of one tab: a person types now and then, posts every few minutes, asks the
+# model every few minutes and edits a shared note; with 5 tabs a user, a user asks about once every 36 s.
+DEFAULT_RATES = {"typing": 30.0, "post": 120.0, "generate": 180.0, "edit": 20.0}
+
+
+@dataclass
+class SoakResult:
+    """What a soak run measured; `mismatches` and `errors` must be 0."""
+
+    clients: int
+    users: int
+    channels: int
+    minutes: float
+    database: str
+    connected: int = 0
+    events_received: int = 0
+    actions: dict[str, int] = field(default_factory=dict)
+    generations_checked: int = 0
+    channel_messages_checked: int = 0
+    note_inserts_checked: int = 0
+    rss_start_mb: float = 0.0
+    rss_end_mb: float = 0.0
+    rss_max_mb: float = 0.0
+    rss_samples_mb: list[tuple[int, float]] = field(
+        default_factory=list
+    )  # (seconds since start, MB), every 30 s
+    server_cpu_seconds: float = 0.0
+    mismatches: int = 0
+    errors: int = 0
+    server_log_errors: int = 0
+    details: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"soak: clients={self.clients} (connected {self.connected}) users={self.users} "
+            f"channels={self.channels} minutes={self.minutes:g} db={self.database} "
+            f"events={self.events_received} actions={sum(self.actions.values())} "
+            f"(typing {self.actions.get('typing', 0)}, posts {self.actions.get('posts', 0)}, "
+            f"generations {self.actions.get('generations', 0)}, edits {self.actions.get('edits', 0)}) "
+            f"rss_start={self.rss_start_mb:.0f}MB rss_end={self.rss_end_mb:.0f}MB rss_max={self.rss_max_mb:.0f}MB "
+            f"server_cpu={self.server_cpu_seconds:.0f}s checked=(generations {self.generations_checked}, "
+            f"channel messages {self.channel_messages_checked}, note inserts {self.note_inserts_checked}) "
+            f"mismatches={self.mismatches} "
+            f"errors={self.errors} server_log_errors={self.server_log_errors}"
+        )
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _ok(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url}: {response.status_code} {response.text}"
+        )
+    return response.json()
+
+
+async def _setup(url: str, users: int, tabs_per_user: int, users_per_channel: int) -> dict[str, Any]:
+    """Users (signed up 4 at a time), one chat and one note each, group channels of `users_per_channel`."""
+    run = uuid.uuid4().hex[:6]
+    gate = asyncio.Semaphore(4)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+
+        async def user(i: int) -> dict[str, Any]:
+            async with gate:
+                u = await _ok(
+                    await http.post(
+                        "/api/v1/auths/signup",
+                        json={"name": f"U{i}", "email": f"u{i}-{run}@example.com", "password": "pw-soak-123"},
+                    )
+                )
+                auth = {"Authorization": f"Bearer {u['token']}"}
+                chat = await _ok(
+                    await http.post("/api/v1/chats/new", json={"chat": {"title": "soak"}}, headers=auth)
+                )
+                note = await _ok(
+                    await http.post("/api/v1/notes/create", json={"title": "soak"}, headers=auth)
+                )
+                return {"id": u["id"], "token": u["token"], "chat_id": chat["id"], "note_id": note["id"]}
+
+        people = await asyncio.gather(*(user(i) for i in range(users)))
+        channels: dict[str, list[int]] = {}
+        for start in range(0, users, users_per_channel):
+            group = list(range(start, min(users, start + users_per_channel)))
+            owner = people[group[0]]
+            channel = await _ok(
+                await http.post(
+                    "/api/v1/channels/create",
+                    json={
+                        "name": f"soak-{start}",
+                        "type": "group",
+                        "user_ids": [people[j]["id"] for j in group],
+                    },
+                    headers={"Authorization": f"Bearer {owner['token']}"},
+                )
+            )
+            channels[channel["id"]] = group
+    channels_of: dict[int, list[str]] = defaultdict(list)
+    for cid, group in channels.items():
+        for j in group:
+            channels_of[j].append(cid)
+    tabs = [
+        {
+            "user": people[i]["id"],
+            "token": people[i]["token"],
+            "chatId": people[i]["chat_id"],
+            "noteId": people[i]["note_id"],
+            "channelIds": channels_of[i],
+        }
+        for i in range(users)
+        for _ in range(tabs_per_user)
+    ]
+    return {"people": people, "channels": channels, "tabs": tabs}
+
+
+async def _channel_messages(http: httpx.AsyncClient, cid: str, token: str) -> list[str]:
+    contents: list[str] = []
+    skip = 0
+    while True:
+        page = await _ok(
+            await http.get(
+                f"/api/v1/channels/{cid}/messages",
+                params={"skip": skip, "limit": 1000},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        )
+        contents.extend(m["content"] for m in page)
+        if len(page) < 1000:
+            return contents
+        skip += len(page)
+
+
+async def _compare(url: str, setup: dict[str, Any], result: dict[str, Any], res: SoakResult) -> None:
+    def mismatch(what: str) -> None:
+        res.mismatches += 1
+        if len(res.details) < 30:
+            res.details.append(what)
+
+    tabs = result["tabs"]
+    by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for tab in tabs:
+        by_user[tab["user"]].append(tab)
+    people = {p["id"]: p for p in setup["people"]}
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        # Chats: emitted == stored == rebuilt by every tab of the user.
+        for uid, user_tabs in by_user.items():
+            generations = [g for tab in user_tabs for g in tab["generations"]]
+            if not generations:
+                continue
+            person = people[uid]
+            chat = await _ok(
+                await http.get(
+                    f"/api/v1/chats/{person['chat_id']}",
+                    headers={"Authorization": f"Bearer {person['token']}"},
+                )
+            )
+            stored = chat["chat"]["history"]["messages"]
+            for g in generations:
+                expected = "".join(demo_answer(g["prompt"]))
+                row = stored.get(g["messageId"])
+                res.generations_checked += 1
+                if row is None or row.get("content") != expected or not row.get("done"):
+                    mismatch(f"stored message {g['messageId']} differs from what was emitted")
+                key = f"{g['chatId']}/{g['messageId']}"
+                for tab in user_tabs:
+                    seen = tab["messages"].get(key)
+                    if tab["connected"] and (seen is None or seen["content"] != expected or not seen["done"]):
+                        mismatch(f"a tab of {uid} rebuilt {g['messageId']} differently")
+        # Channels: acknowledged posts == stored == received by every member tab.
+        posted: dict[str, list[str]] = defaultdict(list)
+        for tab in tabs:
+            for p in tab["posts"]:
+                posted[p["channelId"]].append(p["content"])
+        for cid, group in setup["channels"].items():
+            want = sorted(posted.get(cid, []))
+            token = setup["people"][group[0]]["token"]
+            stored_posts = sorted(await _channel_messages(http, cid, token))
+            res.channel_messages_checked += len(want)
+            if stored_posts != want:
+                diff = Counter(stored_posts) - Counter(want) + (Counter(want) - Counter(stored_posts))
+                for _ in range(max(1, sum(diff.values()))):
+                    mismatch(f"channel {cid}: stored messages differ from the posts")
+            members = {setup["people"][j]["id"] for j in group}
+            for tab in tabs:
+                if tab["user"] in members and tab["connected"]:
+                    if sorted(tab["channelMessages"].get(cid, [])) != want:
+                        mismatch(f"a tab of {tab['user']} missed messages of channel {cid}")
+    # Notes: every insert is in the server's document, and every tab holds the same document.
+    inserts: dict[str, list[str]] = defaultdict(list)
+    for tab in tabs:
+        inserts[tab["noteId"]].extend(tab["inserts"])
+    for note_id, tokens in inserts.items():
+        server_doc = result["noteStates"].get(note_id)
+        res.note_inserts_checked += len(tokens)
+        if server_doc is None or sorted(server_doc) != sorted(tokens):
+            mismatch(f"note {note_id}: server document differs from the inserts")
+        for tab in tabs:
+            if tab["noteId"] == note_id and tab["connected"] and tab["doc"] != server_doc:
+                mismatch(f"note {note_id}: a tab's document differs from the server's")
+
+
+async def run_soak(
+    clients: int,
+    minutes: float,
+    workdir: Path,
+    *,
+    database_url: str = "",
+    tabs_per_user: int = 5,
+    users_per_channel: int = 10,
+    rates: dict[str, float] | None = None,
+    progress: bool = False,
+) -> SoakResult:
+    """Run one soak against a fresh server process; returns what it measured (asserts nothing)."""
+    users = max(1, clients // tabs_per_user)
+    clients = users * tabs_per_user
+    os.makedirs(workdir, exist_ok=True)
+    port = free_port()
+    log_path = workdir / "server.log"
+    env = {
+        "CHATWIRE_PORT": str(port),
+        "CHATWIRE_DATA_DIR": str(workdir / "data"),
+        "CHATWIRE_JWT_SECRET": uuid.uuid4().hex,
+        "CHATWIRE_LOG_LEVEL": "WARNING",
+        "CHATWIRE_LOG_FORMAT": "json",
+        "CHATWIRE_DATABASE_URL": database_url,
+        # The soak's own traffic is far below these, but a burst of joins at connect time must never be refused.
+        "CHATWIRE_RATE_LIMIT_EVENTS": "200",
+        "CHATWIRE_RATE_LIMIT_BURST": "1000",
+    }
+    server = Proc(chatwire_argv(), env, port, log_path)
+    res = SoakResult(
+        clients=clients,
+        users=users,
+        channels=0,
+        minutes=minutes,
+        database="postgresql" if database_url.startswith("postgresql") else "sqlite",
+    )
+    try:
+        await server.ready("/health", timeout=60)
+        setup = await _setup(server.url, users, tabs_per_user, users_per_channel)
+        res.channels = len(setup["channels"])
+        config_path, result_path = workdir / "soak-config.json", workdir / "soak-result.json"
+        config_path.write_text(
+            json.dumps(
+                {
+                    "url": server.url,
+                    "seconds": minutes * 60,
+                    "seed": 7,
+                    "rates": rates or DEFAULT_RATES,
+                    "tabs": setup["tabs"],
+                }
+            )
+        )
+        node = await asyncio.create_subprocess_exec(
+            "node",
+            str(NODE_DIR / "soak.mjs"),
+            str(config_path),
+            str(result_path),
+            cwd=NODE_DIR,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=(workdir / "node.log").open("wb"),
+        )
+        assert node.stdout is not None
+        cpu_start = 0.0
+        sampler: asyncio.Task[None] | None = None
+
+        async def sample() -> None:
+            started = time.monotonic()
+            last = -30.0
+            while True:
+                now = rss_mb(server.pid)
+                res.rss_max_mb = max(res.rss_max_mb, now)
+                elapsed = time.monotonic() - started
+                if elapsed - last >= 30:
+                    res.rss_samples_mb.append((round(elapsed), round(now)))
+                    last = elapsed
+                await asyncio.sleep(2)
+
+        while line := await node.stdout.readline():
+            event = json.loads(line)
+            if progress:
+                print(f"[{time.strftime('%H:%M:%S')}] {json.dumps(event)[:300]}", flush=True)
+            if event["event"] == "connected":
+                res.connected = event["ok"]
+                res.rss_start_mb = rss_mb(server.pid)
+                cpu_start = cpu_seconds(server.pid)
+                sampler = asyncio.create_task(sample())
+            elif event["event"] == "finished":
+                res.rss_end_mb = rss_mb(server.pid)
+                res.server_cpu_seconds = cpu_seconds(server.pid) - cpu_start
+        if sampler is not None:
+            sampler.cancel()
+        if await node.wait() != 0 or not result_path.exists():
+            raise RuntimeError(f"soak.mjs failed: {(workdir / 'node.log').read_text()[-3000:]}")
+        result = json.loads(result_path.read_text())
+        counts = result["counts"]
+        res.events_received = counts["eventsReceived"]
+        res.actions = {k: counts[k] for k in ("typing", "posts", "generations", "edits")}
+        res.errors = counts.get("errorsTotal", 0) + (clients - res.connected)
+        res.details.extend(f"client error: {e}" for e in result["errors"][:20])
+        await _compare(server.url, setup, result, res)
+    finally:
+        server.stop()
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"level": "error"' in line or '"level": "critical"' in line or "Traceback" in line:
+            res.server_log_errors += 1
+            if len(res.details) < 40:
+                res.details.append(f"server log: {line[:300]}")
+    return res
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=2000)
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--postgres", action="store_true", help="a fresh database on the shared PostgreSQL")
+    parser.add_argument("--json", type=Path, help="also write the result as JSON here")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="chatwire-soak-"))
+    print(f"soak: {args.clients} clients for {args.minutes:g} min; logs in {workdir}", flush=True)
+    if args.postgres:
+        async with fresh_postgres() as url:
+            res = await run_soak(args.clients, args.minutes, workdir, database_url=url, progress=True)
+    else:
+        res = await run_soak(args.clients, args.minutes, workdir, progress=True)
+    for line in res.details:
+        print("  " + line)
+    print(res.summary(), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(asdict(res), indent=2))
+    sys.exit(0 if res.mismatches == 0 and res.errors == 0 and res.server_log_errors == 0 else 1)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
