@@ -109,6 +109,18 @@ def _redis_probe(url: str, metrics: Metrics) -> Any:
     return probe
 
 
+def _pipeline_probe(services: Services, metrics: Metrics) -> Any:
+    """A metrics probe that reads the persistence queue depth and the event log size at scrape time."""
+
+    async def probe() -> None:
+        metrics.set_persistence_queue_depth(services.writer.queued())
+        size = getattr(services.eventlog, "size", None)
+        if callable(size):
+            metrics.set_event_log_size(size())
+
+    return probe
+
+
 def create_app(settings: Settings | None = None) -> ASGIApp:
     """The whole server as one ASGI app: embedded (memory backends) or fleet member (Redis) by the settings."""
     settings = settings or Settings()
@@ -140,6 +152,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     )
     if settings.redis_url:
         metrics.add_probe(_redis_probe(settings.redis_url, metrics))
+    metrics.add_probe(_pipeline_probe(services, metrics))
+    services.writer.flush_observer = metrics.observe_persistence_flush
     realtime = Realtime(sio, services)
 
     @asynccontextmanager
