@@ -290,6 +290,30 @@ class FastPath:
         self._sinks[eio_sid] = sink
         return sink
 
+    def release_handshake(self, eio_sid: str) -> None:
+        """Free what only the handshake needed, once the session is connected: the request and response headers
+        that uvicorn, websockets and Engine.IO each keep a copy of for the connection's whole life (a few KiB per
+        idle connection). The objects stay; their header lists are emptied in place."""
+        environ = self.server.environ.get(eio_sid)
+        if environ is None or environ.get("asgi.scope", {}).get("type") != "websocket":
+            return
+        for key in [k for k in environ if k.startswith("HTTP_")]:
+            del environ[key]
+        # Engine.IO wraps the (empty) request body in an instance of a class it defines per request: ~2 KiB.
+        environ.pop("wsgi.input", None)
+        scope = environ.get("asgi.scope")
+        if isinstance(scope, dict) and isinstance(scope.get("headers"), list):
+            scope["headers"].clear()
+        sink = self.sink(eio_sid)
+        proto = sink.proto if sink is not None else None
+        if proto is None or not getattr(proto, "handshake_complete", False):
+            return
+        for name in ("request", "response"):
+            headers = getattr(getattr(proto, name, None), "headers", None)
+            clear = getattr(headers, "clear", None)
+            if callable(clear):
+                clear()
+
     def forget(self, eio_sid: str) -> None:
         sink = self._sinks.pop(eio_sid, None)
         if sink is not None and sink.drain_task is not None:

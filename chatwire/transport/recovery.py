@@ -278,7 +278,7 @@ class RecoveringManager(LocalManager):
         return entry.offset
 
 
-@dataclass
+@dataclass(slots=True)
 class Tracked:
     """A session that has a pid."""
 
