@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import engineio
@@ -23,9 +24,12 @@ class LeanQueue:
     the four deques and the Event an asyncio.Queue allocates up front: an idle connection's queue is ~100 bytes
     instead of ~2.5 KiB. Items wait in a deque that exists only while there are items."""
 
-    __slots__ = ("_getters", "_items", "_joined", "_unfinished")
+    __slots__ = ("_getters", "_items", "_joined", "_unfinished", "before_put")
 
     def __init__(self) -> None:
+        # Called before an item is queued: the fast path writes out what it gathered for this session, so that
+        # packets taking Engine.IO's own path (its pings, CLOSE) never overtake them on the wire.
+        self.before_put: Callable[[], None] | None = None
         self._items: deque[Any] | None = None
         self._getters: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
@@ -38,6 +42,8 @@ class LeanQueue:
         return not self._items
 
     def put_nowait(self, item: Any) -> None:
+        if self.before_put is not None:
+            self.before_put()
         if self._items is None:
             self._items = deque()
         self._items.append(item)

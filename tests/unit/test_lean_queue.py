@@ -54,3 +54,11 @@ async def test_join_waits_for_task_done() -> None:
     await asyncio.wait_for(joined, 1)
     with pytest.raises(ValueError):
         q.task_done()
+
+
+async def test_before_put_runs_before_the_item_is_queued() -> None:
+    q = LeanQueue()
+    seen: list[int] = []
+    q.before_put = lambda: seen.append(q.qsize())
+    q.put_nowait("close")
+    assert seen == [0] and q.get_nowait() == "close"
