@@ -50,7 +50,7 @@ test: $(STAMP) $(NODE_STAMP) $(WEB_BUILD)
 # Benchmarks print tables of ratios against a peer measured in the same run; `make bench` runs them all and
 # writes bench/RESULTS.md (see README).
 bench: $(STAMP)
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules web/node_modules web/dist

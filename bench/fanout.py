@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -47,7 +48,8 @@ async def loadgen(options: dict[str, Any]) -> dict[str, Any]:
     return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-async def chatwire_subject(workdir: Path) -> tuple[Proc, dict[str, Any]]:
+async def chatwire_subject(workdir: Path, src: Path | None = None) -> tuple[Proc, dict[str, Any]]:
+    """chatwire from this checkout, or from `src` (another version's source tree, for before/after runs)."""
     port = free_port()
     env = {
         "CHATWIRE_PORT": str(port),
@@ -56,7 +58,9 @@ async def chatwire_subject(workdir: Path) -> tuple[Proc, dict[str, Any]]:
         "CHATWIRE_RATE_LIMIT_EVENTS": "1000000",
         "CHATWIRE_RATE_LIMIT_BURST": "1000000",
     }
-    proc = await Proc(chatwire_argv(), env, port, workdir / "chatwire.log").ready()
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    proc = await Proc(chatwire_argv(), env, port, workdir / "chatwire.log", cwd=src or REPO).ready()
     async with httpx.AsyncClient(base_url=proc.url, timeout=30) as http:
 
         async def signup(name: str) -> dict[str, Any]:
@@ -109,7 +113,16 @@ def fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-SUBJECTS = {"chatwire": chatwire_subject, "python-socketio": stock_subject, "node": node_subject}
+SUBJECTS: dict[str, Any] = {
+    "chatwire": chatwire_subject,
+    "python-socketio": stock_subject,
+    "node": node_subject,
+}
+if os.environ.get("CHATWIRE_BENCH_BASELINE_SRC"):
+    # `git archive main | tar -x -C DIR`, then CHATWIRE_BENCH_BASELINE_SRC=DIR: subject "chatwire-baseline".
+    SUBJECTS["chatwire-baseline"] = functools.partial(
+        chatwire_subject, src=Path(os.environ["CHATWIRE_BENCH_BASELINE_SRC"])
+    )
 
 
 async def main() -> None:

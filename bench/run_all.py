@@ -46,8 +46,28 @@ TITLES = {
     "fleet": "4. Fleet: 3 processes sharing Redis",
     "persistence": "5. Persistence of one streamed answer",
     "collab": "6. Collaborative notes: ingest and cold join",
+    "baseline-fanout": "7. Before/after: fan-out at 100 members, this checkout vs the baseline source",
+    "baseline-connections": "8. Before/after: idle connections, this checkout vs the baseline source",
 }
-JSON_CAPABLE = {"fanout", "streaming", "connections"}
+BASELINE: dict[str, list[str]] = {
+    "baseline-fanout": [
+        "-m",
+        "bench.fanout",
+        "--sizes",
+        "100",
+        "--subjects",
+        "chatwire,chatwire-baseline,python-socketio,node",
+    ],
+    "baseline-connections": [
+        "-m",
+        "bench.connections",
+        "--n",
+        "2000",
+        "--subjects",
+        "chatwire,chatwire-baseline,python-socketio",
+    ],
+}
+JSON_CAPABLE = {"fanout", "streaming", "connections", "baseline-fanout", "baseline-connections"}
 
 
 def machine() -> list[str]:
@@ -109,6 +129,20 @@ def headline(data: dict[str, Any]) -> list[str]:
             f"- streaming: {s['cpu_us_per_token']:.0f} us server CPU per token, p99 token latency "
             f"{s['p99']:.0f} ms, {s['writes']:,.0f} database writes for {s['generated']:,} tokens"
         )
+    base = data.get("baseline-fanout")
+    if base and "chatwire-baseline" in base:
+        cw = base["chatwire"]["100"]["saturated"]["deliveriesPerSecond"]
+        old = base["chatwire-baseline"]["100"]["saturated"]["deliveriesPerSecond"]
+        lines.append(
+            f"- before/after, fan-out at 100: {old:,.0f} -> {cw:,.0f} deliveries/s ({cw / old:.2f}x)"
+        )
+    base = data.get("baseline-connections")
+    if base and "chatwire-baseline" in base:
+        cw, old = base["chatwire"], base["chatwire-baseline"]
+        lines.append(
+            f"- before/after, idle connection: {old['per_connection'] / 1024:.1f} -> "
+            f"{cw['per_connection'] / 1024:.1f} KiB; connects/s {old['perSecond']:,.0f} -> {cw['perSecond']:,.0f}"
+        )
     return lines
 
 
@@ -119,8 +153,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run, minutes)")
     parser.add_argument("--only", default="", help="comma separated subset of: " + ",".join(FULL))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="source tree of an earlier chatwire (git archive REV chatwire | tar -x -C DIR): adds before/after runs",
+    )
+    parser.add_argument("--baseline-label", default="", help="what the baseline is (e.g. main at a0d3988)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
+    if args.baseline:
+        plan = {**plan, **BASELINE}
+        os.environ["CHATWIRE_BENCH_BASELINE_SRC"] = str(args.baseline.resolve())
     names = [n for n in plan if not args.only or n in args.only.split(",")]
     started = datetime.datetime.now(datetime.UTC)
     sections: list[str] = []
@@ -147,14 +190,22 @@ def main() -> None:
             result = Path(tmp) / f"{name}.json"
             if result.exists():
                 data[name] = json.loads(result.read_text())
-    command = "make bench" if not args.quick else "python -m bench.run_all --quick"
-    if args.only:
-        command = f"python -m bench.run_all {'--quick ' if args.quick else ''}--only {args.only}"
+    extra = " ".join(sys.argv[1:])
+    command = f'make bench BENCH_ARGS="{extra}"' if extra else "make bench"
     doc = [
         "# chatwire benchmark results",
         "",
         f"Date: {started:%Y-%m-%d %H:%M} UTC. Command: `{command}` (from the repository root; every subject runs"
         " as a real process on this machine, driven by Node `socket.io-client` 4.8 processes).",
+        *(
+            [
+                "",
+                f"Baseline for the before/after sections: {args.baseline_label or args.baseline}, run from its own"
+                " source tree with the same virtualenv and the same load generator.",
+            ]
+            if args.baseline
+            else []
+        ),
         "",
         "## Machine",
         "",
