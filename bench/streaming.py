@@ -128,8 +128,18 @@ async def run_subject(
             if not line:
                 raise RuntimeError("tabs.mjs printed no result")
             result: dict[str, Any] = json.loads(line)
-            await asyncio.sleep(1.0)  # the last deltas are written within one flush interval
+            # Wait until the writer has stored everything (queue empty, no new write for a second).
             after_metrics = (await http.get("/metrics")).text
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                await asyncio.sleep(1.0)
+                now = (await http.get("/metrics")).text
+                settled = metric(now, "chatwire_persistence_queue_depth") == 0 and metric(
+                    now, "chatwire_persistence_flush_seconds_count"
+                ) == metric(after_metrics, "chatwire_persistence_flush_seconds_count")
+                after_metrics = now
+                if settled:
+                    break
     finally:
         proc.stop()
     generated = args.users * args.tokens
