@@ -47,9 +47,10 @@ test: $(STAMP) $(NODE_STAMP) $(WEB_BUILD)
 	cd web && npm run typecheck --silent && npx vitest run
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# Benchmarks print tables of ratios against a peer measured in the same run (see README).
+# Benchmarks print tables of ratios against a peer measured in the same run; `make bench` runs them all and
+# writes bench/RESULTS.md (see README).
 bench: $(STAMP)
-	$(BIN)/python bench/persistence.py
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 # The long soak (not part of `make test`, which runs a 1-minute, 300-client version): see README "Faults and soak".
 soak: $(STAMP) $(NODE_STAMP)

@@ -50,12 +50,12 @@ def median(values: Sequence[float]) -> float:
 class Proc:
     """A subject process on a free port, waited for until it answers HTTP."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path, cwd: Path = REPO) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         self.proc = subprocess.Popen(
-            argv, env={**os.environ, **env}, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT
+            argv, env={**os.environ, **env}, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT
         )
 
     @property

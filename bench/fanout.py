@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ import httpx
 from bench.common import REPO, Proc, chatwire_argv, free_port, table
 
 NODE_DIR = REPO / "bench" / "node"
-EVENTS = {10: 5000, 100: 1000, 1000: 200}
+EVENTS = {10: 10000, 100: 3000, 1000: 400}
 
 
 def ensure_node_modules() -> None:
@@ -47,7 +48,8 @@ async def loadgen(options: dict[str, Any]) -> dict[str, Any]:
     return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-async def chatwire_subject(workdir: Path) -> tuple[Proc, dict[str, Any]]:
+async def chatwire_subject(workdir: Path, src: Path | None = None) -> tuple[Proc, dict[str, Any]]:
+    """chatwire from this checkout, or from `src` (another version's source tree, for before/after runs)."""
     port = free_port()
     env = {
         "CHATWIRE_PORT": str(port),
@@ -60,7 +62,9 @@ async def chatwire_subject(workdir: Path) -> tuple[Proc, dict[str, Any]]:
         "CHATWIRE_RATE_LIMIT_IP_EVENTS": "0",
         "CHATWIRE_MAX_CONNECTIONS_PER_USER": "0",
     }
-    proc = await Proc(chatwire_argv(), env, port, workdir / "chatwire.log").ready()
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    proc = await Proc(chatwire_argv(), env, port, workdir / "chatwire.log", cwd=src or REPO).ready()
     async with httpx.AsyncClient(base_url=proc.url, timeout=30) as http:
 
         async def signup(name: str) -> dict[str, Any]:
@@ -113,7 +117,16 @@ def fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-SUBJECTS = {"chatwire": chatwire_subject, "python-socketio": stock_subject, "node": node_subject}
+SUBJECTS: dict[str, Any] = {
+    "chatwire": chatwire_subject,
+    "python-socketio": stock_subject,
+    "node": node_subject,
+}
+if os.environ.get("CHATWIRE_BENCH_BASELINE_SRC"):
+    # `git archive main | tar -x -C DIR`, then CHATWIRE_BENCH_BASELINE_SRC=DIR: subject "chatwire-baseline".
+    SUBJECTS["chatwire-baseline"] = functools.partial(
+        chatwire_subject, src=Path(os.environ["CHATWIRE_BENCH_BASELINE_SRC"])
+    )
 
 
 async def main() -> None:
@@ -129,30 +142,42 @@ async def main() -> None:
         help="deliveries/s while measuring latency (events/s = this / room size, at most 200)",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs per subject and size, in alternating order; median shown"
+    )
     args = parser.parse_args()
     ensure_node_modules()
     sizes = [int(s) for s in args.sizes.split(",")]
     subjects = args.subjects.split(",")
     results: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in subjects}
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {s: {size: [] for size in sizes} for s in subjects}
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
-            for name in subjects:
-                proc, options = await SUBJECTS[name](Path(tmp))
-                try:
-                    options.update(
-                        url=proc.url,
-                        receivers=size,
-                        events=EVENTS.get(size, 1000),
-                        rate=min(200.0, args.deliveries_rate / size),
+            for round_ in range(args.rounds):
+                order = subjects if round_ % 2 == 0 else subjects[::-1]
+                for name in order:
+                    proc, options = await SUBJECTS[name](Path(tmp))
+                    try:
+                        options.update(
+                            url=proc.url,
+                            receivers=size,
+                            events=EVENTS.get(size, 1000),
+                            rate=min(200.0, args.deliveries_rate / size),
+                        )
+                        run = await loadgen(options)
+                    finally:
+                        proc.stop()
+                    runs[name][size].append(run)
+                    print(
+                        f"  {name:16} room {size:5}: {run['saturated']['deliveriesPerSecond']:,.0f} deliveries/s",
+                        file=sys.stderr,
                     )
-                    results[name][size] = await loadgen(options)
-                finally:
-                    proc.stop()
-                sat = results[name][size]["saturated"]
-                print(
-                    f"  {name:16} room {size:5}: {sat['deliveriesPerSecond']:,.0f} deliveries/s",
-                    file=sys.stderr,
-                )
+            for name in subjects:
+                ordered = sorted(runs[name][size], key=lambda r: r["saturated"]["deliveriesPerSecond"])
+                results[name][size] = {
+                    **ordered[len(ordered) // 2],
+                    "rounds": [r["saturated"]["deliveriesPerSecond"] for r in runs[name][size]],
+                }
     rows = []
     for size in sizes:
         base = (
@@ -167,6 +192,7 @@ async def main() -> None:
                     str(size),
                     name,
                     f"{dps:,.0f}",
+                    " / ".join(f"{x / 1000:.0f}k" for x in r["rounds"]),
                     f"{dps / base:.2f}x" if base else "-",
                     f"{dps / node:.2f}x" if node else "-",
                     fmt_ms(r["paced"]["p50"]),
@@ -174,13 +200,18 @@ async def main() -> None:
                     str(r["saturated"]["missing"] + r["paced"]["missing"]),
                 ]
             )
-    print(f"\nFan-out (cores: {os.cpu_count()}); latency paced at {args.deliveries_rate:,.0f} deliveries/s\n")
+    print(
+        f"\nFan-out (cores: {os.cpu_count()}): deliveries/s with at most 200 unacknowledged sends, median of "
+        f"{args.rounds} rounds (subjects alternate; the ratios use the medians); latency paced at "
+        f"{args.deliveries_rate:,.0f} deliveries/s (from the median run)\n"
+    )
     print(
         table(
             [
                 "room",
                 "subject",
-                "deliveries/s",
+                "deliveries/s (median)",
+                "each round",
                 "vs python-socketio",
                 "vs node",
                 "p50 ms",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -123,6 +124,27 @@ def _redis_probe(url: str, metrics: Metrics) -> Any:
     return probe
 
 
+def _tune_gc() -> None:
+    """Collect less often and never scan what start-up built (modules, the app): the collector's full passes
+    otherwise walk every object of every connection, again and again, under a stream of short-lived events."""
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, 50_000), max(gen1, 20), max(gen2, 100))
+
+
+def _pipeline_probe(services: Services, metrics: Metrics) -> Any:
+    """A metrics probe that reads the persistence queue depth and the event log size at scrape time."""
+
+    async def probe() -> None:
+        metrics.set_persistence_queue_depth(services.writer.queued())
+        size = getattr(services.eventlog, "size", None)
+        if callable(size):
+            metrics.set_event_log_size(size())
+
+    return probe
+
+
 def create_app(settings: Settings | None = None) -> ASGIApp:
     """The whole server as one ASGI app: embedded (memory backends) or fleet member (Redis) by the settings."""
     settings = settings or Settings()
@@ -158,6 +180,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         metrics.add_probe(_redis_probe(settings.redis_url, metrics))
     if fleet is not None:
         fleet.wire_tasks(services.tasks)
+    metrics.add_probe(_pipeline_probe(services, metrics))
+    services.writer.flush_observer = metrics.observe_persistence_flush
     realtime = Realtime(sio, services)
 
     @asynccontextmanager
@@ -166,6 +190,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         if fleet is not None:
             await fleet.start()
         await realtime.start()
+        _tune_gc()
         mode = "fleet" if fleet else "embedded"
         log.info(
             "chatwire ready",

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -122,6 +123,9 @@ class Metrics:
         )
         self.redis_up: Gauge | None = None  # registered on the first probe: absent without Redis
         self._event_names: set[str] = set()
+        # Labelled children by event name: `labels()` costs more than the increment itself on the hot path.
+        self._in_children: dict[str, Any] = {}
+        self._out_children: dict[str, Any] = {}
         self._sessions_provider: SessionsProvider = dict
         self._rooms_provider: RoomsProvider = dict
         self._probes: list[Probe] = []
@@ -140,13 +144,23 @@ class Metrics:
     # hot-path hooks
 
     def event_in(self, event: str) -> None:
-        self.events_in.labels(self._event(event)).inc()
+        child = self._in_children.get(event)
+        if child is None:
+            child = self.events_in.labels(self._event(event))
+            if len(self._in_children) < MAX_EVENT_NAMES * 2:
+                self._in_children[event] = child
+        child.inc()
 
     def event_rejected(self, event: str, code: str) -> None:
         self.events_rejected.labels(self._event(event), code).inc()
 
     def event_out(self, event: str, seconds: float) -> None:
-        self.events_out.labels(self._event(event)).inc()
+        child = self._out_children.get(event)
+        if child is None:
+            child = self.events_out.labels(self._event(event))
+            if len(self._out_children) < MAX_EVENT_NAMES * 2:
+                self._out_children[event] = child
+        child.inc()
         self.emit_seconds.observe(seconds)
 
     def connected(self, transport: str) -> None:

@@ -50,6 +50,10 @@ class MemoryEventLog:
     async def head(self) -> str:
         return format_offset(self._epoch, self._seq)
 
+    def size(self) -> int:
+        """Entries held (metrics: chatwire_event_log_entries)."""
+        return sum(len(ring) for ring in self._rooms.values())
+
     async def read(self, after: str, rooms: Collection[str]) -> list[LogEntry] | None:
         parsed = parse_offset(after)
         if parsed is None or parsed[0] != self._epoch or parsed[1] > self._seq:

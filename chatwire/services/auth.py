@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,10 @@ class AuthService:
         self.token_ttl = token_ttl
         self.default_role = default_role
         self._hasher = PasswordHasher()
+        # user id -> (loaded at, row): connects reuse a row read moments ago (a burst of tabs, a reconnect storm)
+        # and the sessions of one user share one object. Revocation is still checked on every call.
+        self._recent: dict[str, tuple[float, User]] = {}
+        self.recent_user_seconds = 2.0
 
     # tokens
 
@@ -91,8 +96,11 @@ class AuthService:
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "invalid token")
         return claims
 
-    async def authenticate(self, token: Any) -> Identity:
-        """The identity a token proves; raises `unauthorized` for a bad, expired, revoked or orphan token."""
+    async def authenticate(self, token: Any, *, recent_user: bool = False) -> Identity:
+        """The identity a token proves; raises `unauthorized` for a bad, expired, revoked or orphan token.
+
+        `recent_user`: the user row may come from a read of the last `recent_user_seconds` (socket connects);
+        the revocation check always reads the database."""
         if not isinstance(token, str) or not token:
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "missing token")
         if self.external is not None and not self._is_own(token, self.external):
@@ -101,10 +109,29 @@ class AuthService:
         jti = claims.get("jti") if isinstance(claims.get("jti"), str) else None
         if jti is not None and await self.users.is_revoked(jti):
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "token revoked")
-        user = await self.users.get(claims["id"])
+        user = await self._user(claims["id"], recent_user)
         if user is None:
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "unknown user")
         return Identity(user=user, jti=jti, expires_at=claims.get("exp"))
+
+    async def _user(self, user_id: str, recent: bool) -> User | None:
+        now = time.monotonic()
+        if recent:
+            hit = self._recent.get(user_id)
+            if hit is not None and now - hit[0] < self.recent_user_seconds:
+                return hit[1]
+        user = await self.users.get(user_id)
+        if user is not None:
+            if len(self._recent) > 10_000:
+                self._recent = {
+                    k: v for k, v in self._recent.items() if now - v[0] < self.recent_user_seconds
+                }
+            self._recent[user_id] = (now, user)
+        return user
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop a cached row after a change to the user (rename, role)."""
+        self._recent.pop(user_id, None)
 
     def _is_own(self, token: str, external: ExternalVerifier) -> bool:
         """Whether a token is chatwire's own: HS256, no issuer (or not the external one), our signature,
@@ -141,6 +168,7 @@ class AuthService:
             if claims.role is not None and claims.role != user.role:
                 changes["role"] = claims.role
             if changes:
+                self.forget_user(user.id)
                 user = await self.users.update_profile(user.id, **changes) or user
         return Identity(user=user, jti=claims.jti, expires_at=claims.expires_at)
 
@@ -171,6 +199,7 @@ class AuthService:
         if user is None:
             return await self._provision(claims)
         if name is not None and name != user.name:
+            self.forget_user(user_id)
             user = await self.users.update_profile(user_id, name=name) or user
         return user
 

@@ -327,6 +327,11 @@ class ChannelService:
         await self.require_member(channel_id, user)
         await self._emit(channel_id, message_id, "typing", {"typing": typing}, user)
 
+    async def relay_typing(self, channel_id: str, message_id: str | None, user: User, typing: bool) -> None:
+        """Typing from a session that is in the channel's room, which proves membership (the room follows every
+        membership change on every process), so no database read is needed on this hot path."""
+        await self._emit(channel_id, message_id, "typing", {"typing": typing}, user)
+
     async def mark_read(self, channel_id: str, user: User) -> int:
         await self.require_member(channel_id, user)
         at = now_ns()

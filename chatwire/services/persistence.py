@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +118,8 @@ class MessageWriter:
         self.retry_max_delay = retry_max_delay
         self.idle_seconds = idle_seconds
         self.stats = WriterStats()
+        # Called with the duration of each database write (metrics: chatwire_persistence_flush_seconds).
+        self.flush_observer: Callable[[float], None] | None = None
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._closing = False
         self._stopped = False
@@ -182,6 +186,14 @@ class MessageWriter:
     def active(self) -> int:
         """Messages with a drain task."""
         return len(self._slots)
+
+    def queued(self) -> int:
+        """Events waiting to be applied and written (metrics: chatwire_persistence_queue_depth)."""
+        return sum(len(slot.pending) for slot in self._slots.values())
+
+    def _observe(self, started: float) -> None:
+        if self.flush_observer is not None:
+            self.flush_observer(time.perf_counter() - started)
 
     async def _run(self, slot: _Slot) -> None:
         key = (slot.chat_id, slot.message_id)
@@ -277,12 +289,14 @@ class MessageWriter:
             slot.chat_dirty.update(apply_event({}, slot.pending.popleft()).chat)
         if not slot.chat_dirty:
             return
+        started = time.perf_counter()
         if not await self.store.update_chat(slot.chat_id, slot.chat_dirty):
             self.stats.dropped += 1
             log.warning("chat fields for an unknown chat not persisted", extra={"chat_id": slot.chat_id})
         else:
             self.stats.writes += 1
             self.stats.bytes_written += len(orjson.dumps(slot.chat_dirty, default=str))
+            self._observe(started)
         slot.chat_dirty.clear()
 
     async def _store(self, slot: _Slot, state: dict[str, Any]) -> None:
@@ -295,6 +309,7 @@ class MessageWriter:
                 suffix = content[len(slot.stored_content) :]
             else:
                 full = content
+        started = time.perf_counter()
         written = await self.store.write_patch(
             slot.chat_id,
             slot.message_id,
@@ -326,6 +341,7 @@ class MessageWriter:
                 )
                 return
         self.stats.writes += 1
+        self._observe(started)
         self.stats.bytes_written += len((suffix or full or "").encode()) + (
             len(orjson.dumps(values, default=str)) if values else 0
         )

@@ -8,6 +8,7 @@ import socketio
 
 from chatwire.errors import invalid
 from chatwire.protocol import ChannelEvent, TypingData
+from chatwire.services.rooms import channel_room
 from chatwire.transport.context import Context, socket_handler
 
 
@@ -23,7 +24,12 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
             if payload.data.data is None:
                 raise invalid("data.data: typing events carry {typing: bool}")
             typing = TypingData.model_validate(payload.data.data).typing
-            await channels.typing(payload.channel_id, payload.message_id, user, typing)
+            room = sio.manager.rooms.get("/", {}).get(channel_room(payload.channel_id))
+            if room is not None and sid in room:
+                # Sessions enter and leave a channel's room with membership: being in it is proof enough.
+                await channels.relay_typing(payload.channel_id, payload.message_id, user, typing)
+            else:
+                await channels.typing(payload.channel_id, payload.message_id, user, typing)
             return {"ok": True}
         at = await channels.mark_read(payload.channel_id, user)
         return {"ok": True, "last_read_at": at}

@@ -45,7 +45,7 @@ class TokenBucket:
         return False
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionState:
     """What this process knows about one of its sessions."""
 

@@ -7,6 +7,9 @@ websocket served by uvicorn's sans-I/O websocket protocol, a broadcast is one JS
 replies) takes this path, so their order on the wire is the order in which they were sent. Sessions on other
 transports (long-polling, other servers) fall back to the stock path.
 
+Frames written in one turn of the event loop are gathered per session and written with one `transport.write`
+at the end of that turn (one system call per socket however many events a turn broadcast), in the order written.
+
 A session whose socket stops draining (its kernel buffer is full, the transport's buffer passes the high-water
 mark) is not written to directly; its packets wait in a bounded backlog where consecutive chat deltas of the same
 message merge into one; when the backlog overflows it is dropped and the session is told to reload
@@ -94,10 +97,28 @@ def delta_of(event: str, args: list[Any], namespace: str) -> Delta | None:
 class Sink:
     """Direct writer to one session's websocket, with a bounded, coalescing backlog for slow readers."""
 
-    __slots__ = ("backlog", "backlog_bytes", "drain_task", "limits", "on_overflow", "proto", "transport")
+    __slots__ = (
+        "backlog",
+        "backlog_bytes",
+        "batcher",
+        "drain_task",
+        "limits",
+        "on_overflow",
+        "pending",
+        "proto",
+        "transport",
+    )
 
-    def __init__(self, proto: Any, limits: tuple[int, int, int], on_overflow: Callable[[Sink], None]) -> None:
+    def __init__(
+        self,
+        proto: Any,
+        limits: tuple[int, int, int],
+        on_overflow: Callable[[Sink], None],
+        batcher: Batcher | None = None,
+    ) -> None:
         self.proto = proto
+        self.batcher = batcher  # None: every frame is written at once
+        self.pending: list[bytes] | None = None  # frames of this loop turn, written together by the batcher
         self.transport = proto.transport
         self.limits = limits  # (transport high-water bytes, max backlog items, max backlog bytes)
         self.backlog: list[tuple[bytes, Delta | None]] = []
@@ -114,14 +135,33 @@ class Sink:
         self, frame: bytes, event: str | None = None, args: list[Any] | None = None, ns: str = "/"
     ) -> bool:
         """Put `frame` on the wire, or in the backlog while the socket is not draining; False when closed."""
-        if not self.open:
+        p = self.proto
+        transport = self.transport
+        if p.disconnected or p.close_sent or transport.is_closing():
             return False
-        if not self.backlog and self.transport.get_write_buffer_size() < self.limits[0]:
-            self.transport.write(frame)
+        if not self.backlog and transport.get_write_buffer_size() < self.limits[0]:
+            if self.batcher is None:
+                self.transport.write(frame)
+            elif self.pending is None:
+                self.pending = [frame]
+                self.batcher.frames += 1
+                self.batcher.mark(self)
+            else:
+                self.pending.append(frame)
+                self.batcher.frames += 1
             return True
         delta = delta_of(event, args, ns) if event is not None and args is not None else None
         self._defer(frame, delta)
         return True
+
+    def flush(self) -> None:
+        """Write the frames gathered in this loop turn (one system call)."""
+        pending = self.pending
+        if pending is None:
+            return
+        self.pending = None
+        if self.open:
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _defer(self, frame: bytes, delta: Delta | None) -> None:
         if delta is not None and self.backlog:
@@ -158,6 +198,62 @@ class Sink:
             self.drain_task = None
 
 
+class Batcher:
+    """Writes the frames sinks gathered, a few loop turns later, one `transport.write` per socket.
+
+    An event reaches its handler a few loop turns after the previous one (python-socketio runs each in a task of
+    its own), so waiting only for the end of the current turn would gather one event per socket. The batcher waits
+    while events keep coming, for at most `max_hold` seconds and at most `idle_turns` turns without a new frame:
+    under load many events share each system call; a lone event leaves after a few empty turns (microseconds).
+    """
+
+    __slots__ = ("dirty", "frames", "idle", "idle_turns", "loop", "max_hold", "scheduled", "seen", "since")
+
+    def __init__(self, max_hold: float = 0.001, idle_turns: int = 2) -> None:
+        self.dirty: list[Sink] = []
+        self.scheduled = False
+        self.max_hold = max_hold
+        self.idle_turns = idle_turns
+        self.frames = 0  # frames gathered since the last write-out
+        self.seen = 0  # `frames` at the previous turn
+        self.idle = 0
+        self.since = 0.0
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def mark(self, sink: Sink) -> None:
+        self.dirty.append(sink)
+        if not self.scheduled:
+            self.scheduled = True
+            loop = self.loop = asyncio.get_running_loop()
+            self.since = loop.time()
+            self.seen = self.frames
+            self.idle = 0
+            loop.call_soon(self._turn)
+
+    def _turn(self) -> None:
+        loop = self.loop
+        assert loop is not None
+        if loop.time() - self.since < self.max_hold:
+            if self.frames != self.seen:
+                self.seen = self.frames
+                self.idle = 0
+                loop.call_soon(self._turn)
+                return
+            if self.idle < self.idle_turns:
+                self.idle += 1
+                loop.call_soon(self._turn)
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        """Write out everything gathered (also called before anything that must follow it on the wire)."""
+        self.scheduled = False
+        self.frames = 0
+        dirty, self.dirty = self.dirty, []
+        for sink in dirty:
+            sink.flush()
+
+
 class FastPath:
     """Finds the direct sink of a session and writes packets to it; stays out of the way for other transports."""
 
@@ -171,6 +267,7 @@ class FastPath:
         self.server = server
         self.limits = (high_water, max_backlog, max_backlog_bytes)
         self._sinks: dict[str, Sink | None] = {}
+        self.batcher = Batcher()
         self.overflows = 0
 
     def sink(self, eio_sid: str) -> Sink | None:
@@ -189,9 +286,37 @@ class FastPath:
                 and hasattr(proto, "conn")
                 and not getattr(proto.conn, "extensions", None)
             ):
-                sink = Sink(proto, self.limits, self._overflow)
+                sink = Sink(proto, self.limits, self._overflow, self.batcher)
+                eio_socket = getattr(self.server.eio, "sockets", {}).get(eio_sid)
+                queue = getattr(eio_socket, "queue", None)
+                if hasattr(queue, "before_put"):
+                    queue.before_put = sink.flush
         self._sinks[eio_sid] = sink
         return sink
+
+    def release_handshake(self, eio_sid: str) -> None:
+        """Free what only the handshake needed, once the session is connected: the request and response headers
+        that uvicorn, websockets and Engine.IO each keep a copy of for the connection's whole life (a few KiB per
+        idle connection). The objects stay; their header lists are emptied in place."""
+        environ = self.server.environ.get(eio_sid)
+        if environ is None or environ.get("asgi.scope", {}).get("type") != "websocket":
+            return
+        for key in [k for k in environ if k.startswith("HTTP_")]:
+            del environ[key]
+        # Engine.IO wraps the (empty) request body in an instance of a class it defines per request: ~2 KiB.
+        environ.pop("wsgi.input", None)
+        scope = environ.get("asgi.scope")
+        if isinstance(scope, dict) and isinstance(scope.get("headers"), list):
+            scope["headers"].clear()
+        sink = self.sink(eio_sid)
+        proto = sink.proto if sink is not None else None
+        if proto is None or not getattr(proto, "handshake_complete", False):
+            return
+        for name in ("request", "response"):
+            headers = getattr(getattr(proto, name, None), "headers", None)
+            clear = getattr(headers, "clear", None)
+            if callable(clear):
+                clear()
 
     def forget(self, eio_sid: str) -> None:
         sink = self._sinks.pop(eio_sid, None)
@@ -212,18 +337,28 @@ class FastPath:
     def write_packet(self, eio_sid: str, pkt: sio_packet.Packet) -> bool:
         """Write one Socket.IO packet directly; False when this session has no direct sink (use the stock path)."""
         sink = self.sink(eio_sid)
-        if sink is None or pkt.packet_type in (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK):
+        if sink is None:
+            return False
+        if pkt.packet_type in (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK):
+            sink.flush()  # the stock path writes after what this session already has in the pipe
             return False
         encoded = pkt.encode()
         if isinstance(encoded, list):
+            sink.flush()
             return False
         return sink.write(text_frame(b"4" + encoded.encode()))
 
     def write_eio(self, eio_sid: str, eio_pkt: eio_packet.Packet) -> bool:
         sink = self.sink(eio_sid)
-        if sink is None or eio_pkt.binary:
+        if sink is None:
             return False
-        return sink.write(text_frame(eio_pkt.encode().encode()))
+        if eio_pkt.binary:
+            sink.flush()
+            return False
+        written = sink.write(text_frame(eio_pkt.encode().encode()))
+        if eio_pkt.packet_type == eio_packet.CLOSE:
+            sink.flush()  # the websocket closes right after: nothing may stay behind
+        return written
 
 
 def broadcast(manager: Any, event: str, data: Any, namespace: str, room: Any, skip_sid: Any) -> list[str]:

@@ -43,7 +43,7 @@ from chatwire.db.models import User
 from chatwire.errors import ChatwireError
 from chatwire.services.rooms import user_room
 from chatwire.transport.context import Context, SessionState
-from chatwire.transport.fastpath import text_frame
+from chatwire.transport.fastpath import encode_event, text_frame
 from chatwire.transport.sio_server import ChatwireServer, LocalManager
 
 log = logging.getLogger("chatwire.recovery")
@@ -173,35 +173,38 @@ class RecoveringManager(LocalManager):
         self.delivered_seq = max(self.delivered_seq, entry.seq)
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid or entry.skip_sid}
         data_args = _args(entry.data)
-        variants: dict[bool, tuple[Packets, bytes | None, list[Any]]] = {}
+        # per variant (with / without the offset): [event args, frame or None, Engine.IO packets or None]
+        variants: dict[bool, list[Any]] = {}
         fast = self.server.fastpath if getattr(self.server, "fast_enabled", False) else None
         tasks: list[asyncio.Task[Any]] = []
+        held_map, offset_sids, last_offset = self.held, self.offset_sids, self.last_offset
         for sid, eio_sid in self.get_participants(NAMESPACE, entry.room):
             if sid in skip:
                 continue
-            with_offset = sid in self.offset_sids
+            with_offset = sid in offset_sids
             variant = variants.get(with_offset)
             if variant is None:
                 event_args = [*data_args, entry.offset] if with_offset else data_args
-                pkts = self.encode([entry.event, *event_args])
-                frame = (
-                    text_frame(pkts[0].encode().encode()) if len(pkts) == 1 and not pkts[0].binary else None
-                )
-                variant = variants[with_offset] = (pkts, frame, event_args)
-            pkts, frame, event_args = variant
-            held = self.held.get(sid)
+                try:  # one orjson encoding, no packet object (binary data: the stock encoder below)
+                    frame: bytes | None = text_frame(encode_event(entry.event, event_args))
+                except TypeError:
+                    frame = None
+                variant = variants[with_offset] = [event_args, frame, None]
+            event_args, frame, pkts = variant
+            held = held_map.get(sid) if held_map else None
             if held is not None:
+                if pkts is None:
+                    pkts = variant[2] = self.encode([entry.event, *event_args])
                 held.append((entry.seq, entry.offset, pkts))
                 continue
             if with_offset:
-                self.last_offset[sid] = entry.offset
-            sink = fast.sink(eio_sid) if fast is not None and frame is not None else None
-            if (
-                sink is not None
-                and frame is not None
-                and sink.write(frame, entry.event, event_args, NAMESPACE)
-            ):
-                continue
+                last_offset[sid] = entry.offset
+            if frame is not None and fast is not None:
+                sink = fast.sink(eio_sid)
+                if sink is not None and sink.write(frame, entry.event, event_args, NAMESPACE):
+                    continue
+            if pkts is None:
+                pkts = variant[2] = self.encode([entry.event, *event_args])
             tasks.extend(asyncio.create_task(self.server._send_eio_packet(eio_sid, p)) for p in pkts)
         return tasks
 
@@ -277,7 +280,7 @@ class RecoveringManager(LocalManager):
         return entry.offset
 
 
-@dataclass
+@dataclass(slots=True)
 class Tracked:
     """A session that has a pid."""
 

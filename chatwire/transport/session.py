@@ -69,7 +69,7 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
             await _run_connect_hooks(ctx, sid, environ, auth)
             return
         try:
-            identity = await services.auth.authenticate(token)
+            identity = await services.auth.authenticate(token, recent_user=True)
             await authenticate_session(ctx, sio, sid, identity)
         except ChatwireError as exc:
             ctx.local.pop(sid, None)

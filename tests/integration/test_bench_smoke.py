@@ -26,3 +26,37 @@ async def test_persistence_bench_runs() -> None:
     assert lines[0].startswith("One answer of 60 tokens")
     naive = next(line for line in lines if line.startswith("| naive"))
     assert naive.split("|")[2].strip() == "61"  # one write per event: 60 deltas and done
+
+
+async def test_streaming_bench_counts_every_token_and_the_writes() -> None:
+    """Tiny streaming run: every token reaches both tabs of every user, and the writes come from /metrics."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "streaming.json"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.streaming",
+            "--users",
+            "3",
+            "--tokens",
+            "30",
+            "--rate",
+            "100",
+            "--subjects",
+            "chatwire",
+            "--json",
+            str(out),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _out, err = await asyncio.wait_for(proc.communicate(), 240)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        result = json.loads(out.read_text())["chatwire"]
+    assert result["tabs"] == 6 and result["completed"] == 6
+    assert result["generated"] == 90 and result["tokens"] == 180 and result["missing"] == 0
+    assert result["writes"] >= 3  # at least one write per message
+    assert result["cpu_seconds"] > 0 and result["p99"] is not None

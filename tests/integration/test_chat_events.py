@@ -289,3 +289,32 @@ async def test_python_sdk_server_to_server_emit(server: RunningServer) -> None:
             assert chat.messages["m1"]["statusHistory"] == stored["statusHistory"]
         finally:
             await tab.close()
+
+
+async def test_metrics_report_persistence_writes_and_the_event_log(settings: Settings) -> None:
+    async with run_server(settings.model_copy(update={"persist_flush_interval": 60.0})) as server:
+        await check_persistence_metrics(server)
+
+
+async def check_persistence_metrics(server: RunningServer) -> None:
+    import httpx
+
+    from tests.integration.test_server_api import sample
+
+    user = await server.signup("Ada")
+    chat_id = await new_chat(server, user["token"])
+    info = {"user_id": user["id"], "chat_id": chat_id, "message_id": "m-metrics"}
+    emit = server.services.events.get_event_emitter(info)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        before = (await http.get("/metrics")).text
+        assert sample(before, "chatwire_persistence_flush_seconds_count") == 0
+        for piece in ("a", "b", "c"):
+            await emit({"type": "chat:message:delta", "data": {"content": piece}})
+        queued = (await http.get("/metrics")).text
+        assert sample(queued, "chatwire_persistence_queue_depth") == 3  # nothing written before the timer
+        await emit({"type": "chat:completion", "data": {"done": True}})
+        await server.services.writer.flush()
+        after = (await http.get("/metrics")).text
+    assert sample(after, "chatwire_persistence_flush_seconds_count") >= 1
+    assert sample(after, "chatwire_persistence_queue_depth") == 0
+    assert sample(after, "chatwire_event_log_entries") >= 4

@@ -130,3 +130,31 @@ async def test_removed_member_leaves_room_at_once(server: RunningServer) -> None
         assert f"channel:{cid}" not in await server.services.broker.rooms_of(b.sio.get_sid())
     finally:
         await b.close()
+
+
+async def test_typing_needs_the_room_or_membership_and_a_removed_member_is_refused_at_once(
+    server: RunningServer,
+) -> None:
+    """Typing from a session in the channel room is relayed without a database read; once the member is removed
+    (the session leaves the room), the next typing event takes the membership check and is refused."""
+    ada = await server.signup("Ada")
+    bob = await server.signup("Bob")
+    a = await RecordingClient(server.url).connect(ada["token"])
+    b = await RecordingClient(server.url).connect(bob["token"])
+    typing = {"type": "typing", "data": {"typing": True}}
+    try:
+        async with server.http(ada["token"]) as http:
+            cid = (
+                await http.post(
+                    "/api/v1/channels/create", json={"name": "x", "type": "group", "user_ids": [bob["id"]]}
+                )
+            ).json()["id"]
+            await b.wait_for("events:channel", channel_event("channel:created", cid))
+            assert await b.call("events:channel", {"channel_id": cid, "data": typing}) == {"ok": True}
+            await a.wait_for("events:channel", channel_event("typing", cid))
+            await http.post(f"/api/v1/channels/{cid}/update/members/remove", json={"user_ids": [bob["id"]]})
+        refused = await b.call("events:channel", {"channel_id": cid, "data": typing})
+        assert refused["error"]["code"] == "not_member"
+    finally:
+        await a.close()
+        await b.close()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from websockets.frames import Frame, Opcode
 
-from chatwire.transport.fastpath import Sink, delta_of, encode_event, text_frame
+from chatwire.transport.fastpath import Batcher, Sink, delta_of, encode_event, text_frame
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
@@ -150,3 +150,41 @@ async def test_a_closed_socket_is_reported_so_the_caller_can_fall_back() -> None
     proto.close_sent = True
     sink = Sink(proto, (1000, 10, 10_000), lambda s: None)
     assert sink.write(b"frame") is False
+
+
+async def test_batched_frames_leave_in_order_with_one_write_per_socket() -> None:
+    batcher = Batcher()
+    protos = [FakeProto(), FakeProto()]
+    sinks = [Sink(p, (1000, 10, 10_000), lambda s: None, batcher) for p in protos]
+    for i in range(3):
+        for sink in sinks:
+            write(sink, delta_event(str(i)))
+    assert all(p.transport.written == [] for p in protos)  # gathered, not yet written
+    await asyncio.sleep(0.01)
+    for proto in protos:
+        assert len(proto.transport.written) == 1
+        events = frames_to_events(proto.transport.written[0])
+        assert [e[1]["data"]["data"]["content"] for e in events] == ["0", "1", "2"]
+
+
+async def test_a_flush_writes_what_was_gathered_before_anything_that_follows() -> None:
+    batcher = Batcher(max_hold=10.0)
+    proto = FakeProto()
+    sink = Sink(proto, (1000, 10, 10_000), lambda s: None, batcher)
+    write(sink, delta_event("a"))
+    sink.flush()  # e.g. before a binary packet on the stock path, or before the websocket closes
+    proto.transport.write(b"after")
+    await asyncio.sleep(0.01)
+    assert proto.transport.written[1] == b"after"
+    assert frames_to_events(proto.transport.written[0])[0][1]["data"]["data"]["content"] == "a"
+
+
+async def test_a_lone_frame_is_not_held_for_the_whole_window() -> None:
+    batcher = Batcher(max_hold=10.0)
+    proto = FakeProto()
+    sink = Sink(proto, (1000, 10, 10_000), lambda s: None, batcher)
+    write(sink, delta_event("a"))
+    await asyncio.sleep(0)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(proto.transport.written) == 1  # left after a few empty loop turns, not after max_hold

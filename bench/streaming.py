@@ -1,0 +1,238 @@
+"""Streaming benchmark: 200 users with 2 tabs each, one demo generation per user at 150 tokens/s, all at once.
+
+Each subject is a real `chatwire serve` process (SQLite, the embedded default); one Node process holds the tabs
+(official socket.io-client 4.8, bench/node/tabs.mjs), starts the generations over REST (`POST
+/api/chat/completions`, the demo model) and records when each token reaches each tab. Subjects, same run:
+chatwire (fast send path) and chatwire with `CHATWIRE_FAST_PATH=false` (python-socketio's stock send path).
+Reported: server CPU per token (from /proc/PID/stat, over the generation only), frames/s delivered to the tabs,
+p50/p99 token latency (see tabs.mjs for how it is measured without a timestamp in the events), the spread of one
+token's arrival between a user's two tabs, and persistence writes (from /metrics).
+
+Run: python -m bench.streaming [--users 200] [--tabs 2] [--rate 150] [--tokens 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+from bench.common import Proc, chatwire_argv, cpu_seconds, free_port, table
+from bench.fanout import NODE_DIR, ensure_node_modules
+
+
+def metric(text: str, name: str) -> float:
+    """The value of an unlabelled sample in a Prometheus text exposition (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def run_subject(
+    name: str, env: dict[str, str], args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    secret = secrets.token_urlsafe(32)
+    port = free_port()
+    full_env = {
+        "CHATWIRE_PORT": str(port),
+        "CHATWIRE_DATA_DIR": str(workdir / f"{name}-data"),
+        "CHATWIRE_LOG_LEVEL": "WARNING",
+        "CHATWIRE_DEMO_TOKENS_PER_SECOND": str(args.rate),
+        # The bench's users are minted as external identities: no password hashing in the set-up.
+        "CHATWIRE_EXTERNAL_ALGORITHMS": "HS256",
+        "CHATWIRE_EXTERNAL_SECRET": secret,
+        **env,
+    }
+    proc = await Proc(chatwire_argv(), full_env, port, workdir / f"{name}.log").ready()
+    try:
+        exp = int(time.time()) + 3600
+        users: list[dict[str, str]] = []
+        async with httpx.AsyncClient(base_url=proc.url, timeout=60) as http:
+            sem = asyncio.Semaphore(8)
+
+            async def make_user(i: int) -> dict[str, str]:
+                token = jwt.encode(
+                    {"sub": f"u{i}", "name": f"User {i}", "exp": exp}, secret, algorithm="HS256"
+                )
+                async with sem:
+                    r = await http.post(
+                        "/api/v1/chats/new",
+                        headers={"Authorization": f"Bearer {token}"},
+                        json={"chat": {"title": f"bench {i}"}},
+                    )
+                r.raise_for_status()
+                return {"token": token, "chatId": r.json()["id"], "messageId": uuid.uuid4().hex}
+
+            users = list(await asyncio.gather(*(make_user(i) for i in range(args.users))))
+            options = {
+                "url": proc.url,
+                "tabs": args.tabs,
+                "users": users,
+                "prompt": f"Please write {args.tokens} tokens about streaming",
+                "rate": args.rate,
+                "expectTokens": args.tokens,
+                "timeoutMs": int((args.tokens / args.rate + 60) * 1000),
+            }
+            node = await asyncio.create_subprocess_exec(
+                "node",
+                str(NODE_DIR / "tabs.mjs"),
+                json.dumps(options),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            assert node.stdin is not None and node.stdout is not None
+            ready = await asyncio.wait_for(node.stdout.readline(), 600)
+            if not ready:
+                raise RuntimeError(f"tabs.mjs failed: {(await node.stderr.read()).decode()[-2000:]}")  # type: ignore[union-attr]
+            await asyncio.sleep(1.0)  # let the connect burst settle
+            before_metrics = (await http.get("/metrics")).text
+            cpu_before = cpu_seconds(proc.pid)
+            node.stdin.write(b"go\n")
+            await node.stdin.drain()
+            spy = None
+            if args.profile:  # py-spy (pip install py-spy) samples the server during the generation
+                spy = await asyncio.create_subprocess_exec(
+                    "py-spy",
+                    "record",
+                    "-p",
+                    str(proc.pid),
+                    "-f",
+                    "raw",
+                    "-r",
+                    "200",
+                    "--nonblocking",
+                    "-d",
+                    str(int(args.tokens / args.rate) + 1),
+                    "-o",
+                    str(args.profile / f"{name}.txt"),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+            line = await asyncio.wait_for(node.stdout.readline(), options["timeoutMs"] / 1000 + 120)
+            cpu_after = cpu_seconds(proc.pid)
+            await node.wait()
+            if spy is not None:
+                await spy.wait()
+            if not line:
+                raise RuntimeError("tabs.mjs printed no result")
+            result: dict[str, Any] = json.loads(line)
+            # Wait until the writer has stored everything (queue empty, no new write for a second).
+            after_metrics = (await http.get("/metrics")).text
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                await asyncio.sleep(1.0)
+                now = (await http.get("/metrics")).text
+                settled = metric(now, "chatwire_persistence_queue_depth") == 0 and metric(
+                    now, "chatwire_persistence_flush_seconds_count"
+                ) == metric(after_metrics, "chatwire_persistence_flush_seconds_count")
+                after_metrics = now
+                if settled:
+                    break
+    finally:
+        proc.stop()
+    generated = args.users * args.tokens
+    writes = metric(after_metrics, "chatwire_persistence_flush_seconds_count") - metric(
+        before_metrics, "chatwire_persistence_flush_seconds_count"
+    )
+    flush_sum = metric(after_metrics, "chatwire_persistence_flush_seconds_sum") - metric(
+        before_metrics, "chatwire_persistence_flush_seconds_sum"
+    )
+    return {
+        **result,
+        "generated": generated,
+        "cpu_seconds": cpu_after - cpu_before,
+        "cpu_us_per_token": (cpu_after - cpu_before) / generated * 1e6,
+        "writes": writes,
+        "write_seconds": flush_sum,
+    }
+
+
+SUBJECTS = {"chatwire": {}, "chatwire-stock-send": {"CHATWIRE_FAST_PATH": "false"}}
+
+
+def fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--tabs", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=150.0, help="tokens/s of each generation")
+    parser.add_argument("--tokens", type=int, default=600, help="tokens per generation")
+    parser.add_argument("--subjects", default=",".join(SUBJECTS))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", type=Path, help="write py-spy raw profiles of each subject here")
+    args = parser.parse_args()
+    ensure_node_modules()
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.subjects.split(","):
+            results[name] = r = await run_subject(name, SUBJECTS[name], args, Path(tmp))
+            print(
+                f"  {name:20}: {r['tokens']:,} tokens to {r['tabs']} tabs, p99 {fmt(r['p99'])} ms, "
+                f"{r['cpu_us_per_token']:.0f} us CPU/token",
+                file=sys.stderr,
+            )
+    base = results.get("chatwire-stock-send")
+    rows = []
+    for name, r in results.items():
+        rows.append(
+            [
+                name,
+                f"{r['generated']:,}",
+                f"{r['tokens']:,}",
+                str(r["missing"]),
+                f"{r['cpu_us_per_token']:.0f}",
+                f"{r['cpu_us_per_token'] / base['cpu_us_per_token']:.2f}x" if base else "-",
+                f"{r['framesPerSecond']:,.0f}",
+                fmt(r["p50"]),
+                fmt(r["p99"]),
+                fmt(r["skewP99"]),
+                f"{r['writes']:,.0f}",
+                f"{r['writes'] / r['generated'] * 1000:.1f}",
+            ]
+        )
+    print(
+        f"\nStreaming: {args.users} users x {args.tabs} tabs, one demo generation each of {args.tokens} tokens "
+        f"at {args.rate:g} tokens/s, all at once ({args.users * args.rate:,.0f} tokens/s offered)\n"
+    )
+    print(
+        table(
+            [
+                "subject",
+                "tokens generated",
+                "tokens delivered",
+                "missing",
+                "CPU us/token",
+                "CPU vs stock send",
+                "frames/s",
+                "p50 ms",
+                "p99 ms",
+                "tab spread p99 ms",
+                "DB writes",
+                "writes per 1k tokens",
+            ],
+            rows,
+        )
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
