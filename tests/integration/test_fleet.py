@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 import socketio
 
-from tests.conftest import REDIS_URL, postgres_database, service_unavailable
+from chatwire.config import Settings
+from tests.conftest import REDIS_URL, postgres_database, run_server, service_unavailable
 from tests.procs import RedisProcess, ServerProcess, json_of
 from tests.sio import RecordingClient
 
@@ -409,3 +411,46 @@ async def test_collaboration_across_processes(fleet: Fleet) -> None:
         for client in (a, b, c):
             if client is not None:
                 await client.close()
+
+
+async def test_oversized_event_is_refused_at_emit_in_fleet_mode(settings: Settings) -> None:
+    """An event over CHATWIRE_FLEET_MAX_PAYLOAD_BYTES is refused with a clear error before it reaches Redis,
+    and the process keeps delivering normal events."""
+    await require_redis()
+    tuned = settings.model_copy(
+        update={
+            "redis_url": REDIS_URL,
+            "redis_prefix": f"cwtest:{uuid.uuid4().hex[:8]}:",
+            "fleet_max_payload_bytes": 4096,
+        }
+    )
+    async with run_server(tuned) as server:
+        ada = await server.signup("Ada")
+        _record, key = await server.services.api_keys.create("t", ["publish"])
+        client = await RecordingClient(server.url).connect(ada["token"])
+        try:
+            async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": key}) as http:
+                big = await http.post(
+                    "/api/v1/events/publish",
+                    json={
+                        "room": f"user:{ada['id']}",
+                        "event": "notice",
+                        "data": {"text": "x" * 10_000},
+                    },
+                )
+                assert big.status_code == 413 and big.json()["code"] == "payload_too_large"
+                assert "fleet limit" in big.json()["detail"]
+                small = await http.post(
+                    "/api/v1/events/publish",
+                    json={
+                        "room": f"user:{ada['id']}",
+                        "event": "notice",
+                        "data": {"text": "ok"},
+                    },
+                )
+                assert small.status_code == 200, small.text
+            got = await client.wait_for("notice")
+            assert got == {"text": "ok"}
+            await client.expect_none("notice", lambda p: p.get("text", "").startswith("x"))
+        finally:
+            await client.close()
