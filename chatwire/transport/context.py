@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from chatwire.backends.sessions import SessionInfo
 from chatwire.db.models import User
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.protocol import MAX_NESTING
@@ -88,6 +89,23 @@ class Context:
             )
             self.local[sid] = st
         return st
+
+    async def register_session(self, sid: str) -> None:
+        """Record this process's authenticated session `sid` in the (possibly fleet-wide) session store."""
+        st = self.local.get(sid)
+        if st is None or st.user is None:
+            return
+        user = st.user
+        await self.services.sessions.add(
+            SessionInfo(
+                sid=sid,
+                user_id=user.id,
+                name=user.name,
+                role=user.role,
+                jti=st.jti,
+                host=self.services.host_id,
+            )
+        )
 
     def require_user(self, sid: str) -> User:
         st = self.local.get(sid)

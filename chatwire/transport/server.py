@@ -9,7 +9,6 @@ from typing import Any
 
 import socketio
 
-from chatwire.backends.sessions import SessionInfo
 from chatwire.config import Settings
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.services.container import Services
@@ -122,18 +121,8 @@ class Realtime:
         st = self.ctx.local.get(sid)
         if st is None or st.user is None:
             return
-        user = st.user
-        await self.services.sessions.add(
-            SessionInfo(
-                sid=sid,
-                user_id=user.id,
-                name=user.name,
-                role=user.role,
-                jti=st.jti,
-                host=self.services.host_id,
-            )
-        )
-        log.info("session re-registered", extra={"sid": sid, "user_id": user.id})
+        await self.ctx.register_session(sid)
+        log.info("session re-registered", extra={"sid": sid, "user_id": st.user.id})
 
     async def _upkeep(self) -> None:
         """Refresh the presence of this process's live sessions, forever; drop expired entries under the

@@ -8,7 +8,6 @@ from typing import Any
 
 import socketio
 
-from chatwire.backends.sessions import SessionInfo
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.protocol import JoinChannels, JoinNote, Usage, UserJoin
 from chatwire.services.auth import Identity
@@ -33,18 +32,8 @@ async def authenticate_session(ctx: Context, sio: socketio.AsyncServer, sid: str
             )
     st.user = identity.user
     st.jti = identity.jti
-    user = identity.user
-    await ctx.services.sessions.add(
-        SessionInfo(
-            sid=sid,
-            user_id=user.id,
-            name=user.name,
-            role=user.role,
-            jti=identity.jti,
-            host=ctx.services.host_id,
-        )
-    )
-    await ctx.services.broker.enter_room(sid, user_room(user.id))
+    await ctx.register_session(sid)
+    await ctx.services.broker.enter_room(sid, user_room(identity.user.id))
 
 
 def register(sio: socketio.AsyncServer, ctx: Context) -> None:
