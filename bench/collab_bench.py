@@ -19,10 +19,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from pycrdt import Doc, Text
 
+from chatwire.backends.broker_memory import MemoryBroker
 from chatwire.backends.docstore_sql import SqlDocStore
 from chatwire.db.engine import Database
 from chatwire.db.models import User
@@ -31,37 +31,6 @@ from chatwire.db.repos.users import UserRepo
 from chatwire.services.collab import CollabService
 from chatwire.services.notes import NoteService
 from chatwire.services.rooms import Rooms
-
-
-class QuietBroker:
-    """Rooms kept in a dict, emits dropped: the benchmark measures the document path, not delivery."""
-
-    def __init__(self) -> None:
-        self.rooms: dict[str, set[str]] = {}
-
-    async def emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
-        return None
-
-    async def call(self, event: str, data: Any, *, sid: str, timeout: float) -> Any:
-        return None
-
-    async def enter_room(self, sid: str, room: str) -> None:
-        self.rooms.setdefault(room, set()).add(sid)
-
-    async def leave_room(self, sid: str, room: str) -> None:
-        self.rooms.get(room, set()).discard(sid)
-
-    async def close_room(self, room: str) -> None:
-        self.rooms.pop(room, None)
-
-    async def disconnect(self, sid: str) -> None:
-        return None
-
-    async def room_sids(self, room: str) -> list[str]:
-        return sorted(self.rooms.get(room, set()))
-
-    async def rooms_of(self, sid: str) -> list[str]:
-        return [room for room, sids in self.rooms.items() if sid in sids]
 
 
 class NoSessions:
@@ -96,7 +65,7 @@ def make_edits(n: int, seed: int = 1) -> tuple[list[bytes], str]:
 
 
 async def run_mode(db: Database, updates: list[bytes], expected: str, compact_every: int) -> dict[str, float]:
-    broker = QuietBroker()
+    broker = MemoryBroker(record=False)
     users = UserRepo(db)
     user: User = await users.create(
         name="Bench", email=f"bench-{uuid.uuid4().hex[:8]}@example.com", password_hash="x", role="admin"
@@ -134,7 +103,7 @@ async def run_mode(db: Database, updates: list[bytes], expected: str, compact_ev
 
 async def fold_tail(db: Database) -> dict[str, float]:
     """The compacted document once its remaining tail is folded as well: the best case of a join."""
-    broker = QuietBroker()
+    broker = MemoryBroker(record=False)
     notes = NoteService(NoteRepo(db), broker, Rooms(broker, NoSessions()))  # type: ignore[arg-type]
     store = SqlDocStore(db)
     collab = CollabService(store, notes, broker)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
+from chatwire.backends.broker_memory import MemoryBroker
 from chatwire.backends.docstore import StoredDoc
 from chatwire.backends.docstore_memory import MemoryDocStore
 from chatwire.db.engine import Database
@@ -20,39 +21,6 @@ from chatwire.errors import ChatwireError
 from chatwire.services.collab import CollabService
 from chatwire.services.notes import NoteService
 from chatwire.services.rooms import Rooms
-
-
-class RecordingBroker:
-    def __init__(self) -> None:
-        self.rooms: dict[str, set[str]] = {}
-        self.emitted: list[tuple[str, Any, str, str | None]] = []
-
-    async def emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
-        self.emitted.append((event, data, room, skip_sid))
-
-    async def call(self, event: str, data: Any, *, sid: str, timeout: float) -> Any:
-        raise NotImplementedError
-
-    async def enter_room(self, sid: str, room: str) -> None:
-        self.rooms.setdefault(room, set()).add(sid)
-
-    async def leave_room(self, sid: str, room: str) -> None:
-        self.rooms.get(room, set()).discard(sid)
-
-    async def close_room(self, room: str) -> None:
-        self.rooms.pop(room, None)
-
-    async def disconnect(self, sid: str) -> None:
-        return None
-
-    async def room_sids(self, room: str) -> list[str]:
-        return sorted(self.rooms.get(room, set()))
-
-    async def rooms_of(self, sid: str) -> list[str]:
-        return [room for room, sids in self.rooms.items() if sid in sids]
-
-    def events(self, name: str) -> list[Any]:
-        return [data for event, data, _room, _skip in self.emitted if event == name]
 
 
 class NoSessions:
@@ -83,8 +51,8 @@ class FlakyStore(MemoryDocStore):
 
 
 @pytest.fixture
-async def setup(db: Database) -> tuple[CollabService, FlakyStore, RecordingBroker, User, str]:
-    broker = RecordingBroker()
+async def setup(db: Database) -> tuple[CollabService, FlakyStore, MemoryBroker, User, str]:
+    broker = MemoryBroker()
     notes = NoteService(NoteRepo(db), broker, Rooms(broker, NoSessions()))  # type: ignore[arg-type]
     store = FlakyStore()
     collab = CollabService(store, notes, broker, compact_every=1000, save_debounce=0.05)
@@ -101,7 +69,7 @@ def edit(doc: Doc, text: str) -> bytes:
 
 
 async def test_a_failed_store_refuses_the_update_and_the_document_follows_the_store(
-    setup: tuple[CollabService, FlakyStore, RecordingBroker, User, str],
+    setup: tuple[CollabService, FlakyStore, MemoryBroker, User, str],
 ) -> None:
     collab, store, broker, user, doc_id = setup
     await collab.join("s1", user, doc_id, None)
@@ -131,7 +99,7 @@ async def test_a_failed_store_refuses_the_update_and_the_document_follows_the_st
 
 
 async def test_content_saves_are_debounced_into_one_write(
-    setup: tuple[CollabService, FlakyStore, RecordingBroker, User, str],
+    setup: tuple[CollabService, FlakyStore, MemoryBroker, User, str],
 ) -> None:
     collab, _store, _broker, user, doc_id = setup
     note_id = doc_id.split(":", 1)[1]
