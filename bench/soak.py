@@ -275,6 +275,10 @@ async def run_soak(
         # The soak's own traffic is far below these, but a burst of joins at connect time must never be refused.
         "CHATWIRE_RATE_LIMIT_EVENTS": "200",
         "CHATWIRE_RATE_LIMIT_BURST": "1000",
+        # Every tab connects from 127.0.0.1, where real users come from many addresses: the per-IP limits (50
+        # connects/s, 1,000 events/s by default) would refuse most of the connect wave, so they are off here.
+        "CHATWIRE_RATE_LIMIT_IP_CONNECTS": "0",
+        "CHATWIRE_RATE_LIMIT_IP_EVENTS": "0",
     }
     server = Proc(chatwire_argv(), env, port, log_path)
     res = SoakResult(

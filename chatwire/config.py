@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     recovery_history_seconds: float = Field(
         300.0, gt=0, description="Events older than this are dropped from the recovery history."
     )
+    recovery_history_bytes: int = Field(
+        64 * 2**20,
+        gt=0,
+        description="Estimated bytes the in-process recovery history may hold in all rooms; the oldest go first.",
+    )
     recovery_offsets: Literal["auto", "always", "never"] = Field(
         "auto",
         description="Append stream offsets to events: auto = for clients that can use them (not plain python-socketio).",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 
 from sqlalchemy import delete, select
@@ -11,25 +13,69 @@ from chatwire.db.engine import Database
 from chatwire.db.models import DocUpdate
 from chatwire.util import now_ns
 
+log = logging.getLogger("chatwire.docstore")
+
 # Bound the size of one `IN (...)` list (SQLite allows 32766 parameters, asyncpg 32767).
 _DELETE_CHUNK = 5000
+# Most updates written by one group commit (4 parameters a row, far below both databases' limits).
+_APPEND_BATCH = 1000
+
+_Pending = tuple[str, bytes, "asyncio.Future[int]"]
 
 
 class SqlDocStore:
     """One row per update or snapshot; compaction inserts the snapshot and deletes what it replaces in one
-    transaction."""
+    transaction.
+
+    Appends are group-committed: updates that arrive while a write is under way are stored together by the next
+    transaction (one multi-row INSERT), and each caller is answered once its row is committed. Under load the
+    number of transactions stays flat while the rows per transaction grow, instead of every edit queueing for
+    SQLite's single writer (or a PostgreSQL pool connection) on its own.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._queue: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def append(self, document_id: str, update: bytes) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append((document_id, bytes(update), future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_queue(), name="chatwire-docstore-append")
+        # The write goes on if the caller is cancelled: its outcome must not depend on who still waits.
+        return await asyncio.shield(future)
+
+    async def _flush_queue(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:_APPEND_BATCH], self._queue[_APPEND_BATCH:]
+            try:
+                seqs = await self._insert(batch)
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][2], exc=exc)
+                    continue
+                # One bad row must not fail the others: store them one by one to tell which failed.
+                log.warning("group commit of document updates failed; writing them one by one")
+                for entry in batch:
+                    try:
+                        _settle(entry[2], (await self._insert([entry]))[0])
+                    except Exception as one_exc:
+                        _settle(entry[2], exc=one_exc)
+                continue
+            for (_doc, _data, future), seq in zip(batch, seqs, strict=True):
+                _settle(future, seq)
+
+    async def _insert(self, batch: list[_Pending]) -> list[int]:
+        created = now_ns()
         async with self.db.session() as s:
-            row = DocUpdate(
-                document_id=document_id, data=bytes(update), is_snapshot=False, created_at=now_ns()
-            )
-            s.add(row)
+            rows = [
+                DocUpdate(document_id=doc, data=data, is_snapshot=False, created_at=created)
+                for doc, data, _future in batch
+            ]
+            s.add_all(rows)
             await s.flush()
-            return int(row.seq)
+            return [int(row.seq) for row in rows]
 
     async def load(self, document_id: str) -> StoredDoc:
         async with self.db.read() as s:
@@ -66,3 +112,12 @@ class SqlDocStore:
     async def delete(self, document_id: str) -> None:
         async with self.db.session() as s:
             await s.execute(delete(DocUpdate).where(DocUpdate.document_id == document_id))
+
+
+def _settle(future: asyncio.Future[int], seq: int = 0, *, exc: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(seq)

@@ -1,4 +1,5 @@
-"""EventLog in process memory: a bounded ring per room, an age bound, and a random epoch per start."""
+"""EventLog in process memory: a bounded ring per room, an age bound, a bound on the bytes held in all, and a random
+epoch per start."""
 
 from __future__ import annotations
 
@@ -10,22 +11,59 @@ from typing import Any
 
 from chatwire.backends.eventlog import LogEntry, ParkedSession, format_offset, parse_offset
 
+# What one entry costs beyond its payload's strings: the LogEntry, its tuple and deque slot, its offset string.
+ENTRY_OVERHEAD = 320
+# Per container or scalar inside the payload (a dict, a list, an int): CPython object headers and slots.
+NODE_OVERHEAD = 64
+MAX_SIZE_DEPTH = 8
+
+
+def approx_size(data: Any, depth: int = 0) -> int:
+    """A cheap estimate of the memory a payload holds: string lengths plus a fixed cost per object.
+
+    Not exact (no sys.getsizeof walk), but proportional to what the payload keeps alive, which is what a bound
+    on the history needs; deeper than a few levels everything counts as one node."""
+    if isinstance(data, str | bytes):
+        return len(data) + 49
+    if depth >= MAX_SIZE_DEPTH:
+        return NODE_OVERHEAD
+    if isinstance(data, dict):
+        return NODE_OVERHEAD * 2 + sum(
+            approx_size(k, depth + 1) + approx_size(v, depth + 1) for k, v in data.items()
+        )
+    if isinstance(data, list | tuple):
+        return NODE_OVERHEAD + sum(approx_size(v, depth + 1) for v in data)
+    return NODE_OVERHEAD // 2
+
 
 class MemoryEventLog:
     """One process's history. Restarting the process loses it, and the new epoch tells clients so."""
 
     def __init__(
-        self, max_per_room: int, max_age: float, *, clock: Callable[[], float] = time.monotonic
+        self,
+        max_per_room: int,
+        max_age: float,
+        *,
+        max_bytes: int = 64 * 2**20,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_per_room <= 0 or max_age <= 0:
-            raise ValueError("max_per_room and max_age must be positive")
+        if max_per_room <= 0 or max_age <= 0 or max_bytes <= 0:
+            raise ValueError("max_per_room, max_age and max_bytes must be positive")
         self.max_per_room = max_per_room
         self.max_age = max_age
+        # Many busy rooms each under their own count bound can still add up: the oldest entries of the whole
+        # log go first once the estimated bytes held pass this bound.
+        self.max_bytes = max_bytes
+        self._bytes = 0
+        self._held = 0
+        # (seq, room) of every held entry, oldest first; entries trimmed by their room's own bounds linger here
+        # until skipped or until the deque is rebuilt (when it is more than twice the entries held).
+        self._order: deque[tuple[int, str]] = deque()
         self._clock = clock
         self._epoch = secrets.token_hex(6)
         self._seq = 0
-        # room -> entries (with their append time), oldest first
-        self._rooms: dict[str, deque[tuple[float, LogEntry]]] = {}
+        # room -> entries (with their append time and estimated size), oldest first
+        self._rooms: dict[str, deque[tuple[float, LogEntry, int]]] = {}
         # room -> highest seq trimmed from that room; rooms that emptied fold into `_floor`
         self._trimmed: dict[str, int] = {}
         self._floor = 0
@@ -39,12 +77,20 @@ class MemoryEventLog:
         now = self._clock()
         self._seq += 1
         entry = LogEntry(self._seq, format_offset(self._epoch, self._seq), room, event, data, skip_sid)
+        size = ENTRY_OVERHEAD + approx_size(data)
         ring = self._rooms.setdefault(room, deque())
-        ring.append((now, entry))
+        ring.append((now, entry, size))
+        self._order.append((entry.seq, room))
+        self._bytes += size
+        self._held += 1
         while len(ring) > self.max_per_room:
             self._trim_one(room, ring)
+        while self._bytes > self.max_bytes:
+            self._trim_oldest()
         if now >= self._next_sweep:
             self._expire(now)
+        if len(self._order) > 2 * self._held + 1024:
+            self._order = deque(sorted((e.seq, r) for r, ring in self._rooms.items() for _, e, _size in ring))
         return entry
 
     async def head(self) -> str:
@@ -53,6 +99,10 @@ class MemoryEventLog:
     def size(self) -> int:
         """Entries held (metrics: chatwire_event_log_entries)."""
         return sum(len(ring) for ring in self._rooms.values())
+
+    def nbytes(self) -> int:
+        """Estimated bytes held by the entries (what `max_bytes` bounds)."""
+        return self._bytes
 
     async def read(self, after: str, rooms: Collection[str]) -> list[LogEntry] | None:
         parsed = parse_offset(after)
@@ -68,7 +118,7 @@ class MemoryEventLog:
                 return None
             ring = self._rooms.get(room)
             if ring:
-                found.extend(e for _, e in ring if e.seq > seq)
+                found.extend(e for _, e, _size in ring if e.seq > seq)
         found.sort(key=lambda e: e.seq)
         return found
 
@@ -85,10 +135,23 @@ class MemoryEventLog:
 
     async def close(self) -> None:
         self._rooms.clear()
+        self._order.clear()
+        self._bytes = self._held = 0
         self._parked.clear()
 
-    def _trim_one(self, room: str, ring: deque[tuple[float, LogEntry]]) -> None:
-        _, dropped = ring.popleft()
+    def _trim_oldest(self) -> None:
+        """Drop the oldest entry of the whole log (entries already trimmed by their room are skipped)."""
+        while self._order:
+            seq, room = self._order.popleft()
+            ring = self._rooms.get(room)
+            if ring and ring[0][1].seq == seq:
+                self._trim_one(room, ring)
+                return
+
+    def _trim_one(self, room: str, ring: deque[tuple[float, LogEntry, int]]) -> None:
+        _, dropped, size = ring.popleft()
+        self._bytes -= size
+        self._held -= 1
         self._trimmed[room] = dropped.seq
         if not ring:
             # An empty room keeps no state of its own; its trim point becomes a (conservative) global floor.

@@ -80,7 +80,11 @@ class Services:
     ) -> Services:
         users = UserRepo(db)
         if eventlog is None:
-            eventlog = MemoryEventLog(settings.recovery_history_size, settings.recovery_history_seconds)
+            eventlog = MemoryEventLog(
+                settings.recovery_history_size,
+                settings.recovery_history_seconds,
+                max_bytes=settings.recovery_history_bytes,
+            )
         rooms = Rooms(broker, sessions)
         channels = ChannelService(ChannelRepo(db), users, broker, rooms)
         auth = AuthService(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -106,3 +107,23 @@ async def test_compact_with_many_entries(store: DocStore) -> None:
     await store.compact("note:big", b"S", seen.seqs)
     after = await store.load("note:big")
     assert after.updates == [b"S"] and after.snapshot_flags == [True]
+
+
+async def test_concurrent_appends_are_each_stored_once_in_each_writers_order(store: DocStore) -> None:
+    """Many editors at once (as under load, when appends are grouped into one transaction): every update is
+    stored exactly once with its own id, and each writer's updates keep the order it appended them in."""
+
+    async def writer(doc: str, name: str) -> list[int]:
+        return [await store.append(doc, f"{name}-{i}".encode()) for i in range(20)]
+
+    names = [(f"note:{d}", f"w{d}{w}") for d in range(5) for w in range(8)]
+    results = await asyncio.gather(*(writer(doc, name) for doc, name in names))
+    all_seqs = [seq for seqs in results for seq in seqs]
+    assert len(set(all_seqs)) == len(all_seqs) == 5 * 8 * 20
+    for (doc, name), seqs in zip(names, results, strict=True):
+        stored = await store.load(doc)
+        assert len(stored.updates) == 8 * 20
+        by_seq = dict(zip(stored.seqs, stored.updates, strict=True))
+        assert [by_seq[seq] for seq in seqs] == [f"{name}-{i}".encode() for i in range(20)]
+        mine = [u for u in stored.updates if u.startswith(f"{name}-".encode())]
+        assert mine == [f"{name}-{i}".encode() for i in range(20)]
