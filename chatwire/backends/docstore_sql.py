@@ -39,12 +39,17 @@ class SqlDocStore:
         self._flusher: asyncio.Task[None] | None = None
 
     async def append(self, document_id: str, update: bytes) -> int:
+        # The write goes on if the caller is cancelled: its outcome must not depend on who still waits.
+        return await asyncio.shield(self.append_nowait(document_id, update))
+
+    def append_nowait(self, document_id: str, update: bytes) -> asyncio.Future[int]:
+        """Queue the update now (its place in the log is fixed by this call) and return the future of its id,
+        resolved once committed. Lets a caller release its own lock before the commit without reordering."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append((document_id, bytes(update), future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_queue(), name="chatwire-docstore-append")
-        # The write goes on if the caller is cancelled: its outcome must not depend on who still waits.
-        return await asyncio.shield(future)
+        return future
 
     async def _flush_queue(self) -> None:
         while self._queue:

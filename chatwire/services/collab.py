@@ -201,28 +201,35 @@ class CollabService:
         if update is None and content is None:
             raise invalid("send an update, data.content, or both")
         await self.notes.require(note_id, user, "write")
+        committing: asyncio.Future[int] | None = None
         async with self._locked(document_id, create=False) as live:
             live = await self._require_editor(live, sid, document_id)
-            if update is not None and update != EMPTY_UPDATE:
-                await self._apply_and_store(live, update)
-                await self.broker.emit(
-                    UPDATE_EVENT,
-                    {
-                        "document_id": document_id,
-                        "user_id": user.id,
-                        "update": list(update),
-                        "socket_id": sid,
-                    },
-                    room=live.room,
-                    skip_sid=sid,
-                )
-                if live.tail >= self.compact_every and (
-                    live.compact_task is None or live.compact_task.done()
-                ):
-                    live.compact_task = asyncio.create_task(self._compact(live), name="chatwire-doc-compact")
+            relay = update is not None and update != EMPTY_UPDATE
+            if update is not None and relay:
+                self._apply(live, update)
+                committing = self._queue_append(live, update)
+                if committing is None:
+                    await self._store(live, update)
+                    await self._relay(live, user, sid, update)
             if content is not None:
                 self._schedule_save(live, user, content)
+        if committing is not None and update is not None:
+            # The update's place in the log was fixed under the lock; its commit is awaited without it, so the
+            # other editors' updates join the same group commit instead of queueing one by one behind it.
+            await self._committed(live, committing)
+            await self._relay(live, user, sid, update)
         return {"ok": True}
+
+    async def _relay(self, live: LiveDoc, user: User, sid: str, update: bytes) -> None:
+        """Send a stored update to the document's other editors; start a compaction when the tail is long."""
+        await self.broker.emit(
+            UPDATE_EVENT,
+            {"document_id": live.document_id, "user_id": user.id, "update": list(update), "socket_id": sid},
+            room=live.room,
+            skip_sid=sid,
+        )
+        if live.tail >= self.compact_every and (live.compact_task is None or live.compact_task.done()):
+            live.compact_task = asyncio.create_task(self._compact(live), name="chatwire-doc-compact")
 
     async def awareness(self, sid: str, user: User, document_id: str, update: bytes) -> dict[str, Any]:
         """Room members only: remember which awareness clients the session owns, relay with the real user id."""
@@ -427,7 +434,8 @@ class CollabService:
         )
         return sessions
 
-    async def _apply_and_store(self, live: LiveDoc, update: bytes) -> None:
+    def _apply(self, live: LiveDoc, update: bytes) -> None:
+        """Apply to the live Doc; a malformed update is refused here, before anything is stored."""
         try:
             apply_update(live.doc, update)
         except ValueError as exc:
@@ -435,16 +443,37 @@ class CollabService:
             if "Cannot decode" not in str(exc):
                 live.stale = True
             raise invalid(f"malformed Yjs update: {exc}") from None
+
+    def _queue_append(self, live: LiveDoc, update: bytes) -> asyncio.Future[int] | None:
+        """The pending commit of `update` when the store can fix its place in the log right away (a store that
+        group-commits, and only this process writes the document); None when it must be awaited under the lock."""
+        append_nowait = getattr(self.store, "append_nowait", None)
+        if append_nowait is None or self.shared:
+            return None
+        future: asyncio.Future[int] = append_nowait(live.document_id, update)
+        return future
+
+    async def _store(self, live: LiveDoc, update: bytes) -> None:
         try:
             await self.store.append(live.document_id, update)
         except Exception as exc:
-            # The live Doc now holds an update the store does not: rebuild it from the store before next use.
-            live.stale = True
-            log.exception("storing an update failed", extra={"document_id": live.document_id})
-            raise ChatwireError(
-                ErrorCode.UNAVAILABLE, "the update could not be stored; send it again"
-            ) from exc
+            self._store_failed(live, exc)
         live.tail += 1
+
+    async def _committed(self, live: LiveDoc, committing: asyncio.Future[int]) -> None:
+        try:
+            await asyncio.shield(committing)
+        except Exception as exc:
+            self._store_failed(live, exc)
+        live.tail += 1
+
+    def _store_failed(self, live: LiveDoc, exc: Exception) -> None:
+        # The live Doc now holds an update the store does not: rebuild it from the store before next use.
+        live.stale = True
+        log.error(
+            "storing an update failed", extra={"document_id": live.document_id, "error": repr(exc)[:300]}
+        )
+        raise ChatwireError(ErrorCode.UNAVAILABLE, "the update could not be stored; send it again") from exc
 
     async def _forget(self, live: LiveDoc, sid: str, *, leave_room: bool = True) -> None:
         """Drop `sid` from the document: out of the room, `ydoc:user:left`, and its cursors cleared."""

@@ -491,3 +491,90 @@ async def test_rest_content_change_resets_an_unedited_document(collab_server: Ru
         assert (await note_data(server, ada, note_id))["content"] == {"md": "rest 2"}
     finally:
         await a.client.close()
+
+
+async def test_many_editors_at_once_are_all_stored_relayed_and_converge(collab_server: RunningServer) -> None:
+    """Six editors send updates without waiting for each other (as under load, when the document's updates are
+    committed together): every update is acknowledged, every peer receives every other editor's updates, and the
+    stored document equals each editor's."""
+    server = collab_server
+    owner = await server.signup("Owner")
+    people = [await server.signup(f"P{i}") for i in range(6)]
+    note_id = await make_note(server, owner, write=[p["id"] for p in people])
+    doc_id = f"note:{note_id}"
+    editors = [await Editor(server, p).connect() for p in people]
+    try:
+        for e in editors:
+            await e.join(doc_id)
+            await e.client.wait_for("ydoc:document:state")
+
+        async def write(e: Editor, tag: int) -> list[Any]:
+            acks = []
+            for i in range(15):
+                before = e.doc.get_state()
+                e.text.insert(0, f"<{tag}.{i}>")
+                update = list(e.doc.get_update(before))
+                acks.append(e.client.call("ydoc:document:update", {"document_id": doc_id, "update": update}))
+            return list(await asyncio.gather(*acks))
+
+        results = await asyncio.gather(*(write(e, n) for n, e in enumerate(editors)))
+        assert all(ack == {"ok": True} for acks in results for ack in acks)
+
+        async def all_relayed() -> bool:
+            return all(len(e.client.received["ydoc:document:update"]) == 5 * 15 for e in editors)
+
+        await eventually(all_relayed, timeout=15)
+        stored = await server.services.collab.store.load(doc_id)
+        doc: Doc = Doc()
+        for u in stored.updates:
+            doc.apply_update(u)
+        expected = str(doc.get("t", type=Text))
+        assert sorted(expected.replace(">", ">\n").split()) == sorted(
+            f"<{n}.{i}>" for n in range(6) for i in range(15)
+        )
+        for e in editors:
+            e.apply_received(doc_id)
+            assert str(e.text) == expected
+    finally:
+        for e in editors:
+            await e.client.close()
+
+
+async def test_an_update_that_cannot_be_stored_is_refused_and_not_relayed(
+    collab_server: RunningServer,
+) -> None:
+    """The database refuses the write (its table is gone): the sender is told `unavailable` and to send it again,
+    the other editor never receives it, and once the store is back a resent update goes through."""
+    from sqlalchemy import text as sql
+
+    server = collab_server
+    db = server.services.db
+    ada, bob = await server.signup("Ada"), await server.signup("Bob")
+    note_id = await make_note(server, ada, write=[bob["id"]])
+    doc_id = f"note:{note_id}"
+    a, b = await Editor(server, ada).connect(), await Editor(server, bob).connect()
+    try:
+        await a.join(doc_id)
+        await b.join(doc_id)
+        assert await a.edit(doc_id, 0, "kept ") == {"ok": True}
+        await b.client.wait_for("ydoc:document:update")
+        async with db.session() as s:
+            await s.execute(sql("ALTER TABLE doc_updates RENAME TO doc_updates_away"))
+        before = a.doc.get_state()
+        a.text.insert(len(str(a.text)), "lost?")
+        failed = list(a.doc.get_update(before))
+        ack = await a.client.call("ydoc:document:update", {"document_id": doc_id, "update": failed})
+        assert ack["error"]["code"] == "unavailable"
+        await b.client.expect_none(
+            "ydoc:document:update", wait=0.3, predicate=lambda u: u["update"] == failed
+        )
+        async with db.session() as s:
+            await s.execute(sql("ALTER TABLE doc_updates_away RENAME TO doc_updates"))
+        resent = await a.client.call("ydoc:document:update", {"document_id": doc_id, "update": failed})
+        assert resent == {"ok": True}
+        assert text_of(await server.services.collab.state(doc_id)) == "kept lost?"
+        relayed = await b.client.wait_for("ydoc:document:update", lambda u: u["update"] == failed)
+        assert relayed["user_id"] == ada["id"]
+    finally:
+        await a.client.close()
+        await b.client.close()
