@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Sequence
 
 from sqlalchemy import delete, select
@@ -73,6 +74,10 @@ class SqlDocStore:
 
     async def _insert(self, batch: list[_Pending]) -> list[int]:
         created = now_ns()
+        writer = self.db.sqlite_writer
+        if writer is not None:
+            rows = [(doc, data, created) for doc, data, _future in batch]
+            return await writer.run(lambda conn: _insert_rows(conn, rows))
         async with self.db.session() as s:
             rows = [
                 DocUpdate(document_id=doc, data=data, is_snapshot=False, created_at=created)
@@ -117,6 +122,21 @@ class SqlDocStore:
     async def delete(self, document_id: str) -> None:
         async with self.db.session() as s:
             await s.execute(delete(DocUpdate).where(DocUpdate.document_id == document_id))
+
+
+_INSERT_SQL = (
+    f"INSERT INTO {DocUpdate.__tablename__} (document_id, data, is_snapshot, created_at) VALUES (?, ?, 0, ?)"
+)
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[str, bytes, int]]) -> list[int]:
+    """Runs in the SQLite writer's thread: one INSERT per update; `seq` is the rowid SQLite assigns."""
+    seqs: list[int] = []
+    for row in rows:
+        seq = conn.execute(_INSERT_SQL, row).lastrowid
+        assert seq is not None
+        seqs.append(seq)
+    return seqs
 
 
 def _settle(future: asyncio.Future[int], seq: int = 0, *, exc: BaseException | None = None) -> None:

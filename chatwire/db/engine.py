@@ -13,6 +13,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from chatwire.db.sqlite_writer import SqliteWriter, sqlite_file
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -42,6 +44,9 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite allows one writer at a time; serialising writers in-process avoids "database is locked".
         self.write_lock = asyncio.Lock() if self.is_sqlite else None
+        # Hot, simple writes (document updates) bypass the async adapter on SQLite: see sqlite_writer.py.
+        path = sqlite_file(self.engine.url.database) if self.is_sqlite else None
+        self.sqlite_writer: SqliteWriter | None = SqliteWriter(path) if path is not None else None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -65,6 +70,8 @@ class Database:
             await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "head"))
 
     async def close(self) -> None:
+        if self.sqlite_writer is not None:
+            await self.sqlite_writer.close()
         await self.engine.dispose()
 
 

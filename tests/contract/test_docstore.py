@@ -127,3 +127,27 @@ async def test_concurrent_appends_are_each_stored_once_in_each_writers_order(sto
         assert [by_seq[seq] for seq in seqs] == [f"{name}-{i}".encode() for i in range(20)]
         mine = [u for u in stored.updates if u.startswith(f"{name}-".encode())]
         assert mine == [f"{name}-{i}".encode() for i in range(20)]
+
+
+async def test_appends_while_other_documents_compact_and_delete(store: DocStore) -> None:
+    """Appends (group-committed; on SQLite from a writer thread of their own) interleaved with compactions and
+    deletions of other documents (the ordinary transaction path): nothing fails, nothing is lost."""
+    for d in range(4):
+        for i in range(30):
+            await store.append(f"note:old{d}", f"o{i}".encode())
+
+    async def churn(d: int) -> None:
+        seen = await store.load(f"note:old{d}")
+        await store.compact(f"note:old{d}", b"S", seen.seqs)
+        if d % 2:
+            await store.delete(f"note:old{d}")
+
+    async def edits(w: int) -> None:
+        for i in range(25):
+            await store.append("note:live", f"{w}-{i}".encode())
+
+    await asyncio.gather(*(edits(w) for w in range(8)), *(churn(d) for d in range(4)))
+    live = await store.load("note:live")
+    assert sorted(live.updates) == sorted(f"{w}-{i}".encode() for w in range(8) for i in range(25))
+    for d in range(4):
+        assert (await store.load(f"note:old{d}")).updates == ([] if d % 2 else [b"S"])
