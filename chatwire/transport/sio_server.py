@@ -7,7 +7,6 @@ else (long-polling sessions, binary attachments, emits with a callback) takes py
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -19,7 +18,7 @@ from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
-from chatwire.transport.eio_ws import ping_later, serve_websocket
+from chatwire.transport.eio_ws import LeanWebSocket, Wheel, ping_due
 from chatwire.transport.fastpath import FastPath, broadcast
 
 log = logging.getLogger("chatwire.socket")
@@ -34,7 +33,7 @@ RESERVED_EVENTS = frozenset(
 
 
 def _lean(make_ws: Callable[..., Any]) -> Callable[..., Any]:
-    """Wraps python-engineio's websocket driver: an Engine.IO socket's websocket is served by `serve_websocket`
+    """Wraps python-engineio's websocket driver: an Engine.IO socket's websocket is served by `LeanWebSocket`
     (eio_ws.py), which also ends the connection cleanly on a frame python-engineio cannot decode."""
 
     def make(handler: Callable[[Any], Awaitable[Any]], server: Any) -> Any:
@@ -43,7 +42,7 @@ def _lean(make_ws: Callable[..., Any]) -> Callable[..., Any]:
             isinstance(sock, AsyncSocket)
             and getattr(handler, "__func__", None) is AsyncSocket._websocket_handler
         ):
-            return make_ws(functools.partial(serve_websocket, sock), server)
+            return LeanWebSocket(sock)
         return make_ws(handler, server)
 
     return make
@@ -136,16 +135,24 @@ class LeanQueue:
 
 
 class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
-    """Engine.IO server whose per-connection packet queues are `LeanQueue`s and whose pings are timers."""
+    """Engine.IO server whose per-connection packet queues are `LeanQueue`s and whose pings and websocket read
+    timeouts wait in timer wheels shared by all connections (eio_ws.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ping_wheel = Wheel(ping_due)
+        self.read_wheel = Wheel(LeanWebSocket.check_timeout, tick=0.5)
 
     def create_queue(self, *args: Any, **kwargs: Any) -> LeanQueue:
         return LeanQueue()
 
     def start_background_task(self, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """A socket's next ping waits in a timer, not in a task sleeping for the ping interval (~1.5 KiB less
-        per connection); every other background task is started as usual."""
+        """A socket's next ping waits in the ping wheel, not in a task sleeping for the ping interval (~1.5 KiB
+        less per connection); every other background task is started as usual."""
         if getattr(target, "__func__", None) is AsyncSocket._send_ping and not args and not kwargs:
-            return ping_later(target.__self__)
+            loop = asyncio.get_running_loop()
+            self.ping_wheel.at(loop.time() + self.ping_interval, target.__self__)
+            return None
         return super().start_background_task(target, *args, **kwargs)
 
 
