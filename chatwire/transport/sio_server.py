@@ -151,7 +151,7 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         less per connection); every other background task is started as usual."""
         if getattr(target, "__func__", None) is AsyncSocket._send_ping and not args and not kwargs:
             loop = asyncio.get_running_loop()
-            self.ping_wheel.at(loop.time() + self.ping_interval, target.__self__)
+            self.ping_wheel.at(loop.time() + self.ping_interval, target.__self__)  # type: ignore[attr-defined]
             return None
         return super().start_background_task(target, *args, **kwargs)
 
@@ -168,7 +168,7 @@ class ChatwireServer(socketio.AsyncServer):  # type: ignore[misc]
         high, items, size = fast_path_limits or (1 << 20, 1000, 8 << 20)
         self.fastpath = FastPath(self, high_water=high, max_backlog=items, max_backlog_bytes=size)
         self.fast_enabled = fast_path
-        # This server's Engine.IO websockets are served by eio_ws.serve_websocket (a per-instance copy of the
+        # This server's Engine.IO websockets are served by eio_ws.LeanWebSocket (a per-instance copy of the
         # driver table: nothing global is patched).
         drivers = dict(self.eio._async)
         if drivers.get("websocket") is not None:
