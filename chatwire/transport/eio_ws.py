@@ -247,6 +247,8 @@ class LeanWebSocket:
                         break
                     except Exception:
                         log.exception("Engine.IO receive failed")
+                    if sock.closed:  # closed by either side while handling the frame: nothing more to serve
+                        break
             finally:
                 queue.put_nowait(None)  # the writer sends what is queued, then closes the websocket
                 writer = self.writer
