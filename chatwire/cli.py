@@ -32,6 +32,7 @@ def serve(
 
     from chatwire.app import create_app
     from chatwire.logs import setup_logging
+    from chatwire.transport.uvicorn_ws import ws_protocol
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
@@ -41,6 +42,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_config=None,
+        ws=ws_protocol(),
         ws_per_message_deflate=settings.ws_per_message_deflate,
         lifespan="on",
     )

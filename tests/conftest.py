@@ -19,6 +19,7 @@ import uvicorn
 from chatwire.app import create_app
 from chatwire.config import Settings
 from chatwire.db.engine import Database
+from chatwire.transport.uvicorn_ws import ws_protocol
 
 POSTGRES_URL = os.environ.get(
     "CHATWIRE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -137,7 +138,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         port=port,
         log_config=None,
         lifespan="on",
-        ws="websockets-sansio" if _has_sansio() else "auto",
+        ws=ws_protocol(),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -152,14 +153,6 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
-
-
-def _has_sansio() -> bool:
-    try:
-        import uvicorn.protocols.websockets.websockets_sansio_impl  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.fixture

@@ -301,10 +301,11 @@ class FastPath:
         environ = self.server.environ.get(eio_sid)
         if environ is None or environ.get("asgi.scope", {}).get("type") != "websocket":
             return
-        for key in [k for k in environ if k.startswith("HTTP_")]:
-            del environ[key]
         # Engine.IO wraps the (empty) request body in an instance of a class it defines per request: ~2 KiB.
-        environ.pop("wsgi.input", None)
+        # The rest is rebuilt in place without the headers: a dict does not shrink when keys are deleted.
+        kept = [(k, v) for k, v in environ.items() if not k.startswith("HTTP_") and k != "wsgi.input"]
+        environ.clear()
+        environ.update(kept)
         scope = environ.get("asgi.scope")
         if isinstance(scope, dict) and isinstance(scope.get("headers"), list):
             scope["headers"].clear()
