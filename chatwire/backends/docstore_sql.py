@@ -52,6 +52,11 @@ class SqlDocStore:
             self._flusher = asyncio.create_task(self._flush_queue(), name="chatwire-docstore-append")
         return future
 
+    async def drain(self) -> None:
+        """Wait until every queued append is committed or has failed (shutdown, before the database closes)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
     async def _flush_queue(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:_APPEND_BATCH], self._queue[_APPEND_BATCH:]

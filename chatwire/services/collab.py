@@ -320,6 +320,9 @@ class CollabService:
                 with contextlib.suppress(Exception):
                     await live.compact_task
         self._docs.clear()
+        drain = getattr(self.store, "drain", None)
+        if drain is not None:
+            await drain()  # updates whose commit is pending are stored before the database closes
 
     # hooks from the note service
 

@@ -151,3 +151,20 @@ async def test_appends_while_other_documents_compact_and_delete(store: DocStore)
     assert sorted(live.updates) == sorted(f"{w}-{i}".encode() for w in range(8) for i in range(25))
     for d in range(4):
         assert (await store.load(f"note:old{d}")).updates == ([] if d % 2 else [b"S"])
+
+
+async def test_sql_store_drains_queued_appends_before_the_database_closes(tmp_path: Path) -> None:
+    """Shutdown: updates queued for the group commit are all stored by `drain`, then the database can close."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'drain.db'}")
+    await db.migrate()
+    store = SqlDocStore(db)
+    futures = [store.append_nowait("note:d", f"u{i}".encode()) for i in range(50)]
+    await store.drain()
+    assert all(f.done() and not f.exception() for f in futures)
+    await db.close()
+    reopened = Database(f"sqlite+aiosqlite:///{tmp_path / 'drain.db'}")
+    try:
+        stored = await SqlDocStore(reopened).load("note:d")
+        assert stored.updates == [f"u{i}".encode() for i in range(50)]
+    finally:
+        await reopened.close()
