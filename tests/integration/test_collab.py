@@ -4,6 +4,7 @@ from the session, malformed updates refused, saves, leaves, revocation, durabili
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -77,6 +78,21 @@ async def make_note(
         return r.json()["id"]  # type: ignore[no-any-return]
 
 
+@contextlib.asynccontextmanager
+async def two_writers(
+    server: RunningServer,
+) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any], str, Editor, Editor]]:
+    """Ada's note that Bob may write, and a connected (not yet joined) editor for each; both closed after."""
+    ada, bob = await server.signup("Ada"), await server.signup("Bob")
+    note_id = await make_note(server, ada, write=[bob["id"]])
+    a, b = await Editor(server, ada).connect(), await Editor(server, bob).connect()
+    try:
+        yield ada, bob, f"note:{note_id}", a, b
+    finally:
+        await a.client.close()
+        await b.client.close()
+
+
 def text_of(state: bytes) -> str:
     doc: Doc = Doc()
     doc.apply_update(state)
@@ -98,11 +114,7 @@ async def eventually(predicate: Any, timeout: float = 5.0) -> None:
 
 async def test_join_relay_and_identities_from_the_session(collab_server: RunningServer) -> None:
     server = collab_server
-    ada, bob = await server.signup("Ada"), await server.signup("Bob")
-    note_id = await make_note(server, ada, write=[bob["id"]])
-    doc_id = f"note:{note_id}"
-    a, b = await Editor(server, ada).connect(), await Editor(server, bob).connect()
-    try:
+    async with two_writers(server) as (ada, bob, doc_id, a, b):
         ack = await a.join(doc_id, user_id="spoofed", user_name="Mallory", user_color="#FF6B6B")
         assert ack == {"document_id": doc_id, "sessions": 1}
         first = await a.client.wait_for("ydoc:document:state")
@@ -127,9 +139,6 @@ async def test_join_relay_and_identities_from_the_session(collab_server: Running
         assert str(b.text) == "hello"
         await a.client.expect_none("ydoc:document:update", wait=0.2)
         assert text_of(await server.services.collab.state(doc_id)) == "hello"
-    finally:
-        await a.client.close()
-        await b.client.close()
 
 
 async def test_reader_cannot_change_and_stranger_cannot_join(collab_server: RunningServer) -> None:
@@ -194,11 +203,7 @@ async def test_reader_cannot_change_and_stranger_cannot_join(collab_server: Runn
 )
 async def test_malformed_update_is_refused_and_never_stored(collab_server: RunningServer, bad: Any) -> None:
     server = collab_server
-    ada, bob = await server.signup("Ada"), await server.signup("Bob")
-    note_id = await make_note(server, ada, write=[bob["id"]])
-    doc_id = f"note:{note_id}"
-    a, b = await Editor(server, ada).connect(), await Editor(server, bob).connect()
-    try:
+    async with two_writers(server) as (_ada, _bob, doc_id, a, b):
         await a.join(doc_id)
         await b.join(doc_id)
         await a.edit(doc_id, 0, "safe")
@@ -212,18 +217,11 @@ async def test_malformed_update_is_refused_and_never_stored(collab_server: Runni
         # The document still works afterwards.
         assert await a.edit(doc_id, 4, "!") == {"ok": True}
         assert text_of(await server.services.collab.state(doc_id)) == "safe!"
-    finally:
-        await a.client.close()
-        await b.client.close()
 
 
 async def test_binary_update_is_accepted_and_relayed_as_ints(collab_server: RunningServer) -> None:
     server = collab_server
-    ada, bob = await server.signup("Ada"), await server.signup("Bob")
-    note_id = await make_note(server, ada, write=[bob["id"]])
-    doc_id = f"note:{note_id}"
-    a, b = await Editor(server, ada).connect(), await Editor(server, bob).connect()
-    try:
+    async with two_writers(server) as (_ada, _bob, doc_id, a, b):
         await a.join(doc_id)
         await b.join(doc_id)
         a.text.insert(0, "binary")
@@ -235,9 +233,6 @@ async def test_binary_update_is_accepted_and_relayed_as_ints(collab_server: Runn
         assert isinstance(relayed["update"], list)
         b.apply_received(doc_id)
         assert str(b.text) == "binary"
-    finally:
-        await a.client.close()
-        await b.client.close()
 
 
 async def test_update_needs_joining_first(collab_server: RunningServer) -> None:
@@ -311,11 +306,7 @@ async def test_disconnect_announces_leave_and_clears_the_cursor(
     from chatwire.services.ywire import parse_awareness
 
     server = collab_server
-    ada, bob = await server.signup("Ada"), await server.signup("Bob")
-    note_id = await make_note(server, ada, write=[bob["id"]])
-    doc_id = f"note:{note_id}"
-    a, b = await Editor(server, ada).connect(), await Editor(server, bob).connect()
-    try:
+    async with two_writers(server) as (ada, _bob, doc_id, a, b):
         await a.join(doc_id)
         await b.join(doc_id)
         if form == "json":
@@ -343,9 +334,6 @@ async def test_disconnect_announces_leave_and_clears_the_cursor(
         else:
             assert parsed.entries[0].clock == 4
         assert server.services.collab.editors(doc_id) == [b.sid]
-    finally:
-        await a.client.close()
-        await b.client.close()
 
 
 async def test_revoking_a_grant_removes_the_editor_at_once(collab_server: RunningServer) -> None:
@@ -431,11 +419,7 @@ async def test_deleting_the_note_drops_its_document(collab_server: RunningServer
 async def test_a_sessions_updates_are_stored_in_the_order_sent(collab_server: RunningServer) -> None:
     """Events are handled concurrently by python-socketio; one session's updates must still keep their order."""
     server = collab_server
-    ada, bob = await server.signup("Ada"), await server.signup("Bob")
-    note_id = await make_note(server, ada, write=[bob["id"]])
-    doc_id = f"note:{note_id}"
-    a, b = await Editor(server, ada).connect(), await Editor(server, bob).connect()
-    try:
+    async with two_writers(server) as (_ada, _bob, doc_id, a, b):
         await a.join(doc_id)
         await b.join(doc_id)
         sent: list[list[int]] = []
@@ -453,9 +437,6 @@ async def test_a_sessions_updates_are_stored_in_the_order_sent(collab_server: Ru
         assert [u["update"] for u in b.client.received["ydoc:document:update"]] == sent
         b.apply_received(doc_id)
         assert str(b.text) == str(a.text)
-    finally:
-        await a.client.close()
-        await b.client.close()
 
 
 async def test_rest_content_change_resets_an_unedited_document(collab_server: RunningServer) -> None:
@@ -549,11 +530,7 @@ async def test_an_update_that_cannot_be_stored_is_refused_and_not_relayed(
 
     server = collab_server
     db = server.services.db
-    ada, bob = await server.signup("Ada"), await server.signup("Bob")
-    note_id = await make_note(server, ada, write=[bob["id"]])
-    doc_id = f"note:{note_id}"
-    a, b = await Editor(server, ada).connect(), await Editor(server, bob).connect()
-    try:
+    async with two_writers(server) as (ada, _bob, doc_id, a, b):
         await a.join(doc_id)
         await b.join(doc_id)
         assert await a.edit(doc_id, 0, "kept ") == {"ok": True}
@@ -575,6 +552,3 @@ async def test_an_update_that_cannot_be_stored_is_refused_and_not_relayed(
         assert text_of(await server.services.collab.state(doc_id)) == "kept lost?"
         relayed = await b.client.wait_for("ydoc:document:update", lambda u: u["update"] == failed)
         assert relayed["user_id"] == ada["id"]
-    finally:
-        await a.client.close()
-        await b.client.close()
