@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -131,6 +131,11 @@ class CollabService:
         # In a fleet other processes append to the same store: a joiner's state is then read from the store
         # (snapshot + bounded tail), not from this process's copy, which lacks their updates.
         self.shared = shared
+        # A store that can queue an append at once lets an update's commit be awaited outside its document's lock;
+        # only when this process is the document's sole writer (not in a fleet).
+        self._append_nowait: Callable[[str, bytes], asyncio.Future[int]] | None = (
+            None if shared else getattr(store, "append_nowait", None)
+        )
         self.notes = notes
         self.broker = broker
         self.compact_every = compact_every
@@ -204,8 +209,7 @@ class CollabService:
         committing: asyncio.Future[int] | None = None
         async with self._locked(document_id, create=False) as live:
             live = await self._require_editor(live, sid, document_id)
-            relay = update is not None and update != EMPTY_UPDATE
-            if update is not None and relay:
+            if update is not None and update != EMPTY_UPDATE:
                 self._apply(live, update)
                 committing = self._queue_append(live, update)
                 if committing is None:
@@ -450,10 +454,9 @@ class CollabService:
     def _queue_append(self, live: LiveDoc, update: bytes) -> asyncio.Future[int] | None:
         """The pending commit of `update` when the store can fix its place in the log right away (a store that
         group-commits, and only this process writes the document); None when it must be awaited under the lock."""
-        append_nowait = getattr(self.store, "append_nowait", None)
-        if append_nowait is None or self.shared:
+        if self._append_nowait is None:
             return None
-        future: asyncio.Future[int] = append_nowait(live.document_id, update)
+        future: asyncio.Future[int] = self._append_nowait(live.document_id, update)
         return future
 
     async def _store(self, live: LiveDoc, update: bytes) -> None:
