@@ -144,6 +144,16 @@ class Settings(BaseSettings):
         40.0, ge=0, description="Token rate of the built-in demo model; 0 = as fast as possible."
     )
     demo_max_tokens: int = Field(100_000, gt=0, description="Longest answer the demo model writes.")
+    completion_snapshot_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="Interval of the full-content snapshots of a streaming answer (a late tab converges); 0 = off.",
+    )
+    interrupt_grace_seconds: int = Field(
+        300,
+        ge=0,
+        description="Fleet mode: at start, unfinished answers untouched this long are marked interrupted.",
+    )
     web_dir: Path | None = Field(
         None, description="Static web client to serve at /; empty = the bundled build."
     )

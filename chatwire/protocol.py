@@ -256,11 +256,31 @@ class ChatEventForm(Model):
 
 
 class CompletionForm(Model):
-    """A generation request (Open WebUI's body; unknown fields ignored)."""
+    """A generation request in chatwire's shape (`messages`, `chat_id`, `id`) or Open WebUI's frontend shape
+    (`user_message`, `parent_id`, `chat_id`, `id` or `message_ids`); unknown fields are ignored."""
 
     model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    messages: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+    messages: list[dict[str, Any]] = Field(default_factory=list, max_length=10_000)
     chat_id: Id | None = None
     id: Id | None = None
     session_id: Id | None = None
     stream: bool = True
+    user_message: dict[str, Any] | None = None
+    parent_id: Id | None = None
+    message_ids: list[dict[str, Any]] | None = Field(None, max_length=16)
+
+    @property
+    def new_chat(self) -> bool:
+        """Open WebUI's signal for "create the chat": `parent_id: null` sent, and no chat id."""
+        return "parent_id" in self.model_fields_set and self.parent_id is None and not self.chat_id
+
+    @property
+    def answer_id(self) -> str | None:
+        """The id of the answer to write: `id`, else the first of `message_ids` (one model per request here)."""
+        if self.id:
+            return self.id
+        for entry in self.message_ids or []:
+            mid = entry.get("message_id") if isinstance(entry, dict) else None
+            if isinstance(mid, str) and 0 < len(mid) <= 128:
+                return mid
+        return None

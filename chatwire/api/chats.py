@@ -1,4 +1,6 @@
-"""/api/v1/chats: create, list and read chats in Open WebUI's JSON shape."""
+"""/api/v1/chats: create, list, read, update (merge), rename and delete chats in Open WebUI's JSON shape.
+
+Fixed paths (`/pinned`, `/all/tags`) are registered before `/{chat_id}` so that they are not taken for ids."""
 
 from __future__ import annotations
 
@@ -27,9 +29,33 @@ async def list_chats(
     return await services.chats.list_for(user, skip, limit)
 
 
+@router.get("/pinned")
+async def pinned_chats(_user: UserDep) -> list[dict[str, Any]]:
+    """Pinned chats: chatwire has no pinning, so none are."""
+    return []
+
+
+@router.get("/all/tags")
+async def all_tags(user: UserDep, services: ServicesDep) -> list[dict[str, Any]]:
+    return await services.chats.tags(user)
+
+
 @router.get("/{chat_id}")
 async def get_chat(chat_id: str, user: UserDep, services: ServicesDep) -> dict[str, Any]:
     return await services.chats.get(chat_id, user)
+
+
+@router.post("/{chat_id}")
+async def update_chat(
+    chat_id: str, form: NewChatForm, user: UserDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Update (merge) the chat: title, history, other keys; `{"chat": {"title": "..."}}` renames it."""
+    return await services.chats.update(chat_id, user, form.chat)
+
+
+@router.delete("/{chat_id}")
+async def delete_chat(chat_id: str, user: UserDep, services: ServicesDep) -> bool:
+    return await services.chats.delete(chat_id, user, stop=services.completions.stop_chat)
 
 
 @router.post("/{chat_id}/messages/{message_id}/event")

@@ -1,4 +1,4 @@
-"""Generations on Open WebUI's paths: models, start a streamed completion, stop it."""
+"""Generations on Open WebUI's paths: models, start a streamed completion, stop it (by task or by chat)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,11 @@ async def chat_completions(form: CompletionForm, user: UserDep, services: Servic
         model=form.model,
         messages=form.messages,
         chat_id=form.chat_id,
-        message_id=form.id,
+        message_id=form.answer_id,
         session_id=form.session_id,
+        user_message=form.user_message,
+        parent_id=form.parent_id,
+        new_chat=form.new_chat,
     )
 
 
@@ -38,3 +41,10 @@ async def stop_task(task_id: str, user: UserDep, services: ServicesDep) -> dict[
 @router.get("/api/tasks/chat/{chat_id}")
 async def chat_tasks(chat_id: str, user: UserDep, services: ServicesDep) -> dict[str, Any]:
     return {"task_ids": services.completions.task_ids_for_chat(chat_id, user)}
+
+
+@router.post("/api/tasks/chat/{chat_id}/stop")
+async def stop_chat_tasks(chat_id: str, user: UserDep, services: ServicesDep) -> dict[str, Any]:
+    """Stop the chat's generations from any tab of the user (the starting tab's task id is not needed)."""
+    stopped = await services.completions.stop_chat(chat_id, user)
+    return {"status": True, "message": "stopped" if stopped else "No tasks found."}

@@ -141,6 +141,8 @@ class ChatMessage(Base):
     follow_ups: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # How an answer ended: done, stopped, interrupted or failed (NULL while it streams).
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[int] = mapped_column(BigInteger)

@@ -63,6 +63,50 @@ class ChatService:
             chat["stream_offset"] = offset
         return chat
 
+    async def update(self, chat_id: str, user: User, chat: dict[str, Any]) -> dict[str, Any]:
+        """Merge the client's chat (title, history, other keys) into the stored one; the owner only.
+
+        Events in flight for the chat are written first, so the merge sees what was streamed; an answer still
+        streaming keeps the writer's row (ChatRepo.update)."""
+        await self._owned(chat_id, user)
+        quiet = self.pipeline.quiet(chat_id) if self.pipeline is not None else contextlib.nullcontext()
+        async with quiet:
+            record = await self.repo.update(chat_id, chat)
+        if record is None:
+            raise not_found("chat")
+        if "title" in chat:
+            await self._tell_list(user.id, chat_id, {"title": record.chat.title})
+        return chat_to_json(record)
+
+    async def delete(self, chat_id: str, user: User, stop: Any = None) -> bool:
+        """Delete the user's chat (an admin may delete any), after stopping its generations (`stop`)."""
+        chat = await self.own_chat(chat_id, user)
+        if stop is not None:
+            await stop(chat_id, user)
+        await self.repo.delete(chat_id)
+        await self._tell_list(chat.user_id, chat_id, {"deleted": True})
+        return True
+
+    async def tags(self, user: User) -> list[dict[str, Any]]:
+        """The tags of the user's chats in Open WebUI's TagModel shape."""
+        return [
+            {"id": name.replace(" ", "_").lower(), "name": name, "user_id": user.id, "meta": None}
+            for name in await self.repo.tags_of_user(user.id)
+        ]
+
+    async def _owned(self, chat_id: str, user: User) -> Chat:
+        chat = await self.repo.get(chat_id)
+        if chat is None or chat.user_id != user.id:
+            raise not_found("chat")
+        return chat
+
+    async def _tell_list(self, user_id: str, chat_id: str, data: dict[str, Any]) -> None:
+        await self.broker.emit(
+            CHAT_EVENT,
+            {"chat_id": chat_id, "data": {"type": "chat:list", "data": {"chat_id": chat_id, **data}}},
+            room=user_room(user_id),
+        )
+
     async def mark_read(self, chat_id: str, user: User) -> int:
         """Store the user's read time of their own chat and tell all their tabs."""
         chat = await self.repo.get(chat_id)

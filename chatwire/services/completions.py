@@ -1,20 +1,28 @@
-"""Generations: `POST /api/chat/completions` starts a background task that streams an answer as chat events.
+"""Generations: `POST /api/chat/completions` stores the turn, then streams the answer as chat events.
 
-The task emits `chat:active`, the model's events (statuses, sources, deltas) and a final `chat:completion` with
-`done`, through the message's emitter, so the answer reaches every tab and is persisted like any other event.
-A stop (`TaskRegistry.stop`) cancels it; the task then marks the message done (`chat:tasks:cancel`).
+Before the answer starts, the turn is stored: the user message (unless the client stored it already) and an
+empty assistant answer under it that records its `model`. The model then receives the conversation: the body's
+`messages` when the client sends them, otherwise the stored path from the root to the user message. Two request
+shapes work: chatwire's (`messages`, `chat_id`, `id`) and Open WebUI's frontend (`user_message`, `parent_id`,
+`chat_id`, `id` or `message_ids`; `parent_id: null` without a chat creates the chat).
+
+The task emits `chat:active`, the model's events (statuses, sources, deltas), a full-content snapshot about once
+a second (a tab that opens mid-answer converges), and a final `chat:completion` with `done` and how it ended
+(`outcome`): done, stopped (`chat:tasks:cancel`), interrupted (the server shut down) or failed (with a readable
+`error`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from chatwire.backends.sessions import SessionStore
-from chatwire.db.models import User
-from chatwire.db.repos.chats import ChatRepo
+from chatwire.db.models import ChatMessage, User
+from chatwire.db.repos.chats import ChatRepo, message_to_json
 from chatwire.errors import ChatwireError, forbidden, invalid, not_found
 from chatwire.services.events import ChatEvents, EventCaller, EventEmitter, RequestInfo
 from chatwire.services.models import DEMO_MODEL_ID, DemoModel, OpenAIUpstream
@@ -25,14 +33,38 @@ from chatwire.util import new_id
 
 log = logging.getLogger("chatwire.completions")
 
+_APPEND = frozenset({"message", "chat:message:delta"})
+_REPLACE = frozenset({"replace", "chat:message"})
+
 
 def _ends(event: dict[str, Any]) -> bool:
     data = event.get("data")
     return event.get("type") == "chat:completion" and isinstance(data, dict) and bool(data.get("done"))
 
 
+def _text_of(content: Any) -> str:
+    """String content, or the text parts of OpenAI content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+def context_of(path: list[ChatMessage]) -> list[dict[str, Any]]:
+    """What the model receives for a stored path: role and content of each message; answers that produced
+    nothing (failed before the first token) are left out."""
+    return [
+        {"role": m.role, "content": m.content}
+        for m in path
+        if m.role in ("user", "assistant", "system") and (m.content or m.role == "user")
+    ]
+
+
 class CompletionService:
-    """Lists models, starts and stops generations."""
+    """Lists models, stores turns, starts and stops generations."""
 
     def __init__(
         self,
@@ -43,6 +75,8 @@ class CompletionService:
         writer: MessageWriter,
         demo: DemoModel,
         upstream: OpenAIUpstream | None = None,
+        *,
+        snapshot_seconds: float = 1.0,
     ) -> None:
         self.events = events
         self.tasks = tasks
@@ -51,15 +85,25 @@ class CompletionService:
         self.writer = writer
         self.demo = demo
         self.upstream = upstream
+        self.snapshot_seconds = snapshot_seconds
+        self._closing = False
 
     async def models(self) -> list[dict[str, Any]]:
-        """`demo` plus the upstream's models (an unreachable upstream lists none and is logged)."""
-        out = [self.demo.info()]
-        if self.upstream is not None:
-            try:
-                out.extend(m for m in await self.upstream.models() if m["id"] != DEMO_MODEL_ID)
-            except Exception as exc:
-                log.warning("upstream models unavailable", extra={"error": repr(exc)[:300]})
+        """`demo` plus the upstream's models, each with `available`. While the upstream cannot be reached, the
+        models it listed before are listed as unavailable with the reason (`error`); never a silent fallback."""
+        out = [{**self.demo.info(), "available": True}]
+        if self.upstream is None:
+            return out
+        try:
+            found = await self.upstream.models()
+            out.extend({**m, "available": True} for m in found if m["id"] != DEMO_MODEL_ID)
+        except ChatwireError as exc:
+            log.warning("upstream models unavailable", extra={"error": exc.message})
+            out.extend(
+                {**m, "available": False, "error": exc.message}
+                for m in self.upstream.known_models
+                if m["id"] != DEMO_MODEL_ID
+            )
         return out
 
     async def start(
@@ -67,35 +111,117 @@ class CompletionService:
         user: User,
         *,
         model: str,
-        messages: list[dict[str, Any]],
-        chat_id: str | None,
-        message_id: str | None,
-        session_id: str | None,
+        messages: list[dict[str, Any]] | None = None,
+        chat_id: str | None = None,
+        message_id: str | None = None,
+        session_id: str | None = None,
+        user_message: dict[str, Any] | None = None,
+        parent_id: str | None = None,
+        new_chat: bool = False,
     ) -> dict[str, Any]:
-        """Check the request and start the generation; returns `{status, task_id, message_id}`."""
-        if not messages:
-            raise invalid("messages must not be empty")
+        """Check the request, store the turn and start the generation.
+
+        Returns `{status, task_id, task_ids, chat_id, message_id}`."""
+        messages = list(messages or [])
+        if not messages and user_message is None:
+            raise invalid("send messages or user_message")
+        if user_message is not None and not isinstance(user_message.get("content", ""), str | list):
+            raise invalid("user_message.content must be a string")
         if model != DEMO_MODEL_ID and self.upstream is None:
-            raise not_found(f"model {model!r}")
-        if chat_id and is_persisted_chat(chat_id):
-            chat = await self.chats.get(chat_id)
-            if chat is None or chat.user_id != user.id:
-                raise not_found("chat")
+            raise not_found(f"model {model!r} (this server has no model server configured)")
         if session_id:
             owner = await self.sessions.get(session_id)
             if owner is not None and owner.user_id != user.id:
                 raise forbidden("session belongs to another user")
         message_id = message_id or new_id()
+        if new_chat and not chat_id:
+            record = await self.chats.create(user.id, {"title": "New Chat", "models": [model]})
+            chat_id = record.chat.id
+        context = messages
+        if chat_id and is_persisted_chat(chat_id):
+            path = await self._store_turn(user, chat_id, messages, user_message, parent_id, message_id, model)
+            if not context:
+                context = context_of(path)
+        elif not context and user_message is not None:
+            context = [{"role": "user", "content": user_message.get("content") or ""}]
+        if not context:
+            raise invalid("there is no message for the model to answer")
         info = RequestInfo(user.id, chat_id, message_id, session_id)
         emit = self.events.get_event_emitter(info)
         call = self.events.get_event_call(info)
         task = self.tasks.start(
-            self._run(model, messages, emit, call),
+            self._run(model, context, emit, call),
             user_id=user.id,
             chat_id=chat_id,
             message_id=message_id,
         )
-        return {"status": True, "task_id": task.task_id, "message_id": message_id}
+        return {
+            "status": True,
+            "task_id": task.task_id,
+            "task_ids": [task.task_id],
+            "chat_id": chat_id,
+            "message_id": message_id,
+        }
+
+    async def _store_turn(
+        self,
+        user: User,
+        chat_id: str,
+        messages: list[dict[str, Any]],
+        user_message: dict[str, Any] | None,
+        parent_id: str | None,
+        message_id: str,
+        model: str,
+    ) -> list[ChatMessage]:
+        """Store the user message (if new) and the empty answer; tell the user's tabs; the path to the question."""
+        record = await self.chats.get_with_messages(chat_id)
+        if record is None or (record.chat.user_id != user.id):
+            raise not_found("chat")
+        rows = {m.id: m for m in record.messages}
+        current = rows.get(record.chat.current_id or "")
+        if user_message is None:
+            # chatwire's shape: the last body message is the question; stored already when its id is known, or
+            # when it is the chat's current message with the same text.
+            last = messages[-1] if messages else {}
+            if last.get("role") == "user":
+                known = rows.get(str(last.get("id") or ""))
+                if known is not None and known.role == "user":
+                    user_message = {"id": known.id}
+                elif (
+                    current is not None
+                    and current.role == "user"
+                    and current.content == _text_of(last.get("content"))
+                ):
+                    user_message = {"id": current.id}
+                else:
+                    user_message = {"content": _text_of(last.get("content"))}
+                    parent_id = current.id if current is not None else None
+            elif parent_id is None and current is not None:
+                parent_id = current.id
+        path = await self.chats.add_turn(
+            chat_id, user_message=user_message, parent_id=parent_id, assistant_id=message_id, model=model
+        )
+        turn: dict[str, Any] = {}
+        if path and path[-1].role == "user":
+            turn[path[-1].id] = message_to_json(path[-1])
+        turn[message_id] = {
+            "id": message_id,
+            "parentId": path[-1].id if path else None,
+            "childrenIds": [],
+            "role": "assistant",
+            "content": "",
+            "model": model,
+            "done": False,
+            "timestamp": int(time.time()),
+        }
+        # Every tab of the user learns the question and the new answer before the first token.
+        await self.events.emit(
+            user.id,
+            chat_id,
+            message_id,
+            {"type": "chat:messages", "data": {"messages": turn, "currentId": message_id}},
+        )
+        return path
 
     def _stream(
         self, model: str, messages: list[dict[str, Any]], call: EventCaller
@@ -109,21 +235,49 @@ class CompletionService:
         self, model: str, messages: list[dict[str, Any]], emit: EventEmitter, call: EventCaller
     ) -> None:
         await emit({"type": "chat:active", "data": {"active": True}})
+        pieces: list[str] = []
+        changed = False
+        loop = asyncio.get_running_loop()
+        next_snapshot = loop.time() + self.snapshot_seconds
         try:
             done = False
             async for event in self._stream(model, messages, call):
+                kind = event.get("type")
+                raw = event.get("data")
+                data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+                if kind in _APPEND and isinstance(data.get("content"), str):
+                    pieces.append(data["content"])
+                    changed = True
+                elif kind in _REPLACE or (kind == "chat:completion" and isinstance(data.get("content"), str)):
+                    pieces = [str(data.get("content") or "")]
+                    changed = False
                 await emit(event)
                 done = done or _ends(event)
+                if changed and self.snapshot_seconds > 0 and not done and loop.time() >= next_snapshot:
+                    pieces = ["".join(pieces)]
+                    await emit({"type": "chat:completion", "data": {"content": pieces[0]}})
+                    changed = False
+                    next_snapshot = loop.time() + self.snapshot_seconds
             if not done:
                 await emit({"type": "chat:completion", "data": {"done": True}})
         except asyncio.CancelledError:
-            await emit({"type": "chat:tasks:cancel", "data": {}})
+            if self._closing:  # the server is shutting down: the answer was cut, not stopped by someone
+                await emit({"type": "chat:completion", "data": {"done": True, "outcome": "interrupted"}})
+            else:
+                await emit({"type": "chat:tasks:cancel", "data": {}})
             raise
         except Exception as exc:
-            message = exc.message if isinstance(exc, ChatwireError) else f"generation failed: {exc!r}"[:500]
+            if isinstance(exc, ChatwireError):
+                message = exc.message
+            else:
+                log.exception("generation crashed", extra={"model": model})
+                message = "The answer failed because of an error in chatwire; the server log has the details."
             log.warning("generation failed", extra={"model": model, "error": message})
-            await emit({"type": "chat:message:error", "data": {"error": {"content": message}}})
-            await emit({"type": "chat:completion", "data": {"done": True, "error": {"content": message}}})
+            error = {"content": message}
+            await emit({"type": "chat:message:error", "data": {"error": error}})
+            await emit(
+                {"type": "chat:completion", "data": {"done": True, "error": error, "outcome": "failed"}}
+            )
         finally:
             await emit({"type": "chat:active", "data": {"active": False}})
 
@@ -137,12 +291,32 @@ class CompletionService:
             raise not_found("task")
         return True
 
+    async def stop_chat(self, chat_id: str, user: User) -> bool:
+        """Stop every generation of the user's chat, on this process or (fleet) another; whether one ran.
+
+        Works from any tab of the user: it needs the chat, not the task id of the tab that started it."""
+        if is_persisted_chat(chat_id):
+            chat = await self.chats.get(chat_id)
+            if chat is None or (chat.user_id != user.id and user.role != "admin"):
+                raise not_found("chat")
+        admin = user.role == "admin"
+        here, remote = await self.tasks.stop_chat(chat_id, user_id=user.id, admin=admin)
+        return bool(here) or remote
+
     def task_ids_for_chat(self, chat_id: str, user: User) -> list[str]:
         return [
             t.task_id for t in self.tasks.for_chat(chat_id) if t.user_id == user.id or user.role == "admin"
         ]
 
+    async def mark_interrupted(self, older_than: int | None) -> int:
+        """At start: end the answers nobody streams any more as `interrupted` (see ChatRepo.mark_interrupted)."""
+        count = await self.chats.mark_interrupted(older_than)
+        if count:
+            log.warning("unfinished answers marked interrupted", extra={"count": count})
+        return count
+
     async def close(self) -> None:
+        self._closing = True
         await self.tasks.close()
         if self.upstream is not None:
             await self.upstream.close()

@@ -35,6 +35,7 @@ from chatwire.services.presence import PresenceService
 from chatwire.services.rooms import Rooms
 from chatwire.services.server_api import ServerApiService
 from chatwire.services.tasks import TaskRegistry
+from chatwire.util import now_s
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Services:
             writer,
             DemoModel(settings.demo_tokens_per_second, settings.demo_max_tokens),
             upstream,
+            snapshot_seconds=settings.completion_snapshot_seconds,
         )
         chats = ChatService(chat_repo, broker, eventlog)
         chats.pipeline = events
@@ -149,6 +151,13 @@ class Services:
             tasks=tasks,
             completions=completions,
         )
+
+    async def start_pipeline(self) -> None:
+        """At start: answers left unfinished by a stop or crash are marked `interrupted`. One process (no Redis)
+        owns every answer, so all of them; in a fleet another process may be streaming one, so only answers not
+        written for `CHATWIRE_INTERRUPT_GRACE_SECONDS`."""
+        grace = self.settings.interrupt_grace_seconds if self.settings.redis_url else None
+        await self.completions.mark_interrupted(None if grace is None else now_s() - grace)
 
     async def close_pipeline(self) -> None:
         """Stop running generations, then flush every queued chat event to the database (shutdown)."""

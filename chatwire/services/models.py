@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -167,21 +168,66 @@ class DemoModel:
         }
 
 
+def _error_text(body: bytes) -> str:
+    """The human part of an upstream's error body (OpenAI's `{error: {message}}`, `{detail}`), else its text."""
+    text = body.decode(errors="replace").strip()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return text[:300]
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"][:300]
+        for key in ("error", "detail", "message"):
+            if isinstance(data.get(key), str):
+                return str(data[key])[:300]
+    return text[:300]
+
+
 class OpenAIUpstream:
-    """Any OpenAI-compatible server: `GET {base}/models` and streaming `POST {base}/chat/completions`."""
+    """Any OpenAI-compatible server: `GET {base}/models` and streaming `POST {base}/chat/completions`.
+
+    Failures are raised as `ChatwireError(unavailable)` with a sentence a person can read, naming the server
+    (`host`), never a Python repr. The last model list it answered is kept, so that while it cannot be reached
+    its models can be listed as unavailable instead of vanishing.
+    """
 
     def __init__(self, base_url: str, api_key: str = "", timeout: float = 300.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self.host = urlsplit(self.base_url).netloc or self.base_url
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(
             base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0)
         )
+        self.known_models: list[dict[str, Any]] = []
+
+    def failure(self, exc: BaseException) -> ChatwireError:
+        """A readable error for a failed exchange with the model server."""
+        if isinstance(exc, ChatwireError):
+            return exc
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            text = f"The model server at {self.host} could not be reached."
+        elif isinstance(exc, httpx.TimeoutException):
+            text = f"The model server at {self.host} did not answer in time."
+        elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+            text = f"The connection to the model server at {self.host} broke off."
+        elif isinstance(exc, httpx.HTTPStatusError):
+            text = f"The model server at {self.host} answered {exc.response.status_code}."
+        elif isinstance(exc, httpx.HTTPError | ValueError):
+            text = f"The model server at {self.host} gave an answer that could not be used."
+        else:
+            text = "The answer failed because of an error in chatwire; the server log has the details."
+        return ChatwireError(ErrorCode.UNAVAILABLE, text)
 
     async def models(self) -> list[dict[str, Any]]:
-        r = await self.client.get("/models", timeout=5.0)
-        r.raise_for_status()
-        data = r.json().get("data", [])
-        return [
+        try:
+            r = await self.client.get("/models", timeout=5.0)
+            r.raise_for_status()
+            data = r.json().get("data", [])
+        except Exception as exc:
+            raise self.failure(exc) from exc
+        self.known_models = [
             {
                 "id": str(m["id"]),
                 "name": str(m.get("name") or m["id"]),
@@ -191,6 +237,7 @@ class OpenAIUpstream:
             for m in data
             if isinstance(m, dict) and m.get("id")
         ]
+        return self.known_models
 
     async def stream(self, model: str, messages: list[dict[str, Any]], call: Caller) -> AsyncIterator[Event]:
         body = {
@@ -200,26 +247,33 @@ class OpenAIUpstream:
             "stream_options": {"include_usage": True},
         }
         usage: Any = None
-        async with self.client.stream("POST", "/chat/completions", json=body) as r:
-            if r.status_code >= 400:
-                text = (await r.aread()).decode(errors="replace")[:500]
-                raise ChatwireError(ErrorCode.UNAVAILABLE, f"upstream answered {r.status_code}: {text}")
-            async for line in r.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                chunk = line[5:].strip()
-                if chunk == "[DONE]":
-                    break
-                try:
-                    item = orjson.loads(chunk)
-                except orjson.JSONDecodeError:
-                    continue
-                if item.get("usage"):
-                    usage = item["usage"]
-                for choice in item.get("choices") or []:
-                    piece = (choice.get("delta") or {}).get("content")
-                    if piece:
-                        yield _delta(piece)
+        try:
+            async with self.client.stream("POST", "/chat/completions", json=body) as r:
+                if r.status_code >= 400:
+                    detail = _error_text(await r.aread())
+                    text = f"The model server at {self.host} refused the request ({r.status_code})"
+                    raise ChatwireError(ErrorCode.UNAVAILABLE, f"{text}: {detail}" if detail else f"{text}.")
+                async for line in r.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    chunk = line[5:].strip()
+                    if chunk == "[DONE]":
+                        break
+                    try:
+                        item = orjson.loads(chunk)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if not isinstance(item, dict):
+                        continue
+                    if item.get("usage"):
+                        usage = item["usage"]
+                    for choice in item.get("choices") or []:
+                        delta = choice.get("delta") if isinstance(choice, dict) else None
+                        piece = delta.get("content") if isinstance(delta, dict) else None
+                        if isinstance(piece, str) and piece:
+                            yield _delta(piece)
+        except (httpx.HTTPError, ChatwireError) as exc:
+            raise self.failure(exc) from exc
         yield {"type": "chat:completion", "data": {"done": True, **({"usage": usage} if usage else {})}}
 
     async def close(self) -> None:

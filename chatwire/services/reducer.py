@@ -14,7 +14,11 @@ import orjson
 # Message fields in Open WebUI's shape that the reducer may change.
 CONTENT = "content"
 LIST_FIELDS = ("statusHistory", "sources", "files", "embeds")
-SCALAR_FIELDS = ("done", "error", "usage", "followUps")
+SCALAR_FIELDS = ("done", "error", "usage", "followUps", "outcome")
+
+# How an answer ended (`message.outcome`): it finished, a user stopped it, the server stopped or crashed
+# mid-stream (marked at the next start), or the model failed (`message.error` says why).
+OUTCOMES = ("done", "stopped", "interrupted", "failed")
 
 _APPEND = frozenset({"message", "chat:message:delta"})
 _REPLACE = frozenset({"replace", "chat:message"})
@@ -129,6 +133,9 @@ def apply_event(message: dict[str, Any], event: dict[str, Any]) -> Change:
     elif kind == "chat:tasks:cancel":
         message["done"] = True
         change.fields.add("done")
+        if not message.get("outcome"):
+            message["outcome"] = "stopped"
+            change.fields.add("outcome")
     return change
 
 
@@ -148,6 +155,13 @@ def _completion(message: dict[str, Any], d: dict[str, Any], change: Change) -> N
     if d.get("done"):
         message["done"] = True
         change.fields.add("done")
+        outcome = d.get("outcome")
+        if outcome in OUTCOMES:
+            message["outcome"] = outcome
+            change.fields.add("outcome")
+        elif not message.get("outcome"):
+            message["outcome"] = "failed" if message.get("error") is not None else "done"
+            change.fields.add("outcome")
     if isinstance(d.get("title"), str) and d["title"]:
         change.chat["title"] = d["title"]
 

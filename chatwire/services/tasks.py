@@ -34,6 +34,8 @@ class TaskRegistry:
         self._tasks: dict[str, TaskInfo] = {}
         # (task_id, user_id, admin) -> whether another process stopped it (fleet mode sets this)
         self.remote_stop: Callable[[str, str | None, bool], Awaitable[bool]] | None = None
+        # (chat_id, user_id, admin) -> whether another process stopped generations of that chat (fleet mode)
+        self.remote_stop_chat: Callable[[str, str | None, bool], Awaitable[bool]] | None = None
 
     def start(
         self,
@@ -77,6 +79,23 @@ class TaskRegistry:
         if not admin and user_id is not None and info.user_id != user_id:
             return False
         return await self.stop_local(task_id, timeout)
+
+    async def stop_chat(
+        self, chat_id: str, timeout: float = 5.0, *, user_id: str | None = None, admin: bool = True
+    ) -> tuple[list[str], bool]:
+        """Cancel every generation of a chat (of `user_id`, unless `admin`) here and, in a fleet, on the other
+        processes; returns the task ids stopped here and whether another process stopped any."""
+        stopped = await self.stop_chat_local(chat_id, timeout, user_id=user_id, admin=admin)
+        remote = self.remote_stop_chat is not None and await self.remote_stop_chat(chat_id, user_id, admin)
+        return stopped, remote
+
+    async def stop_chat_local(
+        self, chat_id: str, timeout: float = 5.0, *, user_id: str | None = None, admin: bool = True
+    ) -> list[str]:
+        """Cancel the generations of a chat that run on this process."""
+        ids = [t.task_id for t in self.for_chat(chat_id) if admin or user_id is None or t.user_id == user_id]
+        await asyncio.gather(*(self.stop_local(task_id, timeout) for task_id in ids))
+        return ids
 
     async def stop_local(self, task_id: str, timeout: float = 5.0) -> bool:
         """Cancel a generation of this process. False if unknown here."""

@@ -50,8 +50,21 @@ class FleetBackends:
                 return False
             return bool(await tasks.stop_local(info.task_id))
 
+        async def remote_stop_chat(chat_id: str, user_id: str | None, admin: bool) -> bool:
+            return await self.manager.ask_others(
+                "stop_chat", {"chat_id": chat_id, "user_id": user_id, "admin": admin}
+            )
+
+        async def stop_chat_here(p: dict[str, Any]) -> bool:
+            ids = await tasks.stop_chat_local(
+                str(p.get("chat_id", "")), user_id=p.get("user_id"), admin=bool(p.get("admin"))
+            )
+            return bool(ids)
+
         tasks.remote_stop = remote_stop
+        tasks.remote_stop_chat = remote_stop_chat
         self.manager.request_handlers["stop_task"] = stop_here
+        self.manager.request_handlers["stop_chat"] = stop_chat_here
 
     async def _locate(self, sid: str) -> str | None:
         info = await self.sessions.get(sid)

@@ -81,8 +81,13 @@ async def test_demo_generation_streams_and_persists_what_the_client_rebuilds(fas
         assert rebuilt["sources"][0]["source"]["name"] == "chatwire README"
         assert rebuilt["usage"]["completion_tokens"] == 300
         await client.wait_for(lambda: any(e.type == "chat:active" and not e.data["active"] for e in seen))
-        assert seen[0].type == "chat:active" and seen[0].data == {"active": True}
+        # The turn first (the stored question and the empty answer), then the generation.
+        assert seen[0].type == "chat:messages" and seen[0].data["currentId"] == "a1"
+        question = next(m for m in seen[0].data["messages"].values() if m["role"] == "user")
+        assert question["content"] == prompt and seen[0].data["messages"]["a1"]["parentId"] == question["id"]
+        assert seen[1].type == "chat:active" and seen[1].data == {"active": True}
         row = await stored(fast, user["token"], chat_id, "a1")
+        assert row["parentId"] == question["id"] and row["model"] == "demo" and row["outcome"] == "done"
         same_as_stored(rebuilt, row)
         assert chat.messages["a1"] is rebuilt
     finally:
@@ -177,7 +182,7 @@ async def test_demo_input_call_and_refusals(fast: RunningServer) -> None:
         await start(fast, user["token"], {**body, "id": "a2", "session_id": bob_client.sid}, status=403)
         await start(fast, bob["token"], {**body, "id": "a3", "session_id": None}, status=404)
         await start(fast, user["token"], {**body, "model": "gpt-x"}, status=404)
-        await start(fast, user["token"], {**body, "messages": []}, status=422)
+        await start(fast, user["token"], {**body, "messages": []}, status=400)  # nor user_message
         async with fast.http(user["token"]) as http:
             models = (await http.get("/api/models")).json()["data"]
         assert [m["id"] for m in models] == ["demo"]

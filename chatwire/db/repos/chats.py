@@ -27,6 +27,7 @@ _COLUMN_FIELDS = {
     "followUps": "follow_ups",
     "error": "error",
     "usage": "usage",
+    "outcome": "outcome",
 }
 
 
@@ -58,6 +59,7 @@ def message_to_json(m: ChatMessage) -> dict[str, Any]:
         ("followUps", "follow_ups"),
         ("error", "error"),
         ("usage", "usage"),
+        ("outcome", "outcome"),
     ):
         value = getattr(m, col)
         if value is not None:
@@ -93,6 +95,8 @@ def message_from_json(chat_id: str, data: dict[str, Any], position: int, now: in
     cols: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in data.items():
+        if key == "childrenIds":
+            continue  # derived from the parent links when read
         if key in _COLUMN_FIELDS:
             cols[_COLUMN_FIELDS[key]] = value
         else:
@@ -193,6 +197,159 @@ class ChatRepo:
         async with self.db.read() as s:
             return await s.get(ChatMessage, (chat_id, message_id))
 
+    async def update(self, chat_id: str, chat: dict[str, Any]) -> ChatRecord | None:
+        """Merge a client's chat object into the stored chat (Open WebUI's `POST /chats/{id}`).
+
+        `title` and the other top-level keys replace theirs; `history.messages` are upserted by id and stored
+        messages the client did not send are kept. An answer still streaming (stored or sent with `done: false`)
+        keeps its stored row: the event writer owns it until it ends. None when the chat does not exist.
+        """
+        now = now_s()
+        found = chat.get("history")
+        history: dict[str, Any] | None = found if isinstance(found, dict) else None
+        found = (history or {}).get("messages")
+        incoming: dict[str, Any] = found if isinstance(found, dict) else {}
+        async with self.db.session() as s:
+            row = await s.get(Chat, chat_id)
+            if row is None:
+                return None
+            q = select(ChatMessage).where(ChatMessage.chat_id == chat_id)
+            stored = {m.id: m for m in (await s.execute(q)).scalars()}
+            position = max((m.position for m in stored.values()), default=-1) + 1
+            for mid, msg in incoming.items():
+                if not isinstance(msg, dict):
+                    continue
+                new = message_from_json(chat_id, {**msg, "id": msg.get("id", mid)}, position, now)
+                old = stored.get(new.id)
+                if old is None:
+                    s.add(new)
+                    stored[new.id] = new
+                    position += 1
+                    continue
+                if old.role == "assistant" and (not old.done or msg.get("done") is False):
+                    continue  # streaming: the writer's row wins
+                for key in msg:
+                    col = _COLUMN_FIELDS.get(key)
+                    if col is not None and col != "id":
+                        setattr(old, col, getattr(new, col))
+                if new.extra:
+                    old.extra = {**(old.extra or {}), **new.extra}
+                old.updated_at = now
+            values: dict[str, Any] = {"updated_at": now}
+            if "title" in chat:
+                values["title"] = _text(chat.get("title") or "New Chat", "chat title", 1024)
+            if history is not None and "currentId" in history:
+                current = _message_id(history.get("currentId"), "history currentId")
+                if current is None or current in stored:
+                    values["current_id"] = current
+            extra = {k: v for k, v in chat.items() if k not in ("history", "messages", "title", "id")}
+            if extra:
+                values["extra"] = {**(row.extra or {}), **extra}
+            await s.flush()
+            await s.execute(update(Chat).where(Chat.id == chat_id).values(**values))
+        return await self.get_with_messages(chat_id)
+
+    async def add_turn(
+        self,
+        chat_id: str,
+        *,
+        user_message: dict[str, Any] | None,
+        parent_id: str | None,
+        assistant_id: str,
+        model: str,
+    ) -> list[ChatMessage]:
+        """Store one turn before its answer streams: the user message (unless stored already) and an empty
+        assistant answer under it, which becomes the chat's current message. Returns the path from the root to
+        the user message (or to the answer's parent when there is no user message).
+
+        Refused (`conflict`) when the answer id is taken by a message that is not an empty unfinished answer, when
+        the user message id is taken by another role, or when the parent does not exist."""
+        now = now_s()
+        async with self.db.session() as s:
+            chat = await s.get(Chat, chat_id)
+            if chat is None:
+                raise ChatwireError(ErrorCode.NOT_FOUND, "chat not found")
+            q = select(ChatMessage).where(ChatMessage.chat_id == chat_id)
+            rows = {m.id: m for m in (await s.execute(q)).scalars()}
+            position = max((m.position for m in rows.values()), default=-1) + 1
+            anchor = parent_id
+            if user_message is not None:
+                uid = _message_id(user_message.get("id"), "user message id") or new_id()
+                existing = rows.get(uid)
+                if existing is not None:
+                    if existing.role != "user":
+                        raise ChatwireError(
+                            ErrorCode.CONFLICT, "the user message id belongs to another message"
+                        )
+                else:
+                    parent = _message_id(user_message.get("parentId"), "message parentId") or parent_id
+                    if parent is not None and parent not in rows:
+                        raise ChatwireError(ErrorCode.CONFLICT, "the parent message does not exist")
+                    data = {k: v for k, v in user_message.items() if k not in ("childrenIds", "done")}
+                    data.update(id=uid, parentId=parent, role="user")
+                    data.setdefault("timestamp", now)
+                    existing = message_from_json(chat_id, data, position, now)
+                    s.add(existing)
+                    rows[uid] = existing
+                    position += 1
+                anchor = uid
+            elif anchor is not None and anchor not in rows:
+                raise ChatwireError(ErrorCode.CONFLICT, "the parent message does not exist")
+            answer = rows.get(assistant_id)
+            if answer is not None:
+                if answer.role != "assistant" or answer.done or answer.content:
+                    raise ChatwireError(ErrorCode.CONFLICT, "the answer id belongs to another message")
+                answer.parent_id, answer.model, answer.updated_at = anchor, model, now
+            else:
+                answer = ChatMessage(
+                    chat_id=chat_id,
+                    id=assistant_id,
+                    parent_id=anchor,
+                    role="assistant",
+                    content="",
+                    model=model,
+                    done=False,
+                    position=position,
+                    extra={"timestamp": now},
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(answer)
+            await s.execute(
+                update(Chat).where(Chat.id == chat_id).values(current_id=assistant_id, updated_at=now)
+            )
+            path: list[ChatMessage] = []
+            seen: set[str] = set()
+            cursor = rows.get(anchor or "")
+            while cursor is not None and cursor.id not in seen:
+                seen.add(cursor.id)
+                path.append(cursor)
+                cursor = rows.get(cursor.parent_id or "")
+        return list(reversed(path))
+
+    async def mark_interrupted(self, older_than: int | None = None) -> int:
+        """End every unfinished answer as `interrupted`, keeping its content (at start: nobody streams it any
+        more). With `older_than`, only answers not written since then (fleet mode: others may be streaming)."""
+        where = [ChatMessage.role == "assistant", ChatMessage.done.is_(False)]
+        if older_than is not None:
+            where.append(ChatMessage.updated_at < older_than)
+        async with self.db.session() as s:
+            result = await s.execute(
+                update(ChatMessage).where(*where).values(done=True, outcome="interrupted", updated_at=now_s())
+            )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def tags_of_user(self, user_id: str) -> list[str]:
+        """The distinct tags (`meta.tags`) of the user's chats, in first-seen order."""
+        async with self.db.read() as s:
+            metas = (await s.execute(select(Chat.meta).where(Chat.user_id == user_id))).scalars()
+            out: dict[str, None] = {}
+            for meta in metas:
+                for tag in (meta or {}).get("tags") or []:
+                    if isinstance(tag, str) and tag:
+                        out.setdefault(tag, None)
+            return list(out)
+
     async def delete(self, chat_id: str) -> None:
         async with self.db.session() as s:
             await s.execute(delete(ChatMessage).where(ChatMessage.chat_id == chat_id))
@@ -204,7 +361,7 @@ def chat_to_json(record: ChatRecord) -> dict[str, Any]:
     chat = record.chat
     messages = {m.id: message_to_json(m) for m in record.messages}
     for m in messages.values():
-        m.setdefault("childrenIds", [])
+        m["childrenIds"] = []  # derived from the parent links, in insertion order
     for m in messages.values():
         parent = messages.get(m.get("parentId") or "")
         if parent is not None and m["id"] not in parent["childrenIds"]:
@@ -248,6 +405,7 @@ PATCH_COLUMNS = {
     "error": "error",
     "usage": "usage",
     "done": "done",
+    "outcome": "outcome",
 }
 
 
