@@ -76,11 +76,28 @@ export class Api {
   newChat(chat: Record<string, unknown>) {
     return this.request<any>('POST', '/api/v1/chats/new', { chat });
   }
-  complete(body: { model: string; messages: { role: string; content: string }[]; chat_id: string; id: string; session_id: string; stream: true }) {
-    return this.request<{ status: boolean; task_id: string }>('POST', '/api/chat/completions', body);
+  complete(body: {
+    model: string;
+    messages: { role: string; content: string }[];
+    chat_id: string;
+    id: string;
+    session_id: string;
+    stream: true;
+    user_message?: { id: string; content?: string; parentId?: string | null; role?: string; timestamp?: number };
+    parent_id?: string | null;
+  }) {
+    return this.request<{ status: boolean; task_id: string; chat_id: string; message_id: string }>('POST', '/api/chat/completions', body);
   }
   stop(taskId: string) {
     return this.request<unknown>('POST', `/api/tasks/stop/${encodeURIComponent(taskId)}`);
+  }
+  /** Stops the chat's generations, whichever tab started them. */
+  stopChat(chatId: string) {
+    return this.request<{ status: boolean; message: string }>('POST', `/api/tasks/chat/${encodeURIComponent(chatId)}/stop`);
+  }
+  /** Merges `chat` into the stored chat (title, history.currentId, messages). */
+  updateChat(id: string, chat: Record<string, unknown>) {
+    return this.request<any>('POST', `/api/v1/chats/${encodeURIComponent(id)}`, { chat });
   }
 
   // channels

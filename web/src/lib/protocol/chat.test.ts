@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { accumulate, applyChatEvent, chatFromRecord, emptyChat, messageList } from './chat';
+import { accumulate, applyChatEvent, chatFromRecord, emptyChat, leafOf, messageList, outcomeOf, pathTo, siblingsOf } from './chat';
 import type { ChatEvent, ChatState } from './types';
 
 const ev = (type: string, data?: unknown, message_id = 'm1', chat_id = 'c1'): ChatEvent => ({ chat_id, message_id, data: { type, data } });
@@ -172,5 +172,50 @@ describe('chat helpers', () => {
 
   it('accumulate ignores non-arrays', () => {
     expect(accumulate([1], 'x')).toEqual([1]);
+  });
+});
+
+describe('conversation tree', () => {
+  const tree = (): ChatState => ({
+    ...emptyChat('c1'),
+    messages: {
+      u1: { id: 'u1', parentId: null, role: 'user', content: 'one' },
+      a1: { id: 'a1', parentId: 'u1', role: 'assistant', content: 'A1', done: true },
+      a1b: { id: 'a1b', parentId: 'u1', role: 'assistant', content: 'A1b', done: true },
+      u2: { id: 'u2', parentId: 'a1b', role: 'user', content: 'two' }
+    },
+    currentId: 'u2'
+  });
+
+  it('chat:messages adds the stored turn and makes the answer current, keeping live content', () => {
+    const live = run([ev('chat:message:delta', { content: 'Hi' }, 'a2')], tree());
+    const s = applyChatEvent(live, ev('chat:messages', {
+      messages: {
+        u3: { id: 'u3', parentId: 'a1', role: 'user', content: 'q' },
+        a2: { id: 'a2', parentId: 'u3', role: 'assistant', content: '', model: 'tiny', done: false }
+      },
+      currentId: 'a2'
+    }, 'a2'));
+    expect(s.currentId).toBe('a2');
+    expect(s.messages.a2).toMatchObject({ content: 'Hi', parentId: 'u3', model: 'tiny' });
+    expect(messageList(s).map((m) => m.id)).toEqual(['u1', 'a1', 'u3', 'a2']);
+  });
+
+  it('siblings, the newest leaf and the path follow the parent links', () => {
+    const s = tree();
+    expect(siblingsOf(s, s.messages.a1).map((m) => m.id)).toEqual(['a1', 'a1b']);
+    expect(siblingsOf(s, s.messages.u1).map((m) => m.id)).toEqual(['u1']);
+    expect(leafOf(s, 'a1b')).toBe('u2');
+    expect(leafOf(s, 'a1')).toBe('a1');
+    expect(pathTo(s, 'u2').map((m) => m.id)).toEqual(['u1', 'a1b', 'u2']);
+  });
+
+  it('records how an answer ended', () => {
+    expect(msg(run([ev('chat:message:delta', { content: 'x' }), ev('chat:completion', { done: true })])).outcome).toBe('done');
+    expect(msg(run([ev('chat:message:delta', { content: 'x' }), ev('chat:tasks:cancel', {})])).outcome).toBe('stopped');
+    const failed = run([ev('chat:message:error', { error: { content: 'down' } }), ev('chat:completion', { done: true })]);
+    expect(outcomeOf(msg(failed))).toBe('failed');
+    expect(msg(run([ev('chat:completion', { done: true, outcome: 'interrupted' })])).outcome).toBe('interrupted');
+    expect(outcomeOf({ id: 'x', role: 'assistant', content: '', done: false })).toBeNull();
   });
 });

@@ -32,6 +32,45 @@ export function messageList(state: ChatState): ChatMessage[] {
   return out;
 }
 
+/** The thread from the root to message `id` (inclusive). */
+export function pathTo(state: ChatState, id: string | null): ChatMessage[] {
+  const out: ChatMessage[] = [];
+  const seen = new Set<string>();
+  while (id && state.messages[id] && !seen.has(id)) {
+    seen.add(id);
+    out.unshift(state.messages[id]);
+    id = (state.messages[id].parentId as string | null | undefined) ?? null;
+  }
+  return out;
+}
+
+/** The messages sharing `m`'s parent (roots share "no parent"), in the order they were added; `m` among them. */
+export function siblingsOf(state: ChatState, m: ChatMessage): ChatMessage[] {
+  const parent = m.parentId ?? null;
+  return Object.values(state.messages).filter((x) => (x.parentId ?? null) === parent && x.role === m.role);
+}
+
+/** The newest leaf under `id` (following the last child at each step): where moving to a branch lands. */
+export function leafOf(state: ChatState, id: string): string {
+  const seen = new Set<string>();
+  let cursor = id;
+  while (!seen.has(cursor)) {
+    seen.add(cursor);
+    const children = Object.values(state.messages).filter((x) => x.parentId === cursor);
+    if (!children.length) break;
+    cursor = children[children.length - 1].id;
+  }
+  return cursor;
+}
+
+/** How an answer ended: done, stopped, interrupted, failed; null while it streams (or for user messages). */
+export function outcomeOf(m: ChatMessage): 'done' | 'stopped' | 'interrupted' | 'failed' | null {
+  if (m.role !== 'assistant' || !m.done) return m.role === 'assistant' && m.error ? 'failed' : null;
+  const o = m.outcome;
+  if (o === 'done' || o === 'stopped' || o === 'interrupted' || o === 'failed') return o;
+  return m.error ? 'failed' : 'done';
+}
+
 function keyOf(item: unknown): string {
   if (item && typeof item === 'object') {
     const o = item as Record<string, unknown>;
@@ -100,10 +139,15 @@ export function applyChatEvent(state: ChatState, event: ChatEvent): ChatState {
       const next = withMessage(state, mid, (m) => {
         const out: ChatMessage = { ...m };
         if (typeof data.content === 'string') out.content = data.content;
-        if (data.done) out.done = true;
         if (Array.isArray(data.sources)) out.sources = data.sources;
         if (data.usage !== undefined) out.usage = data.usage;
         if (data.error !== undefined && data.error !== null) out.error = data.error;
+        if (data.done) {
+          out.done = true;
+          const o = data.outcome;
+          if (o === 'done' || o === 'stopped' || o === 'interrupted' || o === 'failed') out.outcome = o;
+          else if (!out.outcome) out.outcome = out.error != null ? 'failed' : 'done';
+        }
         return out;
       });
       return typeof data.title === 'string' && data.title ? { ...next, title: data.title } : next;
@@ -122,10 +166,21 @@ export function applyChatEvent(state: ChatState, event: ChatEvent): ChatState {
       const tags = Array.isArray(event.data.data) ? event.data.data : data.tags;
       return Array.isArray(tags) ? { ...state, tags } : state;
     }
+    case 'chat:messages': {
+      // The stored turn (question and empty answer) of a generation: add what this tab lacks, keep live content.
+      const incoming = data.messages && typeof data.messages === 'object' ? data.messages : {};
+      const messages = { ...state.messages };
+      for (const [id, m] of Object.entries(incoming as Record<string, ChatMessage>)) {
+        const known = messages[id];
+        messages[id] = known ? { ...m, ...known, parentId: m.parentId ?? known.parentId ?? null } : { ...m };
+      }
+      const currentId = typeof data.currentId === 'string' && messages[data.currentId] ? data.currentId : state.currentId;
+      return { ...state, messages, currentId };
+    }
     case 'chat:active':
       return { ...state, active: Boolean(data.active) };
     case 'chat:tasks:cancel':
-      return { ...withMessage(state, mid, (m) => ({ ...m, done: true })), active: false };
+      return { ...withMessage(state, mid, (m) => ({ ...m, done: true, outcome: m.outcome ?? 'stopped' })), active: false };
     case 'notification':
       return {
         ...state,

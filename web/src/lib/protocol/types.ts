@@ -49,6 +49,8 @@ export interface ChatMessage {
   error?: unknown;
   usage?: Record<string, unknown>;
   followUps?: string[];
+  /** How an answer ended (set with `done`). */
+  outcome?: 'done' | 'stopped' | 'interrupted' | 'failed';
   [key: string]: unknown;
 }
 
