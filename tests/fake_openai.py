@@ -67,13 +67,15 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/v1/models":
-                    self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in fake.models]})
+                    self._json(
+                        200, {"object": "list", "data": [{"id": m, "object": "model"} for m in fake.models]}
+                    )
                 else:
                     self._json(404, {"error": {"message": "not here"}})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fake.requests.append(body)

@@ -56,8 +56,9 @@ class FleetBackends:
             )
 
         async def stop_chat_here(p: dict[str, Any]) -> bool:
+            # Answer well within the asker's 5 s: the cancel is issued at once, its last events follow.
             ids = await tasks.stop_chat_local(
-                str(p.get("chat_id", "")), user_id=p.get("user_id"), admin=bool(p.get("admin"))
+                str(p.get("chat_id", "")), 2.0, user_id=p.get("user_id"), admin=bool(p.get("admin"))
             )
             return bool(ids)
 

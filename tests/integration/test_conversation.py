@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,7 +73,9 @@ def pairs(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in messages]
 
 
-async def test_three_turns_send_every_earlier_turn_in_order(served: RunningServer, upstream: FakeOpenAI) -> None:
+async def test_three_turns_send_every_earlier_turn_in_order(
+    served: RunningServer, upstream: FakeOpenAI
+) -> None:
     user = await served.signup("Ada")
     token = user["token"]
     # Turn 1 creates the chat (parent_id null, no chat_id), as Open WebUI's frontend does.
@@ -99,7 +102,9 @@ async def test_three_turns_send_every_earlier_turn_in_order(served: RunningServe
     history = chat["history"]
     assert history["currentId"] == "a3"
     assert [m["id"] for m in chat["messages"]] == ["u1", "a1", "u2", "a2", "u3", "a3"]
-    assert history["messages"]["u1"]["parentId"] is None and history["messages"]["u1"]["childrenIds"] == ["a1"]
+    assert history["messages"]["u1"]["parentId"] is None and history["messages"]["u1"]["childrenIds"] == [
+        "a1"
+    ]
     assert history["messages"]["a1"]["childrenIds"] == ["u2"]
     for mid in ("a1", "a2", "a3"):
         assert history["messages"][mid]["model"] == "tiny" and history["messages"][mid]["outcome"] == "done"
@@ -136,12 +141,20 @@ async def test_regenerate_and_edit_are_siblings_with_the_right_path(
 ) -> None:
     user = await served.signup("Cy")
     token = user["token"]
-    chat_id = (await post(served, token, "/api/chat/completions", turn("u1", "One", None, "a1", None)))["chat_id"]
+    chat_id = (await post(served, token, "/api/chat/completions", turn("u1", "One", None, "a1", None)))[
+        "chat_id"
+    ]
     a1 = await wait_done(served, token, chat_id, "a1")
     await post(served, token, "/api/chat/completions", turn("u2", "Two", "a1", "a2", chat_id))
     await wait_done(served, token, chat_id, "a2")
     # Regenerate: the stored question again, a new answer id -> a sibling of a2.
-    regen = {"model": "tiny", "user_message": {"id": "u2"}, "parent_id": "a1", "id": "a2b", "chat_id": chat_id}
+    regen = {
+        "model": "tiny",
+        "user_message": {"id": "u2"},
+        "parent_id": "a1",
+        "id": "a2b",
+        "chat_id": chat_id,
+    }
     await post(served, token, "/api/chat/completions", regen)
     await wait_done(served, token, chat_id, "a2b")
     # Edit: a new user message under the same parent -> a sibling of u2, with its own answer.
@@ -176,7 +189,9 @@ async def test_upstream_failures_are_sentences_and_models_say_unavailable(
             models = (await http.get("/api/models")).json()["data"]
         assert {m["id"]: m["available"] for m in models} == {"demo": True, "tiny": True}
         upstream.fail_status = 500
-        chat_id = (await post(srv, token, "/api/chat/completions", turn("u1", "Hi", None, "a1", None)))["chat_id"]
+        chat_id = (await post(srv, token, "/api/chat/completions", turn("u1", "Hi", None, "a1", None)))[
+            "chat_id"
+        ]
         a1 = await wait_done(srv, token, chat_id, "a1")
         host = f"127.0.0.1:{upstream.port}"
         assert a1["outcome"] == "failed"
@@ -188,7 +203,10 @@ async def test_upstream_failures_are_sentences_and_models_say_unavailable(
         async with srv.http(token) as http:
             models = (await http.get("/api/models")).json()["data"]
         tiny = next(m for m in models if m["id"] == "tiny")
-        assert tiny["available"] is False and tiny["error"] == f"The model server at {host} could not be reached."
+        assert (
+            tiny["available"] is False
+            and tiny["error"] == f"The model server at {host} could not be reached."
+        )
         await post(srv, token, "/api/chat/completions", turn("u2", "Still there?", "a1", "a2", chat_id))
         a2 = await wait_done(srv, token, chat_id, "a2")
         assert a2["outcome"] == "failed" and a2["model"] == "tiny"
@@ -229,7 +247,9 @@ async def test_stop_by_chat_from_another_tab_keeps_the_prefix_and_snapshots_conv
                 assert a1["outcome"] == "stopped"
                 full = reply([{"role": "user", "content": "Long"}], 400)
                 assert a1["content"] and full.startswith(a1["content"]) and a1["content"] != full
-                snapshots = [e.data["content"] for e in seen if e.type == "chat:completion" and "content" in e.data]
+                snapshots = [
+                    e.data["content"] for e in seen if e.type == "chat:completion" and "content" in e.data
+                ]
                 deltas = "".join(e.data["content"] for e in seen if e.type == "chat:message:delta")
                 assert snapshots and all(deltas.startswith(s) for s in snapshots)
                 assert deltas == a1["content"]
@@ -247,7 +267,9 @@ async def test_update_merges_without_losing_a_streaming_answer_and_delete(settin
         async with run_server(settings.model_copy(update={"openai_base_url": slow.base_url})) as srv:
             user = await srv.signup("Gus")
             token = user["token"]
-            chat_id = (await post(srv, token, "/api/chat/completions", turn("u1", "Q", None, "a1", None)))["chat_id"]
+            chat_id = (await post(srv, token, "/api/chat/completions", turn("u1", "Q", None, "a1", None)))[
+                "chat_id"
+            ]
             await asyncio.sleep(0.5)
             # A stale tab saves its copy: an empty, unfinished a1 and a renamed title. The stream's row wins.
             stale = {
@@ -256,7 +278,13 @@ async def test_update_merges_without_losing_a_streaming_answer_and_delete(settin
                     "currentId": "a1",
                     "messages": {
                         "u1": {"id": "u1", "role": "user", "content": "Q", "parentId": None},
-                        "a1": {"id": "a1", "role": "assistant", "content": "", "parentId": "u1", "done": False},
+                        "a1": {
+                            "id": "a1",
+                            "role": "assistant",
+                            "content": "",
+                            "parentId": "u1",
+                            "done": False,
+                        },
                     },
                 },
             }
@@ -291,16 +319,52 @@ async def test_an_answer_cut_by_shutdown_is_interrupted_after_restart(settings: 
         async with run_server(current) as srv:
             user = await srv.signup("Hal")
             token = user["token"]
-            chat_id = (await post(srv, token, "/api/chat/completions", turn("u1", "Q", None, "a1", None)))["chat_id"]
+            chat_id = (await post(srv, token, "/api/chat/completions", turn("u1", "Q", None, "a1", None)))[
+                "chat_id"
+            ]
             await asyncio.sleep(0.8)
         # A row left unfinished by a crash (no shutdown ran) is marked at the next start.
         async with run_server(current) as srv:
             await srv.services.chats.repo.update(
                 chat_id,
-                {"history": {"messages": {"x1": {"id": "x1", "role": "assistant", "content": "cut", "done": False}}}},
+                {
+                    "history": {
+                        "messages": {"x1": {"id": "x1", "role": "assistant", "content": "cut", "done": False}}
+                    }
+                },
             )
         async with run_server(current.model_copy(update={"port": free_port()})) as srv:
             history = (await chat_of(srv, token, chat_id))["history"]["messages"]
             assert history["a1"]["outcome"] == "interrupted" and history["a1"]["done"] is True
             assert history["a1"]["content"].startswith("Answer 1 to: Q")
             assert history["x1"]["outcome"] == "interrupted" and history["x1"]["content"] == "cut"
+
+
+async def test_stop_by_chat_reaches_the_process_that_runs_it(tmp_path: Path) -> None:
+    """Fleet: the answer streams on process 0; a tab on process 1 stops it by chat (no task id), and the stored
+    answer says stopped; another user's stop of that chat is refused."""
+    from tests.integration.test_fleet import REDIS_URL, fleet_of, json_of, require_redis
+
+    await require_redis()
+    async with fleet_of(2, tmp_path, REDIS_URL) as fl:
+        for s in fl.servers:
+            s.env["CHATWIRE_DEMO_TOKENS_PER_SECOND"] = "100"
+        ada, eve = await fl.signup("Ada"), await fl.signup("Eve")
+        body = {**turn("u1", "go on for 3000 tokens", None, "a1", None), "model": "demo"}
+        async with fl.servers[0].http(ada["token"]) as http:
+            out = await json_of(await http.post("/api/chat/completions", json=body))
+        chat_id = out["chat_id"]
+        await asyncio.sleep(1.0)
+        async with fl.servers[1].http(eve["token"]) as http:
+            assert (await http.post(f"/api/tasks/chat/{chat_id}/stop")).status_code == 404
+        async with fl.servers[1].http(ada["token"]) as http:
+            r = await http.post(f"/api/tasks/chat/{chat_id}/stop")
+            assert r.status_code == 200 and r.json()["message"] == "stopped", r.text
+            for _ in range(100):
+                a1 = (await json_of(await http.get(f"/api/v1/chats/{chat_id}")))["chat"]["history"][
+                    "messages"
+                ]["a1"]
+                if a1["done"]:
+                    break
+                await asyncio.sleep(0.1)
+        assert a1["outcome"] == "stopped" and 0 < len(a1["content"].split()) < 3000

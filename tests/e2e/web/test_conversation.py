@@ -77,7 +77,9 @@ def stored_thread(chat: dict[str, Any]) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in chat["messages"]]
 
 
-def test_question_stays_after_the_answer_in_both_tabs_and_after_reload(new_page: Any, web_server: WebServer) -> None:
+def test_question_stays_after_the_answer_in_both_tabs_and_after_reload(
+    new_page: Any, web_server: WebServer
+) -> None:
     user = web_server.signup("Keeper")
     chat_id = new_chat(web_server, user["token"], "Keeps")
     first, second = open_tabs(new_page, user, chat_id)
@@ -89,7 +91,9 @@ def test_question_stays_after_the_answer_in_both_tabs_and_after_reload(new_page:
         tab.get_by_test_id("answer-model").filter(has_text="demo").wait_for()
     first.reload()
     wait_answers_done(first, 1)
-    assert thread(first) == thread(second) == stored_thread(stored_chat(web_server.url, user["token"], chat_id))
+    assert (
+        thread(first) == thread(second) == stored_thread(stored_chat(web_server.url, user["token"], chat_id))
+    )
     assert thread(first)[0] == ("user", "What does chatwire keep? 12 tokens")
     assert first.get_by_test_id("answer-model").inner_text() == "demo"
     assert first.locator('[data-testid="assistant-message"]').get_attribute("data-outcome") == "done"
@@ -168,10 +172,14 @@ def test_regenerate_edit_and_move_between_siblings(new_page: Any, web_server: We
     tab.wait_for_timeout(300)  # the chosen branch is saved (POST /api/v1/chats/{id})
     tab.reload()
     tab.get_by_test_id("user-content").filter(has_text="Second question, 8 tokens").wait_for()
-    tab.locator('[data-testid="user-message"]').last.get_by_test_id("sibling-index").filter(has_text="1/2").wait_for()
+    tab.locator('[data-testid="user-message"]').last.get_by_test_id("sibling-index").filter(
+        has_text="1/2"
+    ).wait_for()
 
 
-def test_twenty_turns_stored_transcript_equals_what_the_tabs_show(new_page: Any, web_server: WebServer) -> None:
+def test_twenty_turns_stored_transcript_equals_what_the_tabs_show(
+    new_page: Any, web_server: WebServer
+) -> None:
     user = web_server.signup("Talker")
     chat_id = new_chat(web_server, user["token"], "Twenty")
     first, second = open_tabs(new_page, user, chat_id)
@@ -321,7 +329,9 @@ def test_unreachable_model_server_shows_an_error_and_unavailable(browser: Any, o
             assert page.get_by_test_id("answer").inner_text().strip() == "Answer 1 to: Hello model"
             fake.__exit__()  # the model server goes away
             page.reload()
-            page.locator('[data-testid="model"] option', has_text="tiny (unavailable)").wait_for(state="attached")
+            page.locator('[data-testid="model"] option', has_text="tiny (unavailable)").wait_for(
+                state="attached"
+            )
             assert page.get_by_test_id("model").input_value() == "tiny"  # no silent switch to demo
             ask(page, "Are you there?")
             page.locator('[data-outcome="failed"]').wait_for()
