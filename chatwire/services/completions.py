@@ -201,9 +201,16 @@ class CompletionService:
         path = await self.chats.add_turn(
             chat_id, user_message=user_message, parent_id=parent_id, assistant_id=message_id, model=model
         )
+        # As Open WebUI's `chat:messages`: the question, the answer and the question's parent, with childrenIds.
+        children: dict[str, list[str]] = {}
+        for m in [*record.messages, *([path[-1]] if path and path[-1].id not in rows else [])]:
+            if m.parent_id is not None and m.id != message_id:
+                children.setdefault(m.parent_id, []).append(m.id)
         turn: dict[str, Any] = {}
-        if path and path[-1].role == "user":
-            turn[path[-1].id] = message_to_json(path[-1])
+        for m in path[-2:]:
+            turn[m.id] = {**message_to_json(m), "childrenIds": children.get(m.id, [])}
+        if path:
+            turn[path[-1].id]["childrenIds"] = [*children.get(path[-1].id, []), message_id]
         turn[message_id] = {
             "id": message_id,
             "parentId": path[-1].id if path else None,
