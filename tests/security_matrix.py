@@ -131,6 +131,9 @@ class World:
         }
         return str((await self.as_owner("POST", "/api/v1/notes/create", body))["id"])
 
+    async def fresh_chat(self) -> str:
+        return str((await self.as_owner("POST", "/api/v1/chats/new", {"chat": {"title": "fresh"}}))["id"])
+
     async def fresh_task(self) -> str:
         body = {
             "model": "demo",
@@ -267,7 +270,7 @@ def route(method: str, path: str, body: Callable[[World], Any] | None = None) ->
 
 
 def on_fresh(make: str, method: str, path: str, body: Callable[[World], Any] | None = None) -> Runner:
-    """A destructive REST call on a thing made for this case alone (`make`: channel, message, note, task)."""
+    """A destructive REST call on a thing made for this case alone (`make`: channel, message, note, chat, task)."""
 
     async def run(world: World, who: str) -> str:
         fresh = await getattr(world, f"fresh_{make}")()
@@ -307,6 +310,14 @@ async def stop_task(world: World, who: str) -> str:
     task_id = await world.fresh_task()
     try:
         return await rest(world, who, "POST", f"/api/tasks/stop/{task_id}")
+    finally:
+        await world.services.tasks.stop(task_id)
+
+
+async def stop_chat(world: World, who: str) -> str:
+    task_id = await world.fresh_task()
+    try:
+        return await rest(world, who, "POST", f"/api/tasks/chat/{world.chat_id}/stop")
     finally:
         await world.services.tasks.stop(task_id)
 
@@ -614,6 +625,25 @@ ACTIONS: list[Action] = [
     ),
     Action(
         "rest",
+        "POST /api/v1/chats/{id}",
+        "chat",
+        users({"owner"}, NF),
+        route("POST", "/api/v1/chats/{chat}", lambda w: {"chat": {"title": "renamed"}}),
+        note="update or rename: the owner only",
+    ),
+    Action(
+        "rest",
+        "DELETE /api/v1/chats/{id}",
+        "chat",
+        users(OWNER_ADMIN, NF),
+        on_fresh("chat", "DELETE", "/api/v1/chats/{x}"),
+    ),
+    Action("rest", "GET /api/v1/chats/pinned", "chat", users("all"), route("GET", "/api/v1/chats/pinned")),
+    Action(
+        "rest", "GET /api/v1/chats/all/tags", "chat", users("all"), route("GET", "/api/v1/chats/all/tags")
+    ),
+    Action(
+        "rest",
         "POST /api/v1/chats/{id}/messages/{mid}/event",
         "chat",
         users(OWNER_ADMIN, NF),
@@ -677,6 +707,15 @@ ACTIONS: list[Action] = [
         stop_task,
         check_unchanged=False,
         note="a running generation of the owner",
+    ),
+    Action(
+        "rest",
+        "POST /api/tasks/chat/{id}/stop",
+        "task",
+        users(OWNER_ADMIN, NF),
+        stop_chat,
+        check_unchanged=False,
+        note="stops the chat's generations from any tab",
     ),
     Action(
         "rest",
