@@ -28,10 +28,14 @@ from chatwire.services.events import ChatEvents, EventCaller, EventEmitter, Requ
 from chatwire.services.models import DEMO_MODEL_ID, DemoModel, OpenAIUpstream
 from chatwire.services.persistence import MessageWriter
 from chatwire.services.reducer import is_persisted_chat
+from chatwire.services.rooms import user_room
 from chatwire.services.tasks import TaskRegistry
-from chatwire.util import new_id
+from chatwire.util import new_id, now_s
 
 log = logging.getLogger("chatwire.completions")
+
+# A stop that finds no generation ends the chat's unfinished answers not written for this long as interrupted.
+ORPHAN_SECONDS = 10
 
 _APPEND = frozenset({"message", "chat:message:delta"})
 _REPLACE = frozenset({"replace", "chat:message"})
@@ -302,13 +306,28 @@ class CompletionService:
         """Stop every generation of the user's chat, on this process or (fleet) another; whether one ran.
 
         Works from any tab of the user: it needs the chat, not the task id of the tab that started it."""
+        owner = user.id
         if is_persisted_chat(chat_id):
             chat = await self.chats.get(chat_id)
             if chat is None or (chat.user_id != user.id and user.role != "admin"):
                 raise not_found("chat")
+            owner = chat.user_id
         admin = user.role == "admin"
         here, remote = await self.tasks.stop_chat(chat_id, user_id=user.id, admin=admin)
-        return bool(here) or remote
+        if here or remote:
+            return True
+        if is_persisted_chat(chat_id):
+            # No process runs it: an answer left unfinished (its process died; nothing written for a while) is
+            # ended as interrupted, so the chat does not stay "generating" until the next start.
+            await self.writer.flush(chat_id)
+            ended = await self.chats.mark_interrupted(now_s() - ORPHAN_SECONDS, chat_id=chat_id)
+            if ended:
+                await self.events.broker.emit(
+                    "events",
+                    {"chat_id": chat_id, "data": {"type": "chat:reload", "data": {}}},
+                    room=user_room(owner),
+                )
+        return False
 
     def task_ids_for_chat(self, chat_id: str, user: User) -> list[str]:
         return [

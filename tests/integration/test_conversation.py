@@ -368,3 +368,25 @@ async def test_stop_by_chat_reaches_the_process_that_runs_it(tmp_path: Path) -> 
                     break
                 await asyncio.sleep(0.1)
         assert a1["outcome"] == "stopped" and 0 < len(a1["content"].split()) < 3000
+
+
+async def test_a_stop_that_finds_no_generation_ends_an_orphaned_answer(served: RunningServer) -> None:
+    """An unfinished answer nobody streams (its process died in a fleet) does not block the chat: a stop that
+    finds no generation ends it as interrupted once it has been silent a while; a fresh one is left alone."""
+    from sqlalchemy import update
+
+    from chatwire.db.models import ChatMessage
+
+    user = await served.signup("Ivy")
+    token = user["token"]
+    chat_id = (await post(served, token, "/api/v1/chats/new", {"chat": {"title": "t"}}))["id"]
+    orphan = {"id": "x1", "role": "assistant", "content": "half", "done": False}
+    await post(served, token, f"/api/v1/chats/{chat_id}", {"chat": {"history": {"messages": {"x1": orphan}}}})
+    stop = f"/api/tasks/chat/{chat_id}/stop"
+    assert (await post(served, token, stop, None))["message"] == "No tasks found."
+    assert (await chat_of(served, token, chat_id))["history"]["messages"]["x1"]["done"] is False  # too fresh
+    async with served.services.db.session() as s:
+        await s.execute(update(ChatMessage).where(ChatMessage.id == "x1").values(updated_at=1))
+    assert (await post(served, token, stop, None))["message"] == "No tasks found."
+    x1 = (await chat_of(served, token, chat_id))["history"]["messages"]["x1"]
+    assert x1["done"] is True and x1["outcome"] == "interrupted" and x1["content"] == "half"

@@ -327,10 +327,13 @@ class ChatRepo:
                 cursor = rows.get(cursor.parent_id or "")
         return list(reversed(path))
 
-    async def mark_interrupted(self, older_than: int | None = None) -> int:
-        """End every unfinished answer as `interrupted`, keeping its content (at start: nobody streams it any
-        more). With `older_than`, only answers not written since then (fleet mode: others may be streaming)."""
+    async def mark_interrupted(self, older_than: int | None = None, chat_id: str | None = None) -> int:
+        """End every unfinished answer (of `chat_id`, or all) as `interrupted`, keeping its content (at start:
+        nobody streams it any more). With `older_than`, only answers not written since then (others may be
+        streaming them)."""
         where = [ChatMessage.role == "assistant", ChatMessage.done.is_(False)]
+        if chat_id is not None:
+            where.append(ChatMessage.chat_id == chat_id)
         if older_than is not None:
             where.append(ChatMessage.updated_at < older_than)
         async with self.db.session() as s:
