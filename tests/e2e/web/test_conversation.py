@@ -119,9 +119,11 @@ def test_stop_from_the_starting_tab_and_from_another_tab(new_page: Any, web_serv
     # 2. The other tab stops the next one with Esc.
     ask(first, "And more, 600 tokens")
     second.wait_for_function(
-        "() => { const a = [...document.querySelectorAll('[data-testid=answer]')].pop();"
-        " return a && a.textContent.length > 40; }"
+        "() => { const a = [...document.querySelectorAll('[data-testid=assistant-message]')];"
+        " return a.length === 2 && a[1].dataset.done === 'false'"
+        " && a[1].querySelector('[data-testid=answer]').textContent.length > 40; }"
     )
+    second.get_by_test_id("stop").wait_for()
     second.keyboard.press("Escape")
     for tab in (first, second):
         tab.wait_for_function("() => document.querySelectorAll('[data-outcome=stopped]').length === 2")
