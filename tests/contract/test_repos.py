@@ -381,3 +381,80 @@ async def test_notes_grants_update_and_delete(db: Database) -> None:
     await repo.delete(shared.id)
     assert await repo.get(shared.id) is None
     assert {n.id for n in await repo.list_for_user(ada.id)} == {private.id}
+
+
+async def test_chat_turns_merge_and_interrupted(db: Database) -> None:
+    """The conversation writes: a turn (question + empty answer), the merge of a client's chat, the sweep that
+    ends unfinished answers as interrupted, and the tags of a user's chats."""
+    from chatwire.errors import ChatwireError
+
+    (ada,) = await make_users(db, "Ada")
+    repo = ChatRepo(db)
+    chat_id = (await repo.create(ada.id, {"title": "t"})).chat.id
+    path = await repo.add_turn(
+        chat_id, user_message={"id": "u1", "content": "hi"}, parent_id=None, assistant_id="a1", model="m"
+    )
+    assert [(m.id, m.role, m.content) for m in path] == [("u1", "user", "hi")]
+    # Regenerate: the stored question again; edit: a sibling question under the same parent.
+    await repo.add_turn(chat_id, user_message={"id": "u1"}, parent_id=None, assistant_id="a1b", model="m")
+    path = await repo.add_turn(
+        chat_id,
+        user_message={"id": "u2", "content": "more", "parentId": "a1"},
+        parent_id=None,
+        assistant_id="a2",
+        model="m",
+    )
+    assert [m.id for m in path] == ["u1", "a1", "u2"]
+    for bad in (
+        {"user_message": {"id": "u3", "content": "x", "parentId": "nope"}, "assistant_id": "a3"},
+        {"user_message": {"id": "a1"}, "assistant_id": "a4"},
+        {"user_message": {"id": "u4", "content": "x"}, "assistant_id": "u1"},
+    ):
+        with pytest.raises(ChatwireError):
+            await repo.add_turn(chat_id, parent_id=None, model="m", **bad)  # type: ignore[arg-type]
+    body = chat_to_json(await repo.get_with_messages(chat_id))  # type: ignore[arg-type]
+    history = body["chat"]["history"]
+    assert set(history["messages"]) == {"u1", "a1", "a1b", "u2", "a2"}  # the refusals stored nothing
+    assert history["currentId"] == "a2" and history["messages"]["u1"]["childrenIds"] == ["a1", "a1b"]
+    assert history["messages"]["a2"]["model"] == "m" and history["messages"]["a2"]["done"] is False
+
+    # A stale client's copy: its empty unfinished a2 loses to the stored row, its title and u2 edit win.
+    await db_write_content(db, chat_id, "a2", "streamed")
+    merged = await repo.update(
+        chat_id,
+        {
+            "title": "T2",
+            "folder": "x",
+            "history": {
+                "currentId": "a1b",
+                "messages": {
+                    "a2": {"id": "a2", "role": "assistant", "content": "", "done": False},
+                    "u2": {"id": "u2", "role": "user", "content": "more!", "parentId": "a1"},
+                },
+            },
+        },
+    )
+    assert merged is not None
+    body = chat_to_json(merged)
+    assert body["title"] == "T2" and body["chat"]["folder"] == "x"
+    assert body["chat"]["history"]["messages"]["a2"]["content"] == "streamed"
+    assert body["chat"]["history"]["messages"]["u2"]["content"] == "more!"
+    assert [m["id"] for m in body["chat"]["messages"]] == ["u1", "a1b"]
+    assert await repo.update("nope", {"title": "x"}) is None
+
+    assert await repo.mark_interrupted(older_than=0) == 0  # everything is newer than that
+    assert await repo.mark_interrupted(chat_id="other") == 0
+    assert await repo.mark_interrupted() == 3  # a1, a1b, a2: none finished
+    a2 = await repo.get_message(chat_id, "a2")
+    assert a2 is not None and a2.done and a2.outcome == "interrupted" and a2.content == "streamed"
+
+    from chatwire.db.repos.chats import MessageStore
+
+    await MessageStore(db).update_chat(chat_id, {"tags": ["work", "tea", "work"]})
+    assert await repo.tags_of_user(ada.id) == ["work", "tea"]
+
+
+async def db_write_content(db: Database, chat_id: str, message_id: str, content: str) -> None:
+    from chatwire.db.repos.chats import MessageStore
+
+    assert await MessageStore(db).write_patch(chat_id, message_id, content=content)
