@@ -99,6 +99,22 @@ def test_question_stays_after_the_answer_in_both_tabs_and_after_reload(
     assert first.locator('[data-testid="assistant-message"]').get_attribute("data-outcome") == "done"
 
 
+def test_a_tab_opened_mid_answer_converges(new_page: Any, web_server: WebServer) -> None:
+    user = web_server.signup("Latecomer")
+    chat_id = new_chat(web_server, user["token"], "Late")
+    (first,) = open_tabs(new_page, user, chat_id, n=1)
+    first.get_by_test_id("model").select_option("demo")
+    ask(first, "Something long, 240 tokens")
+    first.wait_for_function("() => document.querySelector('[data-testid=answer]')?.textContent.length > 100")
+    late = new_page(first.context)
+    late.goto(f"/chats/{chat_id}")
+    late.get_by_test_id("user-content").filter(has_text="Something long").wait_for()
+    late.get_by_test_id("stop").wait_for()  # it sees the answer streaming and can stop it
+    for tab in (first, late):
+        wait_answers_done(tab, 1)
+    assert thread(first) == thread(late) == stored_thread(stored_chat(web_server.url, user["token"], chat_id))
+
+
 def test_stop_from_the_starting_tab_and_from_another_tab(new_page: Any, web_server: WebServer) -> None:
     user = web_server.signup("Stopper")
     chat_id = new_chat(web_server, user["token"], "Stops")
