@@ -52,7 +52,7 @@ class FleetBackends:
 
         async def remote_stop_chat(chat_id: str, user_id: str | None, admin: bool) -> bool:
             return await self.manager.ask_others(
-                "stop_chat", {"chat_id": chat_id, "user_id": user_id, "admin": admin}
+                "stop_chat", {"chat_id": chat_id, "user_id": user_id, "admin": admin}, timeout=8.0
             )
 
         async def stop_chat_here(p: dict[str, Any]) -> bool:
