@@ -1,0 +1,696 @@
+"""Engine.IO v4 server over plain ASGI: long-polling and WebSocket transports, the upgrade, heartbeats and limits.
+
+Nothing here reaches into a server's internals: HTTP requests and WebSocket connections arrive as ASGI scopes and
+every byte leaves through the ASGI `send` callable. Each session owns one outbox; whichever transport currently
+carries the session (a waiting GET, or the WebSocket writer) drains it, so every packet takes the same path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+from chatwire.engine.state import EIO_TRANSITIONS, EioState, IllegalTransition, ProtocolError, check
+from chatwire.engine.timers import Timer, TimerWheel
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Frame = str | bytes
+
+OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = "0123456"
+RECORD_SEPARATOR = "\x1e"
+NOOP_EVERY = 0.1  # seconds between noops that release a poll while an upgrade is under way
+
+# Engine.IO's own error codes for rejected HTTP requests (the reference server's numbering).
+TRANSPORT_UNKNOWN = (0, "Transport unknown")
+SESSION_UNKNOWN = (1, "Session ID unknown")
+BAD_HANDSHAKE_METHOD = (2, "Bad handshake method")
+BAD_REQUEST = (3, "Bad request")
+FORBIDDEN = (4, "Forbidden")
+UNSUPPORTED_VERSION = (5, "Unsupported protocol version")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine.IO settings; intervals are whole milliseconds, advertised to clients exactly as given."""
+
+    ping_interval_ms: int = 25_000
+    ping_timeout_ms: int = 20_000
+    upgrade_timeout_ms: int = 10_000
+    max_payload: int = 1_000_000
+    max_buffered_frames: int = 10_000
+    path: str = "/socket.io/"
+    # None: no CORS headers at all; "*": any origin; a sequence: exactly those origins (others get 403).
+    cors_allowed_origins: str | Sequence[str] | None = None
+    allow_polling: bool = True
+    allow_websocket: bool = True
+
+
+class EngineHandler(Protocol):
+    """What the layer above (Socket.IO) is told about sessions."""
+
+    def on_open(self, session: Session) -> None: ...
+
+    async def on_message(self, session: Session, data: str | bytes) -> None: ...
+
+    def on_close(self, session: Session, reason: str) -> None: ...
+
+
+class Session:
+    """One Engine.IO session: its state machine, its outbox of encoded frames, and its heartbeat timers."""
+
+    __slots__ = (
+        "_get_active",
+        "_noop_timer",
+        "_outbox",
+        "_ping_timer",
+        "_pong_deadline",
+        "_post_active",
+        "_probe_close",
+        "_timeout_timer",
+        "_upgrade_timer",
+        "_waiter",
+        "close_reason",
+        "engine",
+        "handler_state",
+        "scope",
+        "sid",
+        "state",
+    )
+
+    def __init__(self, engine: EngineServer, sid: str, scope: Scope, state: EioState) -> None:
+        self.engine = engine
+        self.sid = sid
+        self.scope = scope
+        self.state = state
+        self.handler_state: Any = None
+        self.close_reason: str | None = None
+        self._outbox: list[Frame] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._ping_timer: Timer | None = None
+        self._timeout_timer: Timer | None = None
+        self._pong_deadline: float | None = None
+        self._upgrade_timer: Timer | None = None
+        self._noop_timer: Timer | None = None
+        self._probe_close: Callable[[], None] | None = None
+        self._get_active = False
+        self._post_active = False
+
+    # --- state machine -------------------------------------------------------------------------------------------
+    def transition(self, target: EioState) -> None:
+        """Move to `target`, raising IllegalTransition (naming both states) when the protocol forbids it."""
+        check("engine.io session " + self.sid, EIO_TRANSITIONS, self.state, target)
+        self.state = target
+        self._wake()
+
+    @property
+    def transport(self) -> str:
+        """The transport carrying packets right now ("polling" until an upgrade completes)."""
+        return "websocket" if self.state is EioState.WEBSOCKET else "polling"
+
+    # --- outbox --------------------------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def push(self, frame: Frame) -> None:
+        """Queue one encoded Engine.IO frame (a text packet, or a binary message)."""
+        if self.state is EioState.CLOSED:
+            return
+        self._outbox.append(frame)
+        if len(self._outbox) > self.engine.config.max_buffered_frames:
+            self.close("send buffer full")
+            return
+        self._wake()
+
+    def push_many(self, frames: Sequence[Frame]) -> None:
+        """Queue several frames that belong together (a packet and its binary attachments)."""
+        if self.state is EioState.CLOSED:
+            return
+        self._outbox.extend(frames)
+        if len(self._outbox) > self.engine.config.max_buffered_frames:
+            self.close("send buffer full")
+            return
+        self._wake()
+
+    def send_message(self, data: str | bytes) -> None:
+        """Send one Engine.IO MESSAGE: text gets the `4` prefix, bytes travel as a binary message."""
+        self.push(MESSAGE + data if isinstance(data, str) else data)
+
+    async def wait_output(self) -> None:
+        """Return once the outbox has frames or the state has changed (only one consumer waits at a time)."""
+        if self._outbox or self.state is EioState.CLOSED:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+
+    def take(self) -> list[Frame]:
+        """Hand over everything queued so far."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    # --- heartbeat -----------------------------------------------------------------------------------------------
+    def start_heartbeat(self) -> None:
+        self._ping_timer = self.engine.wheel.call_later(
+            self.engine.config.ping_interval_ms / 1000, self._send_ping
+        )
+
+    def _send_ping(self) -> None:
+        if self.state is EioState.CLOSED:
+            return
+        # the pong is due pingTimeout after the moment the ping was scheduled for, not after a late timer ran
+        due = self._ping_timer.deadline if self._ping_timer is not None else self.engine.wheel.now()
+        self._pong_deadline = due + self.engine.config.ping_timeout_ms / 1000
+        self._timeout_timer = self.engine.wheel.call_at(self._pong_deadline, self._ping_timed_out)
+        self.push(PING)
+
+    def _ping_timed_out(self) -> None:
+        self.close("ping timeout")
+
+    def on_pong(self) -> None:
+        if self._timeout_timer is None:
+            return  # a pong nobody asked for changes nothing
+        self._timeout_timer.cancel()
+        self._timeout_timer = None
+        self._pong_deadline = None
+        self.start_heartbeat()
+
+    def overdue(self) -> bool:
+        """True when a ping went unanswered past its timeout, even if the timer has not run yet."""
+        deadline = self._pong_deadline
+        return deadline is not None and self.engine.wheel.now() > deadline
+
+    # --- upgrade -------------------------------------------------------------------------------------------------
+    def begin_upgrade(self, close_probe: Callable[[], None]) -> None:
+        """A probe arrived over WebSocket: end the waiting poll with a noop and give the upgrade its deadline."""
+        self.transition(EioState.UPGRADING)
+        self._probe_close = close_probe
+        self._upgrade_timer = self.engine.wheel.call_later(
+            self.engine.config.upgrade_timeout_ms / 1000, self._upgrade_timed_out
+        )
+        self._noop_timer = self.engine.wheel.call_later(NOOP_EVERY, self._release_poll)
+
+    def _release_poll(self) -> None:
+        """While upgrading, a waiting GET is answered with a noop every 100 ms (never at once, never in a loop)."""
+        if self.state is not EioState.UPGRADING:
+            return
+        if self._waiter is not None and not self._outbox:
+            self._outbox.append(NOOP)
+            self._wake()
+        self._noop_timer = self.engine.wheel.call_later(NOOP_EVERY, self._release_poll)
+
+    def _upgrade_timed_out(self) -> None:
+        if self.state is EioState.UPGRADING:
+            close = self._probe_close
+            self.abandon_upgrade()
+            if close is not None:
+                close()
+
+    def abandon_upgrade(self) -> None:
+        """The probe WebSocket went away or timed out: polling carries the session again."""
+        if self.state is EioState.UPGRADING:
+            self.transition(EioState.POLLING)
+        self._clear_upgrade()
+
+    def finish_upgrade(self) -> None:
+        self.transition(EioState.WEBSOCKET)
+        self._clear_upgrade()
+
+    def _clear_upgrade(self) -> None:
+        for timer in (self._upgrade_timer, self._noop_timer):
+            if timer is not None:
+                timer.cancel()
+        self._upgrade_timer = self._noop_timer = None
+        self._probe_close = None
+
+    # --- closing -------------------------------------------------------------------------------------------------
+    def close(self, reason: str) -> None:
+        """End the session (idempotent): timers stop, the carrying transport flushes and closes, the layer above hears."""
+        if self.state is EioState.CLOSED:
+            return
+        probe = self._probe_close
+        self.transition(EioState.CLOSED)
+        self.close_reason = reason
+        for timer in (self._ping_timer, self._timeout_timer, self._upgrade_timer):
+            if timer is not None:
+                timer.cancel()
+        self._clear_upgrade()
+        if probe is not None:
+            probe()
+        self.engine.session_closed(self, reason)
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw = scope.get("query_string", b"")
+    parsed = parse_qs(raw.decode("latin-1"), keep_blank_values=True)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def decode_payload(body: str) -> list[Frame]:
+    """Split a long-polling payload into Engine.IO packets; `b`-prefixed records are base64 binary messages."""
+    frames: list[Frame] = []
+    for record in body.split(RECORD_SEPARATOR):
+        if record.startswith("b"):
+            try:
+                frames.append(base64.b64decode(record[1:], validate=True))
+            except (binascii.Error, ValueError) as exc:
+                raise ProtocolError("invalid base64 in polling payload") from exc
+        else:
+            frames.append(record)
+    return frames
+
+
+def encode_payload(frames: Sequence[Frame]) -> str:
+    """Join packets for one long-polling response, base64-encoding binary messages."""
+    return RECORD_SEPARATOR.join(
+        f if isinstance(f, str) else "b" + base64.b64encode(f).decode("ascii") for f in frames
+    )
+
+
+class EngineServer:
+    """The Engine.IO ASGI application; requests outside `config.path` go to `other_app` (or get 404)."""
+
+    def __init__(
+        self, handler: EngineHandler, config: EngineConfig | None = None, other_app: ASGIApp | None = None
+    ) -> None:
+        self.handler = handler
+        self.config = config or EngineConfig()
+        self.other_app = other_app
+        self.sessions: dict[str, Session] = {}
+        self.wheel = TimerWheel()
+        self._path = self.config.path.rstrip("/")
+
+    # --- session bookkeeping -------------------------------------------------------------------------------------
+    def _new_session(self, scope: Scope, state: EioState) -> Session:
+        sid = secrets.token_urlsafe(15)
+        session = Session(self, sid, scope, state)
+        self.sessions[sid] = session
+        return session
+
+    def _open_packet(self, session: Session, upgrades: list[str]) -> str:
+        cfg = self.config
+        return OPEN + _json(
+            {
+                "sid": session.sid,
+                "upgrades": upgrades,
+                "pingInterval": cfg.ping_interval_ms,
+                "pingTimeout": cfg.ping_timeout_ms,
+                "maxPayload": cfg.max_payload,
+            }
+        )
+
+    def _opened(self, session: Session) -> None:
+        session.start_heartbeat()
+        try:
+            self.handler.on_open(session)
+        except Exception:
+            log.exception("engine.io open handler failed")
+            session.close("server error")
+
+    def session_closed(self, session: Session, reason: str) -> None:
+        """Called once by Session.close: forget the session and tell the layer above."""
+        self.sessions.pop(session.sid, None)
+        try:
+            self.handler.on_close(session, reason)
+        except Exception:
+            log.exception("engine.io close handler failed")
+
+    # --- packets from the client ---------------------------------------------------------------------------------
+    async def receive_frame(self, session: Session, frame: Frame) -> None:
+        """Act on one Engine.IO packet from the client; a protocol violation closes the session."""
+        try:
+            if isinstance(frame, bytes):
+                await self.handler.on_message(session, frame)
+                return
+            kind = frame[:1]
+            if kind == MESSAGE:
+                await self.handler.on_message(session, frame[1:])
+            elif kind == PONG:
+                session.on_pong()
+            elif kind == PING:
+                session.push(PONG + frame[1:])
+            elif kind == CLOSE:
+                session.close("client close")
+            elif kind == NOOP:
+                pass
+            else:
+                raise ProtocolError(f"unexpected engine.io packet {frame[:10]!r}")
+        except ProtocolError as exc:
+            log.info("closing engine.io session %s: %s", session.sid, exc)
+            session.close("parse error")
+        except IllegalTransition as exc:
+            log.warning("closing engine.io session %s: %s", session.sid, exc)
+            session.close("parse error")
+
+    # --- ASGI entry point ----------------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        path = scope.get("path", "")
+        mine = kind in ("http", "websocket") and (path == self._path or path.startswith(self._path + "/"))
+        if not mine:
+            if self.other_app is not None:
+                await self.other_app(scope, receive, send)
+            elif kind == "lifespan":
+                await _lifespan(receive, send)
+            elif kind == "http":
+                await _respond(send, 404, b"Not Found", [])
+            elif kind == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        if kind == "http":
+            await self._http(scope, receive, send)
+        else:
+            await self._websocket(scope, receive, send)
+
+    # --- HTTP long-polling ---------------------------------------------------------------------------------------
+    def _cors(self, scope: Scope) -> list[tuple[bytes, bytes]] | None:
+        """CORS headers for this request, or None when its origin is not allowed."""
+        allowed = self.config.cors_allowed_origins
+        origin = _header(scope, b"origin")
+        if origin is None or allowed is None:
+            return []
+        if allowed == "*" or origin in allowed:
+            return [
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"access-control-allow-credentials", b"true"),
+                (b"vary", b"Origin"),
+            ]
+        return None
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cors = self._cors(scope)
+        if cors is None:
+            await _error(send, FORBIDDEN, [], status=403)
+            return
+        method = scope.get("method", "GET")
+        if method == "OPTIONS":
+            requested = _header(scope, b"access-control-request-headers")
+            extra = [(b"access-control-allow-methods", b"GET, POST, OPTIONS")]
+            if requested:
+                extra.append((b"access-control-allow-headers", requested.encode("latin-1")))
+            await _respond(send, 204, b"", cors + extra)
+            return
+        query = _query(scope)
+        if query.get("EIO") != "4":
+            await _error(send, UNSUPPORTED_VERSION, cors)
+            return
+        transport = query.get("transport")
+        if transport != "polling" or not self.config.allow_polling:
+            await _error(send, TRANSPORT_UNKNOWN if transport != "websocket" else BAD_REQUEST, cors)
+            return
+        sid = query.get("sid")
+        if sid is None:
+            if method != "GET":
+                await _error(send, BAD_HANDSHAKE_METHOD, cors)
+                return
+            session = self._new_session(scope, EioState.POLLING)
+            upgrades = ["websocket"] if self.config.allow_websocket else []
+            self._opened(session)  # the heartbeat clock starts before the client can see the handshake
+            await _respond(send, 200, self._open_packet(session, upgrades).encode(), cors + _TEXT)
+            return
+        found = self.sessions.get(sid)
+        if found is not None and found.overdue():
+            found.close("ping timeout")
+            found = None
+        if found is None:
+            await _error(send, SESSION_UNKNOWN, cors)
+            return
+        if found.state not in (EioState.POLLING, EioState.UPGRADING):
+            await _error(send, BAD_REQUEST, cors)  # this session moved to WebSocket (or is closing)
+            return
+        if method == "GET":
+            await self._poll(found, send, cors)
+        elif method == "POST":
+            await self._post(found, receive, send, cors)
+        else:
+            await _error(send, BAD_REQUEST, cors)
+
+    async def _poll(self, session: Session, send: Send, cors: list[tuple[bytes, bytes]]) -> None:
+        if session._get_active:
+            session.close("overlapping poll")
+            await _error(send, BAD_REQUEST, cors)
+            return
+        session._get_active = True
+        try:
+            await session.wait_output()
+        finally:
+            session._get_active = False
+        if session.state is EioState.WEBSOCKET:
+            await _error(send, BAD_REQUEST, cors)  # the upgrade completed while this poll waited
+            return
+        frames = session.take()
+        if session.state is EioState.CLOSED:
+            if session.close_reason == "client close":
+                frames.append(NOOP)
+            elif not frames or frames[-1] != CLOSE:
+                frames.append(CLOSE)
+        await _respond(send, 200, encode_payload(frames).encode(), cors + _TEXT)
+
+    async def _post(
+        self, session: Session, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
+    ) -> None:
+        if session._post_active:
+            session.close("overlapping post")
+            await _error(send, BAD_REQUEST, cors)
+            return
+        session._post_active = True
+        try:
+            body = await _read_body(receive, self.config.max_payload)
+            if body is None:
+                session.close("payload too large")
+                await _respond(send, 413, b"Payload Too Large", cors + _TEXT)
+                return
+            try:
+                frames = decode_payload(body.decode("utf-8"))
+            except (UnicodeDecodeError, ProtocolError):
+                session.close("parse error")
+                await _error(send, BAD_REQUEST, cors)
+                return
+            for frame in frames:
+                if session.state is EioState.CLOSED:
+                    break
+                await self.receive_frame(session, frame)
+            if session.state is EioState.CLOSED and session.close_reason == "parse error":
+                await _error(send, BAD_REQUEST, cors)
+                return
+            await _respond(send, 200, b"ok", cors + _TEXT)
+        finally:
+            session._post_active = False
+
+    # --- WebSocket -----------------------------------------------------------------------------------------------
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        query = _query(scope)
+        allowed = self.config.cors_allowed_origins
+        origin = _header(scope, b"origin")
+        if isinstance(allowed, Sequence) and not isinstance(allowed, str) and origin not in allowed:
+            await _reject_ws(scope, send, FORBIDDEN, 403)
+            return
+        if query.get("EIO") != "4":
+            await _reject_ws(scope, send, UNSUPPORTED_VERSION, 400)
+            return
+        if query.get("transport") != "websocket" or not self.config.allow_websocket:
+            await _reject_ws(scope, send, TRANSPORT_UNKNOWN, 400)
+            return
+        sid = query.get("sid")
+        if sid is not None:
+            session = self.sessions.get(sid)
+            if session is None:
+                await _reject_ws(scope, send, SESSION_UNKNOWN, 400)
+                return
+            await send({"type": "websocket.accept"})
+            if session.state is not EioState.POLLING:
+                # a second WebSocket for one session: the protocol says close it
+                await _close_ws(send, 1008)
+                return
+            if not await self._probe(session, receive, send):
+                return
+        else:
+            await send({"type": "websocket.accept"})
+            session = self._new_session(scope, EioState.WEBSOCKET)
+            session.push(self._open_packet(session, []))
+            self._opened(session)
+        await self._run_websocket(session, receive, send)
+
+    async def _probe(self, session: Session, receive: Receive, send: Send) -> bool:
+        """Run the upgrade handshake (`2probe`/`3probe`, then `5`); True once the session belongs to this socket."""
+        closed = False
+
+        def close_probe() -> None:
+            nonlocal closed
+            if not closed:
+                closed = True
+                asyncio.ensure_future(_close_ws(send, 1000))
+
+        try:
+            msg = await receive()
+            if msg["type"] != "websocket.receive" or msg.get("text") != PING + "probe":
+                await _close_ws(send, 1008)
+                return False
+            if session.state is not EioState.POLLING:
+                await _close_ws(send, 1008)
+                return False
+            await send({"type": "websocket.send", "text": PONG + "probe"})
+            session.begin_upgrade(close_probe)
+            while True:
+                msg = await receive()
+                if msg["type"] != "websocket.receive" or session.state is not EioState.UPGRADING:
+                    session.abandon_upgrade()
+                    if not closed and msg["type"] == "websocket.receive":
+                        await _close_ws(send, 1008)
+                    return False
+                text = msg.get("text")
+                if text == UPGRADE:
+                    session.finish_upgrade()
+                    return True
+                if text == NOOP:
+                    continue
+                session.abandon_upgrade()
+                await _close_ws(send, 1008)
+                return False
+        except Exception:
+            session.abandon_upgrade()
+            raise
+
+    async def _run_websocket(self, session: Session, receive: Receive, send: Send) -> None:
+        writer = asyncio.ensure_future(self._ws_writer(session, send))
+        limit = self.config.max_payload
+        try:
+            while session.state is not EioState.CLOSED:
+                msg = await receive()
+                if msg["type"] != "websocket.receive":
+                    session.close("transport close")
+                    break
+                text = msg.get("text")
+                frame: Frame
+                if text is not None:
+                    frame = text
+                else:
+                    frame = bytes(msg.get("bytes") or b"")
+                if len(frame) > limit:
+                    session.close("payload too large")
+                    break
+                if not frame:
+                    session.close("parse error")
+                    break
+                await self.receive_frame(session, frame)
+        except Exception:
+            session.close("transport error")
+            raise
+        finally:
+            session.close("transport close")
+            await writer
+
+    async def _ws_writer(self, session: Session, send: Send) -> None:
+        try:
+            while True:
+                await session.wait_output()
+                frames = session.take()
+                for frame in frames:
+                    if isinstance(frame, str):
+                        await send({"type": "websocket.send", "text": frame})
+                    else:
+                        await send({"type": "websocket.send", "bytes": frame})
+                if session.state is EioState.CLOSED:
+                    break
+            code = 1009 if session.close_reason == "payload too large" else 1000
+            await send({"type": "websocket.close", "code": code})
+        except Exception:  # the peer is gone; nothing left to tell it
+            log.debug("websocket writer for %s stopped", session.sid, exc_info=True)
+
+
+_TEXT = [(b"content-type", b"text/plain; charset=UTF-8")]
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(
+    send: Send, error: tuple[int, str], cors: list[tuple[bytes, bytes]], status: int = 400
+) -> None:
+    body = _json({"code": error[0], "message": error[1]}).encode()
+    await _respond(send, status, body, [*cors, (b"content-type", b"application/json")])
+
+
+async def _reject_ws(scope: Scope, send: Send, error: tuple[int, str], status: int) -> None:
+    """Refuse a WebSocket handshake with a real HTTP status when the server offers the ASGI extension for it."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = _json({"code": error[0], "message": error[1]}).encode()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+async def _close_ws(send: Send, code: int) -> None:
+    try:
+        await send({"type": "websocket.close", "code": code})
+    except Exception:
+        log.debug("websocket already closed", exc_info=True)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None as soon as it grows past `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not msg.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
