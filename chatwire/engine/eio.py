@@ -462,7 +462,11 @@ class EngineServer:
             return
         session._get_active = True
         try:
-            await session.wait_output()
+            # a state change wakes the poll too; it only answers with packets, or when it can no longer wait
+            while True:
+                await session.wait_output()
+                if session._outbox or session.state not in (EioState.POLLING, EioState.UPGRADING):
+                    break
         finally:
             session._get_active = False
         if session.state is EioState.WEBSOCKET:

@@ -12,18 +12,14 @@ from typing import Any
 from chatwire.engine.eio import EngineConfig
 from chatwire.engine.server import Socket, SocketServer
 
+REFERENCE_CONFIG = EngineConfig(
+    ping_interval_ms=300, ping_timeout_ms=200, max_payload=1_000_000, cors_allowed_origins="*"
+)
 
-def build() -> SocketServer:
+
+def build(config: EngineConfig = REFERENCE_CONFIG, connect_timeout_ms: int = 1000) -> SocketServer:
     """A server configured like the suite's reference: ping 300 ms / 200 ms, 1 s connect timeout, `/` and `/custom`."""
-    server = SocketServer(
-        EngineConfig(
-            ping_interval_ms=300,
-            ping_timeout_ms=200,
-            max_payload=1_000_000,
-            cors_allowed_origins="*",
-        ),
-        connect_timeout_ms=1000,
-    )
+    server = SocketServer(config, connect_timeout_ms=connect_timeout_ms)
     main = server.of("/")
 
     @main.on("connect")

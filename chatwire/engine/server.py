@@ -43,6 +43,16 @@ log = logging.getLogger(__name__)
 Handler = Callable[..., Any]
 
 
+_running: set[asyncio.Future[Any]] = set()
+
+
+def spawn(awaitable: Awaitable[Any]) -> None:
+    """Run a handler's coroutine in the background, holding a reference until it finishes."""
+    future = asyncio.ensure_future(awaitable)
+    _running.add(future)
+    future.add_done_callback(_running.discard)
+
+
 class ConnectionRefused(Exception):
     """Raise from a connect handler to answer CONNECT_ERROR with this message (and optional data)."""
 
@@ -137,7 +147,7 @@ class Socket:
             self.push(_frames(DISCONNECT, self.namespace.name))
             self.conn.drop(self, "server namespace disconnect")
 
-    async def _on_event(self, packet: Packet, data: list[Any]) -> None:
+    def _on_event(self, packet: Packet, data: list[Any]) -> None:
         event, args = data[0], data[1:]
         handler = self.namespace.handlers.get(event)
         if handler is None:
@@ -147,14 +157,28 @@ class Socket:
             args = [event, *args]
         try:
             result = handler(self, *args)
-            if inspect.isawaitable(result):
-                result = await result
         except Exception:
             log.exception("socket.io handler for %r in %s failed", event, self.namespace.name)
             return
-        if packet.id is not None and self.connected:
+        if inspect.isawaitable(result):
+            # a coroutine handler runs as its own task, so it may wait (even for this client's ack) while the
+            # connection keeps reading; plain functions answer inline, in order
+            spawn(self._finish(event, packet.id, result))
+        else:
+            self._answer(packet.id, result)
+
+    async def _finish(self, event: str, ack_id: int | None, pending: Awaitable[Any]) -> None:
+        try:
+            result = await pending
+        except Exception:
+            log.exception("socket.io handler for %r in %s failed", event, self.namespace.name)
+            return
+        self._answer(ack_id, result)
+
+    def _answer(self, ack_id: int | None, result: Any) -> None:
+        if ack_id is not None and self.connected:
             values = [] if result is None else list(result) if isinstance(result, tuple) else [result]
-            self.push(_frames(ACK, self.namespace.name, values, packet.id))
+            self.push(_frames(ACK, self.namespace.name, values, ack_id))
 
     def _on_ack(self, packet: Packet, data: list[Any]) -> None:
         assert packet.id is not None
@@ -164,7 +188,7 @@ class Socket:
         try:
             result = callback(*data)
             if inspect.isawaitable(result):
-                asyncio.ensure_future(result)
+                spawn(result)
         except Exception:
             log.exception("socket.io ack callback failed")
 
@@ -317,7 +341,7 @@ class Connection:
         elif packet.type == DISCONNECT:
             self.drop(socket, "client namespace disconnect")
         elif packet.type in (EVENT, BINARY_EVENT):
-            await socket._on_event(packet, data)
+            socket._on_event(packet, data)
         elif packet.type in (ACK, BINARY_ACK):
             socket._on_ack(packet, data)
 
@@ -379,7 +403,7 @@ class Connection:
             try:
                 result = handler(socket, reason)
                 if inspect.isawaitable(result):
-                    asyncio.ensure_future(_guard(result, namespace.name))
+                    spawn(_guard(result, namespace.name))
             except Exception:
                 log.exception("socket.io disconnect handler for %s failed", namespace.name)
 

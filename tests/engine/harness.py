@@ -1,0 +1,125 @@
+"""Run chatwire's engine in-process on a free port and talk to it with raw clients (httpx, Node `ws`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from chatwire.engine.eio import EngineConfig
+from chatwire.engine.reference import REFERENCE_CONFIG, build
+from chatwire.engine.server import Socket, SocketServer
+from tests.conftest import free_port, requirement_missing
+
+WS_DRIVER = Path(__file__).parents[1] / "node" / "ws_frames.mjs"
+
+
+@dataclass
+class Engine:
+    """A running reference server (plus the test-only handlers below)."""
+
+    server: SocketServer
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def eio(self, transport: str = "polling", sid: str | None = None, scheme: str = "http") -> str:
+        query = f"EIO=4&transport={transport}" + (f"&sid={sid}" if sid else "")
+        return f"{scheme}://127.0.0.1:{self.port}/socket.io/?{query}"
+
+    def ws(self, sid: str | None = None) -> str:
+        return self.eio("websocket", sid, "ws")
+
+    def http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=10)
+
+    async def handshake(self, client: httpx.AsyncClient) -> dict[str, Any]:
+        """Open a long-polling session; returns the decoded open packet."""
+        r = await client.get(self.eio())
+        assert r.status_code == 200, r.text
+        assert r.text.startswith("0")
+        return json.loads(r.text[1:])  # type: ignore[no-any-return]
+
+
+def add_test_handlers(server: SocketServer) -> None:
+    """Handlers beyond the suite's: rooms, server-to-client acks, and one that crashes."""
+    main = server.of("/")
+
+    @main.on("join")
+    def join(socket: Socket, room: str) -> str:
+        socket.join(room)
+        return "joined"
+
+    @main.on("shout")
+    def shout(socket: Socket, room: str, text: str) -> int:
+        return main.emit("heard", text, to=room, skip=socket.sid)
+
+    @main.on("ask")
+    async def ask(socket: Socket, question: str) -> Any:
+        return await socket.call("question", question, timeout=5)
+
+    @main.on("boom")
+    def boom(socket: Socket) -> None:
+        raise RuntimeError("handler failure, on purpose")
+
+
+@contextlib.asynccontextmanager
+async def running_engine(
+    config: EngineConfig = REFERENCE_CONFIG, connect_timeout_ms: int = 1000, ws: str = "auto"
+) -> AsyncIterator[Engine]:
+    server = build(config, connect_timeout_ms)
+    add_test_handlers(server)
+    port = free_port()
+    uv = uvicorn.Server(
+        uvicorn.Config(server.asgi, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws=ws)
+    )
+    task = asyncio.create_task(uv.serve())
+    for _ in range(500):
+        if uv.started:
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield Engine(server, port)
+    finally:
+        uv.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+async def ws_frames(
+    url: str, steps: list[dict[str, Any]], *, autopong: bool = False, linger: int = 3000
+) -> list[dict[str, Any]]:
+    """Run tests/node/ws_frames.mjs (a Node `ws` client) to completion; every frame and the close, in order."""
+    node = shutil.which("node")
+    if node is None or not (WS_DRIVER.parent / "node_modules" / "ws").exists():
+        requirement_missing("node with tests/node/node_modules (make node installs them)")
+    assert node is not None
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(WS_DRIVER),
+        json.dumps({"url": url, "steps": steps, "autopong": autopong, "linger": linger}),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=str(WS_DRIVER.parent),
+    )
+    stdout, _ = await asyncio.wait_for(proc.communicate(), linger / 1000 + 20)
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def texts(events: list[dict[str, Any]], *, pings: bool = False) -> list[str]:
+    """The text frames received, without Engine.IO pings unless asked."""
+    return [e["data"] for e in events if e["type"] == "text" and (pings or e["data"] != "2")]
+
+
+def closed(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((e for e in events if e["type"] == "close"), None)
