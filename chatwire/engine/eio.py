@@ -73,19 +73,19 @@ class Session:
     """One Engine.IO session: its state machine, its outbox of encoded frames, and its heartbeat timers."""
 
     __slots__ = (
-        "_get_active",
         "_noop_timer",
         "_outbox",
         "_ping_timer",
         "_pong_deadline",
-        "_post_active",
         "_probe_close",
         "_timeout_timer",
         "_upgrade_timer",
         "_waiter",
         "close_reason",
         "engine",
+        "get_active",
         "handler_state",
+        "post_active",
         "scope",
         "sid",
         "state",
@@ -106,8 +106,8 @@ class Session:
         self._upgrade_timer: Timer | None = None
         self._noop_timer: Timer | None = None
         self._probe_close: Callable[[], None] | None = None
-        self._get_active = False
-        self._post_active = False
+        self.get_active = False
+        self.post_active = False
 
     # --- state machine -------------------------------------------------------------------------------------------
     def transition(self, target: EioState) -> None:
@@ -162,6 +162,9 @@ class Session:
         finally:
             if self._waiter is waiter:
                 self._waiter = None
+
+    def has_output(self) -> bool:
+        return bool(self._outbox)
 
     def take(self) -> list[Frame]:
         """Hand over everything queued so far."""
@@ -456,19 +459,19 @@ class EngineServer:
             await _error(send, BAD_REQUEST, cors)
 
     async def _poll(self, session: Session, send: Send, cors: list[tuple[bytes, bytes]]) -> None:
-        if session._get_active:
+        if session.get_active:
             session.close("overlapping poll")
             await _error(send, BAD_REQUEST, cors)
             return
-        session._get_active = True
+        session.get_active = True
         try:
             # a state change wakes the poll too; it only answers with packets, or when it can no longer wait
             while True:
                 await session.wait_output()
-                if session._outbox or session.state not in (EioState.POLLING, EioState.UPGRADING):
+                if session.has_output() or session.state not in (EioState.POLLING, EioState.UPGRADING):
                     break
         finally:
-            session._get_active = False
+            session.get_active = False
         if session.state is EioState.WEBSOCKET:
             await _error(send, BAD_REQUEST, cors)  # the upgrade completed while this poll waited
             return
@@ -483,11 +486,11 @@ class EngineServer:
     async def _post(
         self, session: Session, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
     ) -> None:
-        if session._post_active:
+        if session.post_active:
             session.close("overlapping post")
             await _error(send, BAD_REQUEST, cors)
             return
-        session._post_active = True
+        session.post_active = True
         try:
             body = await _read_body(receive, self.config.max_payload)
             if body is None:
@@ -509,7 +512,7 @@ class EngineServer:
                 return
             await _respond(send, 200, b"ok", cors + _TEXT)
         finally:
-            session._post_active = False
+            session.post_active = False
 
     # --- WebSocket -----------------------------------------------------------------------------------------------
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:

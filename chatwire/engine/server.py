@@ -115,6 +115,14 @@ class Socket:
         else:
             self.conn.session.push_many(frames)
 
+    def release_pending(self) -> list[Frame]:
+        """The frames emitted before the CONNECT reply; from now on frames go straight to the session."""
+        held, self._pending = self._pending or [], None
+        return held
+
+    def forget_acks(self) -> None:
+        self._acks.clear()
+
     def emit(self, event: str, *args: Any, callback: Callable[..., Any] | None = None) -> None:
         """Send an event to this client; `callback` runs with the client's ack arguments if it acks."""
         ack_id = None
@@ -147,7 +155,7 @@ class Socket:
             self.push(_frames(DISCONNECT, self.namespace.name))
             self.conn.drop(self, "server namespace disconnect")
 
-    def _on_event(self, packet: Packet, data: list[Any]) -> None:
+    def handle_event(self, packet: Packet, data: list[Any]) -> None:
         event, args = data[0], data[1:]
         handler = self.namespace.handlers.get(event)
         if handler is None:
@@ -180,7 +188,7 @@ class Socket:
             values = [] if result is None else list(result) if isinstance(result, tuple) else [result]
             self.push(_frames(ACK, self.namespace.name, values, ack_id))
 
-    def _on_ack(self, packet: Packet, data: list[Any]) -> None:
+    def handle_ack(self, packet: Packet, data: list[Any]) -> None:
         assert packet.id is not None
         callback = self._acks.pop(packet.id, None)
         if callback is None:
@@ -341,9 +349,9 @@ class Connection:
         elif packet.type == DISCONNECT:
             self.drop(socket, "client namespace disconnect")
         elif packet.type in (EVENT, BINARY_EVENT):
-            socket._on_event(packet, data)
+            socket.handle_event(packet, data)
         elif packet.type in (ACK, BINARY_ACK):
-            socket._on_ack(packet, data)
+            socket.handle_ack(packet, data)
 
     async def _connect(self, nsp: str, auth: dict[str, Any]) -> None:
         namespace = self.server.namespaces.get(nsp)
@@ -376,7 +384,7 @@ class Connection:
         namespace.join(socket, socket.sid)
         for room in list(socket.rooms):
             namespace.join(socket, room)
-        held, socket._pending = socket._pending or [], None
+        held = socket.release_pending()
         self.session.push_many(_frames(CONNECT, nsp, {"sid": socket.sid}))
         if held:
             self.session.push_many(held)
@@ -397,7 +405,7 @@ class Connection:
         namespace.sockets.pop(socket.sid, None)
         for room in list(socket.rooms):
             namespace.leave(socket, room)
-        socket._acks.clear()
+        socket.forget_acks()
         handler = namespace.disconnect_handler
         if handler is not None:
             try:

@@ -28,6 +28,7 @@ class Engine:
 
     server: SocketServer
     port: int
+    posts: PostCounter
 
     @property
     def url(self) -> str:
@@ -73,6 +74,30 @@ def add_test_handlers(server: SocketServer) -> None:
         raise RuntimeError("handler failure, on purpose")
 
 
+class PostCounter:
+    """ASGI middleware in front of the engine: how many Engine.IO packets each long-polling POST carried."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.counts: list[int] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+
+        async def counting_receive() -> Any:
+            msg = await receive()
+            if msg["type"] == "http.request":
+                body.extend(msg.get("body", b""))
+                if not msg.get("more_body"):
+                    self.counts.append(body.count(b"\x1e") + 1)
+            return msg
+
+        await self.app(scope, counting_receive, send)
+
+
 @contextlib.asynccontextmanager
 async def running_engine(
     config: EngineConfig = REFERENCE_CONFIG, connect_timeout_ms: int = 1000, ws: str = "auto"
@@ -80,8 +105,9 @@ async def running_engine(
     server = build(config, connect_timeout_ms)
     add_test_handlers(server)
     port = free_port()
+    posts = PostCounter(server.asgi)
     uv = uvicorn.Server(
-        uvicorn.Config(server.asgi, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws=ws)
+        uvicorn.Config(posts, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws=ws)
     )
     task = asyncio.create_task(uv.serve())
     for _ in range(500):
@@ -91,7 +117,7 @@ async def running_engine(
             task.result()
         await asyncio.sleep(0.02)
     try:
-        yield Engine(server, port)
+        yield Engine(server, port, posts)
     finally:
         uv.should_exit = True
         await asyncio.wait_for(task, 15)

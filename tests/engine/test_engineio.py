@@ -213,7 +213,10 @@ async def slow_engine() -> Any:
 
 async def _probe_steps(upgrade: bool) -> list[dict[str, Any]]:
     """Probe, and (like a real client, once its poll has been released) complete the upgrade."""
-    return [{"send": "2probe"}, {"await": 1}, *([{"sleep": 250}, {"send": "5"}] if upgrade else [])]
+    steps: list[dict[str, Any]] = [{"send": "2probe"}, {"await": 1}]
+    if upgrade:
+        steps += [{"sleep": 250}, {"send": "5"}]
+    return steps
 
 
 async def test_upgrade_moves_the_session_and_rejects_old_transport(slow_engine: Engine) -> None:

@@ -1,0 +1,173 @@
+"""The engine's building blocks on their own: state machines, the timer wheel, the packet codec, and its imports."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from chatwire.engine import packets
+from chatwire.engine.eio import decode_payload, encode_payload
+from chatwire.engine.state import (
+    EIO_TRANSITIONS,
+    SIO_TRANSITIONS,
+    EioState,
+    IllegalTransition,
+    ProtocolError,
+    SioState,
+    check,
+)
+from chatwire.engine.timers import TimerWheel
+
+ENGINE = Path(__file__).parents[2] / "chatwire" / "engine"
+
+
+def test_illegal_transition_names_both_states() -> None:
+    with pytest.raises(IllegalTransition, match=r"illegal transition WEBSOCKET -> POLLING"):
+        check("engine.io session x", EIO_TRANSITIONS, EioState.WEBSOCKET, EioState.POLLING)
+    with pytest.raises(IllegalTransition, match=r"CLOSED -> ACTIVE"):
+        check("socket.io connection x", SIO_TRANSITIONS, SioState.CLOSED, SioState.ACTIVE)
+    check("engine.io session x", EIO_TRANSITIONS, EioState.POLLING, EioState.UPGRADING)  # allowed: no error
+
+
+def test_every_state_can_reach_closed_and_closed_is_final() -> None:
+    for state, targets in EIO_TRANSITIONS.items():
+        assert (EioState.CLOSED in targets) == (state is not EioState.CLOSED)
+    assert EIO_TRANSITIONS[EioState.CLOSED] == frozenset()
+
+
+async def test_timer_wheel_never_fires_early_and_honours_cancel() -> None:
+    wheel = TimerWheel(resolution=0.01)
+    loop = asyncio.get_running_loop()
+    fired: list[tuple[str, float]] = []
+    start = loop.time()
+
+    def record(name: str) -> Callable[[], None]:
+        return lambda: fired.append((name, loop.time() - start))
+
+    for name, delay in [("c", 0.12), ("a", 0.03), ("b", 0.06)]:
+        wheel.call_later(delay, record(name))
+    cancelled = wheel.call_later(0.05, lambda: fired.append(("x", 0.0)))
+    cancelled.cancel()
+    await asyncio.sleep(0.25)
+    assert [n for n, _ in fired] == ["a", "b", "c"]
+    for (_, at), due in zip(fired, [0.03, 0.06, 0.12], strict=True):
+        assert due - 1e-3 <= at < due + 0.05
+    assert len(wheel) == 0
+
+
+async def test_timer_wheel_survives_a_failing_callback() -> None:
+    wheel = TimerWheel()
+    fired: list[int] = []
+
+    def fail() -> None:
+        raise RuntimeError("a callback failure, on purpose")
+
+    wheel.call_later(0.01, fail)
+    wheel.call_later(0.01, lambda: fired.append(1))
+    await asyncio.sleep(0.05)
+    assert fired == [1]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "nsp", "ack", "data"),
+    [
+        ("0", packets.CONNECT, "/", None, None),
+        ('0/admin,{"token":"1"}', packets.CONNECT, "/admin", None, {"token": "1"}),
+        ("0/admin", packets.CONNECT, "/admin", None, None),
+        ("1/admin,", packets.DISCONNECT, "/admin", None, None),
+        ('2["hello",1]', packets.EVENT, "/", None, ["hello", 1]),
+        ('2/admin,456["project:delete",123]', packets.EVENT, "/admin", 456, ["project:delete", 123]),
+        ("3/admin,456[]", packets.ACK, "/admin", 456, []),
+    ],
+)
+def test_decode_valid_packets(text: str, kind: int, nsp: str, ack: int | None, data: object) -> None:
+    packet = packets.decode(text)
+    assert (packet.type, packet.nsp, packet.id, packet.data) == (kind, nsp, ack, data)
+
+
+def test_decode_binary_header() -> None:
+    packet = packets.decode('51-["hello",{"_placeholder":true,"num":0}]')
+    assert packet.type == packets.BINARY_EVENT and packet.attachments == 1
+    packet.buffers.append(b"\x01")
+    assert packets.reconstruct(packet) == ["hello", b"\x01"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "abc",
+        "7",
+        "2{}",
+        "2[]",
+        "2[1]",
+        "2abc[]",
+        '2["x"',
+        "1{}",
+        "0[1]",
+        "3[1]",
+        '4{"message":"x"}',
+        '5["x"]',
+        '5a-["x"]',
+        "0" + "9" * 16 + "{}",
+        "2" + "1" * 16 + '["x"]',
+    ],
+)
+def test_decode_rejects_what_the_protocol_does_not_allow(text: str) -> None:
+    with pytest.raises(ProtocolError):
+        packets.decode(text)
+
+
+def test_encode_puts_binaries_in_attachments_in_one_pass() -> None:
+    assert packets.encode(packets.EVENT, "/", ["hi", {"a": 1}]) == ['2["hi",{"a":1}]']
+    assert packets.encode(packets.EVENT, "/chat", ["hi"], 12) == ['2/chat,12["hi"]']
+    assert packets.encode(packets.ACK, "/", [b"\x00", [b"\x01"]], 3) == [
+        '62-3[{"_placeholder":true,"num":0},[{"_placeholder":true,"num":1}]]',
+        b"\x00",
+        b"\x01",
+    ]
+    with pytest.raises(TypeError):
+        packets.encode(packets.EVENT, "/", ["x", object()])
+
+
+def test_polling_payload_round_trip() -> None:
+    frames: list[str | bytes] = ["4hello", b"\x00\xff", "2", "4\u20ac"]
+    assert decode_payload(encode_payload(frames)) == frames
+    with pytest.raises(ProtocolError):
+        decode_payload("b@@@")
+
+
+def test_engine_touches_no_private_attribute_of_any_other_object() -> None:
+    """The grep the issue asks for: `x._name` only ever on `self`, never on another library's (or class's) object."""
+    offenders = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted(ENGINE.glob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        for match in re.finditer(r"(\w+)\._[a-z]", line)
+        if match.group(1) != "self"
+    ]
+    assert offenders == []
+
+
+def test_engine_imports_only_the_standard_library_and_itself() -> None:
+    """ASGI is the whole contract with the server: nothing from uvicorn/websockets/engineio is imported (the
+    reference runner starts uvicorn through its public `run`, inside main())."""
+    allowed = set(sys.stdlib_module_names) | {"chatwire"}
+    for path in sorted(ENGINE.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                assert name.split(".")[0] in allowed | {"__future__"}, f"{path.name} imports {name}"
