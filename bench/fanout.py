@@ -1,7 +1,8 @@
 """Fan-out benchmark: `events:channel` typing relayed to rooms of 10, 100 and 1,000 members.
 
 Subjects, each a real process on this machine, driven by the same Node load generator (official socket.io-client):
-chatwire; stock python-socketio with the same handler shape; Node socket.io 4.8 with the same handler.
+chatwire; stock python-socketio with the same handler shape; Node socket.io 4.8 with the same handler; and (not
+in the default set) `engine`: the same handler on chatwire's own engine, chatwire/engine.
 Reported: deliveries/s when saturated (at most `window` unacknowledged sends), p50/p99 latency when paced.
 
 Run: python -m bench.fanout [--sizes 10,100,1000] [--subjects chatwire,python-socketio,node]
@@ -104,6 +105,15 @@ async def stock_subject(workdir: Path) -> tuple[Proc, dict[str, Any]]:
     return proc, {"channelId": "bench", "senderAuth": auth, "receiverAuth": auth}
 
 
+async def engine_subject(workdir: Path) -> tuple[Proc, dict[str, Any]]:
+    """The same handler on chatwire's own engine (chatwire/engine), without the app around it."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.engine_sio_server", str(port)]
+    proc = await Proc(argv, {}, port, workdir / "engine.log").ready("/ws/socket.io/?EIO=4&transport=polling")
+    auth = {"room": "channel:bench"}
+    return proc, {"channelId": "bench", "senderAuth": auth, "receiverAuth": auth}
+
+
 async def node_subject(workdir: Path) -> tuple[Proc, dict[str, Any]]:
     port = free_port()
     proc = await Proc(
@@ -120,6 +130,7 @@ def fmt_ms(value: float | None) -> str:
 SUBJECTS: dict[str, Any] = {
     "chatwire": chatwire_subject,
     "python-socketio": stock_subject,
+    "engine": engine_subject,
     "node": node_subject,
 }
 if os.environ.get("CHATWIRE_BENCH_BASELINE_SRC"):

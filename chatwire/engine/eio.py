@@ -559,7 +559,9 @@ class EngineServer:
             nonlocal closed
             if not closed:
                 closed = True
-                asyncio.ensure_future(_close_ws(send, 1000))
+                closing = asyncio.ensure_future(_close_ws(send, 1000))
+                _closing.add(closing)
+                closing.add_done_callback(_closing.discard)
 
         try:
             msg = await receive()
@@ -639,6 +641,7 @@ class EngineServer:
 
 
 _TEXT = [(b"content-type", b"text/plain; charset=UTF-8")]
+_closing: set[asyncio.Future[None]] = set()  # probe closes under way, referenced until they finish
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -246,3 +246,28 @@ async def test_rooms_reach_members_only() -> None:
     assert '42["heard","hello"]' in member_frames
     assert not any("heard" in t for t in outsider_frames)
     assert not any("heard" in t for t in texts(shouter))
+
+
+@pytest.mark.parametrize("ws", ["websockets-sansio", "wsproto"])
+async def test_same_wire_behaviour_on_each_uvicorn_websocket_protocol(ws: str) -> None:
+    """The engine relies on ASGI alone: each of uvicorn's WebSocket implementations must give the same frames."""
+    async with running_engine(ws=ws) as engine:
+        events = await ws_frames(
+            engine.ws(),
+            [
+                OPEN,
+                {"send": "40"},
+                {"await": 3},
+                {"send": '452-["message",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]'},
+                {"bytes": [1]},
+                {"bytes": [2]},
+                {"await": 6},
+                {"send": "42{}"},
+            ],
+            autopong=True,
+            linger=2000,
+        )
+    frames = [e for e in events if e["type"] in ("text", "binary") and e.get("data") != "2"]
+    assert frames[3]["data"].startswith('452-["message-back"')
+    assert [frames[4]["data"], frames[5]["data"]] == [[1], [2]]
+    assert closed(events) is not None
