@@ -522,7 +522,8 @@ class EngineServer:
         query = _query(scope)
         allowed = self.config.cors_allowed_origins
         origin = _header(scope, b"origin")
-        if isinstance(allowed, Sequence) and not isinstance(allowed, str) and origin not in allowed:
+        # browsers always send Origin on a WebSocket handshake; a client without one is no cross-site page
+        if allowed is not None and allowed != "*" and origin is not None and origin not in allowed:
             await _reject_ws(scope, send, FORBIDDEN, 403)
             return
         if query.get("EIO") != "4":

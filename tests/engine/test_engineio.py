@@ -292,3 +292,18 @@ async def test_http_client_sees_upgrade_status_codes_with_httpx_only(engine: Eng
         assert (await client.post(engine.eio(sid=sid), content=b"1")).status_code == 200
         assert (await client.get(engine.eio(sid=sid))).status_code == 400
         assert (await client.post(engine.eio(sid=sid), content=b"3")).status_code == 400
+
+
+async def test_websocket_origin_check() -> None:
+    config = EngineConfig(cors_allowed_origins=["https://good.example"])
+    async with running_engine(config, connect_timeout_ms=10_000) as engine:
+        import websockets
+
+        async with websockets.connect(engine.ws(), origin="https://good.example") as ok:  # type: ignore[arg-type]
+            assert str(await ok.recv()).startswith("0")
+        async with websockets.connect(engine.ws()) as no_origin:  # a non-browser client
+            assert str(await no_origin.recv()).startswith("0")
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(engine.ws(), origin="https://evil.example"):  # type: ignore[arg-type]
+                pass
+        assert refused.value.response.status_code == 403
