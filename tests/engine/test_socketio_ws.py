@@ -101,6 +101,7 @@ async def test_events_and_acks(engine: Engine) -> None:
             {"send": '427["join","r"]'},
             {"await": 6},
         ],
+        autopong=True,
         linger=300,
     )
     frames = texts(events)
