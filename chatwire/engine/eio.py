@@ -187,7 +187,13 @@ class Session:
         self.push(PING)
 
     def _ping_timed_out(self) -> None:
-        self.close("ping timeout")
+        # A pong that reached the socket before the deadline may still be one loop turn from being read (the
+        # server's protocol hands it to the reading task on the next turn): decide on that turn, not this one.
+        asyncio.get_running_loop().call_soon(self._ping_timed_out_now)
+
+    def _ping_timed_out_now(self) -> None:
+        if self._timeout_timer is not None and self.state is not EioState.CLOSED:
+            self.close("ping timeout")
 
     def on_pong(self) -> None:
         if self._timeout_timer is None:
@@ -203,13 +209,26 @@ class Session:
         return deadline is not None and self.engine.wheel.now() > deadline
 
     # --- upgrade -------------------------------------------------------------------------------------------------
-    def begin_upgrade(self, close_probe: Callable[[], None]) -> None:
-        """A probe arrived over WebSocket: end the waiting poll with a noop and give the upgrade its deadline."""
-        self.transition(EioState.UPGRADING)
+    @property
+    def upgrade_candidate(self) -> bool:
+        """True while a WebSocket holds the claim to take this session over."""
+        return self._probe_close is not None
+
+    def claim_probe(self, close_probe: Callable[[], None]) -> bool:
+        """A WebSocket arrived for this polling session: it becomes the one upgrade candidate, with a deadline.
+
+        False when the session is not on polling any more or another WebSocket already holds the claim."""
+        if self.state is not EioState.POLLING or self._probe_close is not None:
+            return False
         self._probe_close = close_probe
         self._upgrade_timer = self.engine.wheel.call_later(
             self.engine.config.upgrade_timeout_ms / 1000, self._upgrade_timed_out
         )
+        return True
+
+    def begin_upgrade(self) -> None:
+        """The candidate sent its probe: from now on a waiting poll is released so the client can pause polling."""
+        self.transition(EioState.UPGRADING)
         self._noop_timer = self.engine.wheel.call_later(NOOP_EVERY, self._release_poll)
 
     def _release_poll(self) -> None:
@@ -222,11 +241,10 @@ class Session:
         self._noop_timer = self.engine.wheel.call_later(NOOP_EVERY, self._release_poll)
 
     def _upgrade_timed_out(self) -> None:
-        if self.state is EioState.UPGRADING:
-            close = self._probe_close
+        close = self._probe_close
+        if close is not None and self.state is not EioState.CLOSED:
             self.abandon_upgrade()
-            if close is not None:
-                close()
+            close()
 
     def abandon_upgrade(self) -> None:
         """The probe WebSocket went away or timed out: polling carries the session again."""
@@ -539,10 +557,6 @@ class EngineServer:
                 await _reject_ws(scope, send, SESSION_UNKNOWN, 400)
                 return
             await send({"type": "websocket.accept"})
-            if session.state is not EioState.POLLING:
-                # a second WebSocket for one session: the protocol says close it
-                await _close_ws(send, 1008)
-                return
             if not await self._probe(session, receive, send):
                 return
         else:
@@ -564,16 +578,21 @@ class EngineServer:
                 _closing.add(closing)
                 closing.add_done_callback(_closing.discard)
 
+        if not session.claim_probe(close_probe):
+            # a second WebSocket for one session (or one after the upgrade): the protocol says close it
+            await _close_ws(send, 1008)
+            return False
         try:
             msg = await receive()
             if msg["type"] != "websocket.receive" or msg.get("text") != PING + "probe":
-                await _close_ws(send, 1008)
+                session.abandon_upgrade()
+                if not closed:
+                    await _close_ws(send, 1008)
                 return False
             if session.state is not EioState.POLLING:
-                await _close_ws(send, 1008)
-                return False
+                return False  # the session ended meanwhile; closing it closed this socket
             await send({"type": "websocket.send", "text": PONG + "probe"})
-            session.begin_upgrade(close_probe)
+            session.begin_upgrade()
             while True:
                 msg = await receive()
                 if msg["type"] != "websocket.receive" or session.state is not EioState.UPGRADING:

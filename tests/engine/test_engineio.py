@@ -10,13 +10,24 @@ import base64
 import itertools
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from chatwire.engine.eio import EngineConfig
+from chatwire.engine.state import EioState
 from tests.engine.harness import Engine, closed, running_engine, texts, ws_frames
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Wait (polling the server's state) until `condition` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
 
 HANDSHAKE_KEYS = {"sid", "upgrades", "pingInterval", "pingTimeout", "maxPayload"}
 
@@ -280,8 +291,8 @@ async def test_second_websocket_during_upgrade_is_closed(slow_engine: Engine) ->
     engine = slow_engine
     async with engine.http() as client:
         sid = (await engine.handshake(client))["sid"]
-        first = asyncio.create_task(ws_frames(engine.ws(sid), await _probe_steps(False), linger=800))
-        await asyncio.sleep(0.3)
+        first = asyncio.create_task(ws_frames(engine.ws(sid), await _probe_steps(False), linger=1500))
+        await until(lambda: engine.server.engine.sessions[sid].state is EioState.UPGRADING)
         second = await ws_frames(engine.ws(sid), [{"send": "2probe"}], linger=800)
         assert "3probe" not in texts(second) and closed(second) is not None
         assert texts(await first) == ["3probe"]
@@ -309,3 +320,22 @@ async def test_websocket_origin_check() -> None:
             async with websockets.connect(engine.ws(), origin="https://evil.example"):  # type: ignore[arg-type]
                 pass
         assert refused.value.response.status_code == 403
+
+
+async def test_second_websocket_before_the_first_probes_is_closed(slow_engine: Engine) -> None:
+    """Only one WebSocket may try to take a session over, even before it has sent its probe."""
+    engine = slow_engine
+    async with engine.http() as client:
+        sid = (await engine.handshake(client))["sid"]
+        first = asyncio.create_task(
+            ws_frames(
+                engine.ws(sid),
+                [{"sleep": 700}, *await _probe_steps(True), {"send": "2"}, {"await": 2}],
+                autopong=True,
+                linger=0,
+            )
+        )
+        await until(lambda: engine.server.engine.sessions[sid].upgrade_candidate)  # open, not probed yet
+        second = await ws_frames(engine.ws(sid), [{"send": "2probe"}], linger=800)
+        assert "3probe" not in texts(second) and closed(second) is not None
+        assert texts(await first) == ["3probe", "3"]  # upgraded: its own ping is answered over this socket
