@@ -16,7 +16,7 @@ import uvicorn
 
 from chatwire.engine.eio import EngineConfig
 from chatwire.engine.reference import REFERENCE_CONFIG, build
-from chatwire.engine.server import Socket, SocketServer
+from chatwire.engine.server import ConnectionRefused, Socket, SocketServer
 from tests.conftest import free_port, requirement_missing
 
 WS_DRIVER = Path(__file__).parents[1] / "node" / "ws_frames.mjs"
@@ -72,6 +72,22 @@ def add_test_handlers(server: SocketServer) -> None:
     @main.on("boom")
     def boom(socket: Socket) -> None:
         raise RuntimeError("handler failure, on purpose")
+
+    @main.on("leave-me")
+    def leave_me(socket: Socket) -> None:
+        socket.disconnect()
+
+    private = server.of("/private")
+
+    @private.on("connect")
+    async def refuse(socket: Socket, auth: dict[str, Any]) -> bool:
+        await asyncio.sleep(0)
+        socket.emit("never-seen")  # held until CONNECT, and dropped with the refusal
+        if auth.get("key") == "open":
+            return True
+        if auth.get("key") == "quiet":
+            return False
+        raise ConnectionRefused("nope", {"why": 1})
 
 
 class PostCounter:

@@ -272,3 +272,45 @@ async def test_same_wire_behaviour_on_each_uvicorn_websocket_protocol(ws: str) -
     assert frames[3]["data"].startswith('452-["message-back"')
     assert [frames[4]["data"], frames[5]["data"]] == [[1], [2]]
     assert closed(events) is not None
+
+
+async def test_connect_handler_may_refuse_and_nothing_it_emitted_leaks(engine: Engine) -> None:
+    events = await ws_frames(
+        engine.ws(),
+        [
+            OPEN,
+            {"send": "40/private,"},
+            {"await": 2},
+            {"send": '40/private,{"key":"quiet"}'},
+            {"await": 3},
+            {"send": '40/private,{"key":"open"}'},
+            {"await": 5},
+        ],
+        autopong=True,
+        linger=0,
+    )
+    frames = texts(events)
+    assert frames[1] == '44/private,{"message":"nope","data":{"why":1}}'
+    assert frames[2] == '44/private,{"message":"Connection refused"}'
+    assert frames[3].startswith("40/private,{") and frames[4] == '42/private,["never-seen"]'  # after CONNECT
+    assert frames.count('42/private,["never-seen"]') == 1
+
+
+async def test_server_side_namespace_disconnect(engine: Engine) -> None:
+    events = await ws_frames(
+        engine.ws(),
+        [
+            OPEN,
+            {"send": "40"},
+            {"await": 3},
+            {"send": '42["leave-me"]'},
+            {"await": 4},
+            {"send": '42["message"]'},
+        ],
+        autopong=True,
+        linger=2000,
+    )
+    assert texts(events)[3] == "41"
+    assert (
+        closed(events) is not None
+    )  # an event for the namespace it was removed from is a protocol violation
