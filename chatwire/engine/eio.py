@@ -246,8 +246,12 @@ class Session:
             self.abandon_upgrade()
             close()
 
-    def abandon_upgrade(self) -> None:
-        """The probe WebSocket went away or timed out: polling carries the session again."""
+    def abandon_upgrade(self, candidate: Callable[[], None] | None = None) -> None:
+        """The probe WebSocket went away or timed out: polling carries the session again.
+
+        `candidate` (the caller's own close callback) keeps a socket that lost its claim from ending a newer one."""
+        if candidate is not None and self._probe_close is not candidate:
+            return
         if self.state is EioState.UPGRADING:
             self.transition(EioState.POLLING)
         self._clear_upgrade()
@@ -585,7 +589,7 @@ class EngineServer:
         try:
             msg = await receive()
             if msg["type"] != "websocket.receive" or msg.get("text") != PING + "probe":
-                session.abandon_upgrade()
+                session.abandon_upgrade(close_probe)
                 if not closed:
                     await _close_ws(send, 1008)
                 return False
@@ -596,7 +600,7 @@ class EngineServer:
             while True:
                 msg = await receive()
                 if msg["type"] != "websocket.receive" or session.state is not EioState.UPGRADING:
-                    session.abandon_upgrade()
+                    session.abandon_upgrade(close_probe)
                     if not closed and msg["type"] == "websocket.receive":
                         await _close_ws(send, 1008)
                     return False
@@ -606,11 +610,11 @@ class EngineServer:
                     return True
                 if text == NOOP:
                     continue
-                session.abandon_upgrade()
+                session.abandon_upgrade(close_probe)
                 await _close_ws(send, 1008)
                 return False
         except Exception:
-            session.abandon_upgrade()
+            session.abandon_upgrade(close_probe)
             raise
 
     async def _run_websocket(self, session: Session, receive: Receive, send: Send) -> None:
