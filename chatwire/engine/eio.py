@@ -180,10 +180,13 @@ class Session:
     def _send_ping(self) -> None:
         if self.state is EioState.CLOSED:
             return
-        # the pong is due pingTimeout after the moment the ping was scheduled for, not after a late timer ran
+        timeout = self.engine.config.ping_timeout_ms / 1000
+        # Two clocks: the client gets the whole pingTimeout from the moment the ping actually leaves (a busy server
+        # is not the client's fault), while a poll that arrives instead of a pong is judged against the moment the
+        # ping was due (see overdue()).
         due = self._ping_timer.deadline if self._ping_timer is not None else self.engine.wheel.now()
-        self._pong_deadline = due + self.engine.config.ping_timeout_ms / 1000
-        self._timeout_timer = self.engine.wheel.call_at(self._pong_deadline, self._ping_timed_out)
+        self._pong_deadline = due + timeout
+        self._timeout_timer = self.engine.wheel.call_later(timeout, self._ping_timed_out)
         self.push(PING)
 
     def _ping_timed_out(self) -> None:
@@ -204,7 +207,7 @@ class Session:
         self.start_heartbeat()
 
     def overdue(self) -> bool:
-        """True when a ping went unanswered past its timeout, even if the timer has not run yet."""
+        """True when a ping is unanswered pingTimeout after it was due, even if the timer has not run yet."""
         deadline = self._pong_deadline
         return deadline is not None and self.engine.wheel.now() > deadline
 
@@ -464,7 +467,7 @@ class EngineServer:
             await _respond(send, 200, self._open_packet(session, upgrades).encode(), cors + _TEXT)
             return
         found = self.sessions.get(sid)
-        if found is not None and found.overdue():
+        if found is not None and method == "GET" and found.overdue():
             found.close("ping timeout")
             found = None
         if found is None:

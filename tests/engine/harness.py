@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,14 @@ async def ws_frames(
     )
     stdout, _ = await asyncio.wait_for(proc.communicate(), linger / 1000 + 20)
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Wait (polling the server's state) until `condition` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
 
 
 def texts(events: list[dict[str, Any]], *, pings: bool = False) -> list[str]:

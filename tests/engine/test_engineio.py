@@ -10,7 +10,6 @@ import base64
 import itertools
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,16 +17,7 @@ import pytest
 
 from chatwire.engine.eio import EngineConfig
 from chatwire.engine.state import EioState
-from tests.engine.harness import Engine, closed, running_engine, texts, ws_frames
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    """Wait (polling the server's state) until `condition` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
+from tests.engine.harness import Engine, closed, running_engine, texts, until, ws_frames
 
 HANDSHAKE_KEYS = {"sid", "upgrades", "pingInterval", "pingTimeout", "maxPayload"}
 
@@ -251,7 +241,7 @@ async def test_upgrade_moves_the_session_and_rejects_old_transport(slow_engine: 
                     {"await": 2},
                 ],
                 autopong=True,
-                linger=2500,
+                linger=6000,  # open until the second WebSocket below has been turned away
             )
         )
         released = await waiting
@@ -291,7 +281,8 @@ async def test_second_websocket_during_upgrade_is_closed(slow_engine: Engine) ->
     engine = slow_engine
     async with engine.http() as client:
         sid = (await engine.handshake(client))["sid"]
-        first = asyncio.create_task(ws_frames(engine.ws(sid), await _probe_steps(False), linger=1500))
+        # the first stays open long enough for a second Node process to start, even on a loaded machine
+        first = asyncio.create_task(ws_frames(engine.ws(sid), await _probe_steps(False), linger=6000))
         await until(lambda: engine.server.engine.sessions[sid].state is EioState.UPGRADING)
         second = await ws_frames(engine.ws(sid), [{"send": "2probe"}], linger=800)
         assert "3probe" not in texts(second) and closed(second) is not None
@@ -332,7 +323,7 @@ async def test_second_websocket_before_the_first_probes_is_closed(slow_engine: E
                 engine.ws(sid),
                 [{"sleep": 700}, *await _probe_steps(True), {"send": "2"}, {"await": 2}],
                 autopong=True,
-                linger=0,
+                linger=6000,  # stays open until the second has been turned away, however slowly it starts
             )
         )
         await until(lambda: engine.server.engine.sessions[sid].upgrade_candidate)  # open, not probed yet

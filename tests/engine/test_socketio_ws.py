@@ -6,13 +6,14 @@ packets, and that any packet the protocol does not allow closes the connection.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
 from chatwire.engine.eio import EngineConfig
-from tests.engine.harness import Engine, closed, running_engine, texts, ws_frames
+from tests.engine.harness import Engine, closed, running_engine, texts, until, ws_frames
 
 OPEN = {"await": 1}  # the Engine.IO open packet
 
@@ -218,17 +219,17 @@ async def test_disconnect_from_namespace_keeps_the_engine_connection(engine: Eng
 
 async def test_rooms_reach_members_only() -> None:
     async with running_engine(EngineConfig(ping_interval_ms=5000, ping_timeout_ms=5000)) as engine:
-        import asyncio
-
+        # both stay open long enough for the shouter's Node process to start, even on a loaded machine
         member = asyncio.create_task(
             ws_frames(
-                engine.ws(), [OPEN, {"send": "40"}, {"await": 3}, {"send": '421["join","r"]'}], linger=1500
+                engine.ws(), [OPEN, {"send": "40"}, {"await": 3}, {"send": '421["join","r"]'}], linger=6000
             )
         )
         outsider = asyncio.create_task(
-            ws_frames(engine.ws(), [OPEN, {"send": "40"}, {"await": 3}], linger=1500)
+            ws_frames(engine.ws(), [OPEN, {"send": "40"}, {"await": 3}], linger=6000)
         )
-        await asyncio.sleep(0.7)
+        main = engine.server.of("/")
+        await until(lambda: len(main.sockets) == 2 and len(main.rooms.get("r", {})) == 1)
         shouter = await ws_frames(
             engine.ws(),
             [
