@@ -186,7 +186,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await db.migrate()
+        if settings.migrate_on_start:
+            await db.migrate()
         await services.start_pipeline()
         if fleet is not None:
             await fleet.start()

@@ -1,14 +1,50 @@
-"""Command line: `chatwire serve` (more commands join as the product grows)."""
+"""Command line: `chatwire serve`, `migrate`, `check`, `keys`, `demo`, `tail`, `version`.
+
+A user error (a bad setting, an unreachable service, a bad token, a missing database) ends the command with one
+line on stderr, `chatwire: error: ...`, and exit status 2; never a traceback.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+import sys
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
-from chatwire.config import Settings
+from chatwire.config import Settings, SettingsError, load_settings
 
-app = typer.Typer(help="chatwire: a real-time event server for AI chat applications.", no_args_is_help=True)
+# Exit status of a user error (bad settings or usage, unreachable service, refused token).
+USAGE_ERROR = 2
+
+
+class CliError(Exception):
+    """A user error: printed as one line, `chatwire: error: ...`, exit status USAGE_ERROR."""
+
+
+class Commands(TyperGroup):
+    """The command group: a CliError or SettingsError (bad value, unreachable service) from any command is one
+    line on stderr and exit status USAGE_ERROR."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (CliError, SettingsError) as exc:
+            typer.echo(f"chatwire: error: {exc}", err=True)
+            raise typer.Exit(USAGE_ERROR) from None
+
+
+app = typer.Typer(
+    cls=Commands,
+    help="chatwire: a real-time event server for AI chat applications.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str) -> NoReturn:
+    raise CliError(message)
 
 
 def _settings_help() -> str:
@@ -27,15 +63,25 @@ def _settings_help() -> str:
 def serve(
     host: Annotated[str | None, typer.Option(help="Override CHATWIRE_HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Override CHATWIRE_PORT.")] = None,
+    no_migrate: Annotated[
+        bool,
+        typer.Option(
+            "--no-migrate", help="Do not migrate at start (CHATWIRE_MIGRATE_ON_START=false); refuse an old schema."
+        ),
+    ] = False,
 ) -> None:
     import uvicorn
 
     from chatwire.app import create_app
     from chatwire.logs import setup_logging
+    from chatwire.preflight import check_serve
     from chatwire.transport.uvicorn_ws import ws_protocol
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    if no_migrate:
+        overrides["migrate_on_start"] = False
+    settings = load_settings(**overrides)
+    asyncio.run(check_serve(settings))
     setup_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),
@@ -48,20 +94,70 @@ def serve(
     )
 
 
+@app.command("migrate")
+def migrate_command() -> None:
+    """Bring the database's schema to this version's (creates the SQLite file if missing); run it once per
+    upgrade before starting the new version with `serve --no-migrate`."""
+    from chatwire.db.engine import Database
+    from chatwire.preflight import check_combination, schema_state
+
+    settings = load_settings()
+    check_combination(settings)
+    url = settings.resolved_database_url
+    before = asyncio.run(schema_state(url))
+
+    async def run() -> None:
+        db = Database(url)
+        try:
+            await db.migrate()
+        finally:
+            await db.close()
+
+    if not before.up_to_date:
+        asyncio.run(run())
+    after = asyncio.run(schema_state(url))
+    if before.up_to_date:
+        typer.echo(f"schema already at {after.current}; nothing to do")
+    else:
+        typer.echo(f"migrated {before.current or '(empty)'} -> {after.current}")
+
+
+@app.command("check")
+def check_command() -> None:
+    """Validate the settings and reach the database (and Redis in fleet mode); exit 0 with one line per service,
+    or non-zero with one line saying what is wrong. The schema must be current (`chatwire migrate`)."""
+    from chatwire.preflight import check_all
+
+    settings = load_settings()
+    for line in asyncio.run(check_all(settings, need_schema=True)):
+        typer.echo(line)
+    typer.echo("ok")
+
+
 keys_app = typer.Typer(help="Server API keys: create (printed once), list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
-def _with_keys(work: Any) -> Any:
-    """Run `work(ApiKeyService)` against the configured database (migrated first)."""
-    import asyncio
-
+def _with_keys(work: Any, *, create: bool = False) -> Any:
+    """Run `work(ApiKeyService)` against the configured database, migrated first. Only `create` may create a
+    missing SQLite file (and says which); listing or revoking in the wrong folder is an error, not an empty list."""
     from chatwire.db.engine import Database
     from chatwire.db.repos.api_keys import ApiKeyRepo
+    from chatwire.preflight import database_url_for_admin, schema_state
     from chatwire.services.api_keys import ApiKeyService
 
+    settings = load_settings()
+    if create:
+        path = settings.sqlite_path
+        if path is not None and not path.exists():
+            typer.echo(f"creating database {path}", err=True)
+        url = settings.resolved_database_url
+    else:
+        url = database_url_for_admin(settings)
+    asyncio.run(schema_state(url))  # a one-line error when the database does not answer
+
     async def run() -> Any:
-        db = Database(Settings().resolved_database_url)
+        db = Database(url)
         try:
             await db.migrate()
             return await work(ApiKeyService(ApiKeyRepo(db)))
@@ -82,10 +178,9 @@ def keys_create(
     from chatwire.errors import ChatwireError
 
     try:
-        record, key = _with_keys(lambda svc: svc.create(name, scope))
+        record, key = _with_keys(lambda svc: svc.create(name, scope), create=True)
     except ChatwireError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc.message)
     typer.echo(f"id: {record['id']}  name: {record['name']}  scopes: {','.join(record['scopes'])}", err=True)
     typer.echo("the key (shown once, store it now):", err=True)
     typer.echo(key)
@@ -123,8 +218,6 @@ def demo_command(
     yes: Annotated[bool | None, typer.Option("--yes/--no", help="Answer event calls without asking.")] = None,
 ) -> None:
     """Create a user and a chat, run a demo generation and print it as it streams."""
-    import asyncio
-
     from chatwire.cli_pipeline import demo
 
     raise typer.Exit(asyncio.run(demo(url, prompt, model, yes)))
@@ -140,13 +233,29 @@ def tail_command(
     ] = None,
 ) -> None:
     """Print a user's live events, one line each."""
-    import asyncio
     import contextlib
 
     from chatwire.cli_pipeline import tail
 
+    asyncio.run(_check_token(url, token))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(tail(url, token, colour, seconds))
+
+
+async def _check_token(url: str, token: str) -> None:
+    """Ask the server who the token belongs to: a refused token or an unreachable server is a one-line error."""
+    import httpx
+
+    base = url.rstrip("/")
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.get(f"{base}/api/v1/auths/", headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach a chatwire server at {base}: {type(exc).__name__} {exc}".strip())
+    if response.status_code == 401:
+        fail("invalid token (the server refused it: wrong, expired or revoked)")
+    if response.status_code != 200:
+        fail(f"{base} answered {response.status_code} to GET /api/v1/auths/ (is it a chatwire server?)")
 
 
 @app.command()
@@ -158,7 +267,12 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    """The `chatwire` command: user errors become one line on stderr and exit status 2."""
+    try:
+        app()
+    except SettingsError as exc:  # raised outside a command (while building one): same one line
+        typer.echo(f"chatwire: error: {exc}", err=True)
+        sys.exit(USAGE_ERROR)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,44 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "CHATWIRE_"
+
+# Database URL schemes chatwire accepts, and the async driver each plain scheme means.
+_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or inconsistent; the message is one line naming the variable."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: `port` -> `CHATWIRE_PORT`."""
+    return ENV_PREFIX + field.upper()
+
+
+def normalise_database_url(url: str) -> str:
+    """`postgresql://` and `postgres://` mean asyncpg and `sqlite://` aiosqlite (chatwire's async drivers);
+    any other driver or database is refused with the schemes that work."""
+    if not url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("not a URL (expected postgresql+asyncpg://user:pass@host/db or sqlite+aiosqlite:///path)")
+    driver = _DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise ValueError(
+            f"unsupported scheme {scheme!r}: use postgresql+asyncpg:// (or postgresql://) or sqlite+aiosqlite:///"
+        )
+    return f"{driver}://{rest}"
 
 
 class Settings(BaseSettings):
@@ -20,6 +56,10 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "",
         description="SQLAlchemy async URL; empty = sqlite+aiosqlite under data_dir. PostgreSQL: postgresql+asyncpg://",
+    )
+    migrate_on_start: bool = Field(
+        True,
+        description="Apply database migrations at start; false: refuse to start on an older schema (run `chatwire migrate`).",
     )
     redis_url: str = Field(
         "", description="Redis URL for fleet mode; empty = in-memory backends (one process)."
@@ -192,6 +232,30 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        return normalise_database_url(value.strip())
+
+    @property
+    def fleet(self) -> bool:
+        """Fleet mode: processes share Redis (and must share the database and the JWT secret)."""
+        return bool(self.redis_url)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file the settings point at (None for PostgreSQL or in-memory), without creating anything."""
+        if not self.database_url:
+            return (self.data_dir / "chatwire.db").resolve()
+        if not self.database_url.startswith("sqlite"):
+            return None
+        from sqlalchemy.engine import make_url
+
+        database = make_url(self.database_url).database
+        if not database or database == ":memory:" or "mode=memory" in self.database_url:
+            return None
+        return Path(database).resolve()
+
     @cached_property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in the data directory."""
@@ -211,3 +275,27 @@ class Settings(BaseSettings):
             path.write_text(secrets.token_urlsafe(48))
             path.chmod(0o600)
         return path.read_text().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (and `.env`) plus `overrides`; a bad value raises SettingsError with one
+    line per problem naming the variable (CHATWIRE_PORT) and the value it had."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """`CHATWIRE_PORT='abc': Input should be a valid integer` for the first error (and how many more)."""
+    errors = exc.errors(include_url=False)
+    parts = []
+    for err in errors[:1]:
+        loc = err.get("loc") or ("?",)
+        name = env_name(str(loc[0]))
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f"={value!r}"
+        parts.append(f"{name}{shown}: {message}")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return "; ".join(parts) + more

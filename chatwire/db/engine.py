@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from chatwire.db.sqlite_writer import SqliteWriter, sqlite_file
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The PostgreSQL advisory lock key held while migrating ("chatwire" in ASCII, as an int64).
+MIGRATION_LOCK_KEY = 0x6368617477697265
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -65,8 +67,11 @@ class Database:
             yield s
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest migration."""
+        """Bring the schema to the newest migration. On PostgreSQL a transaction-scoped advisory lock makes
+        processes that start together migrate one after the other (the later ones find nothing to do)."""
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "head"))
 
     async def close(self) -> None:
