@@ -66,7 +66,8 @@ def serve(
     no_migrate: Annotated[
         bool,
         typer.Option(
-            "--no-migrate", help="Do not migrate at start (CHATWIRE_MIGRATE_ON_START=false); refuse an old schema."
+            "--no-migrate",
+            help="Do not migrate at start (CHATWIRE_MIGRATE_ON_START=false); refuse an old schema.",
         ),
     ] = False,
 ) -> None:

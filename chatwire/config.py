@@ -38,7 +38,9 @@ def normalise_database_url(url: str) -> str:
         return url
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError("not a URL (expected postgresql+asyncpg://user:pass@host/db or sqlite+aiosqlite:///path)")
+        raise ValueError(
+            "not a URL (expected postgresql+asyncpg://user:pass@host/db or sqlite+aiosqlite:///path)"
+        )
     driver = _DRIVERS.get(scheme.lower())
     if driver is None:
         raise ValueError(

@@ -114,7 +114,9 @@ async def ping_redis(url: str) -> None:
         async with asyncio.timeout(PROBE_TIMEOUT + 1):
             await client.ping()
     except Exception as exc:
-        raise PreflightError(f"{env_name('redis_url')}={url!r}: Redis is not reachable: {_one_line(exc)}") from None
+        raise PreflightError(
+            f"{env_name('redis_url')}={url!r}: Redis is not reachable: {_one_line(exc)}"
+        ) from None
     finally:
         await client.aclose()
 
@@ -124,7 +126,11 @@ async def check_all(settings: Settings, *, need_schema: bool) -> list[str]:
     failure. `need_schema`: an out-of-date schema is a failure (a server that will not migrate it)."""
     check_combination(settings)
     lines = []
-    url = database_url_for_admin(settings) if settings.sqlite_path is not None else settings.resolved_database_url
+    url = (
+        database_url_for_admin(settings)
+        if settings.sqlite_path is not None
+        else settings.resolved_database_url
+    )
     state = await schema_state(url)
     if need_schema and not state.up_to_date:
         raise PreflightError(
