@@ -177,7 +177,11 @@ def keys_create(
 ) -> None:
     """Create a key and print it once: only its hash is stored."""
     from chatwire.errors import ChatwireError
+    from chatwire.services.api_keys import SCOPES
 
+    unknown = [s for s in scope if s not in SCOPES]
+    if unknown or not scope:
+        fail(f"scopes must be one or more of {', '.join(SCOPES)}; got {unknown or scope}")
     try:
         record, key = _with_keys(lambda svc: svc.create(name, scope), create=True)
     except ChatwireError as exc:

@@ -125,22 +125,22 @@ async def check_all(settings: Settings, *, need_schema: bool) -> list[str]:
     """Everything `chatwire check` verifies; returns one line per service that is fine, raises on the first
     failure. `need_schema`: an out-of-date schema is a failure (a server that will not migrate it)."""
     check_combination(settings)
-    lines = []
     url = (
         database_url_for_admin(settings)
         if settings.sqlite_path is not None
         else settings.resolved_database_url
     )
     state = await schema_state(url)
+    if settings.redis_url:
+        await ping_redis(settings.redis_url)
     if need_schema and not state.up_to_date:
         raise PreflightError(
             f"database {_describe_database(url)} is at schema {state.current or '(empty)'}, this version needs "
             f"{state.head}: run `chatwire migrate` first"
         )
     behind = "" if state.up_to_date else f" (needs {state.head}: `chatwire migrate`)"
-    lines.append(f"database: {_describe_database(url)} at schema {state.current or '(empty)'}{behind}")
+    lines = [f"database: {_describe_database(url)} at schema {state.current or '(empty)'}{behind}"]
     if settings.redis_url:
-        await ping_redis(settings.redis_url)
         lines.append(f"redis: {settings.redis_url} answers")
     return lines
 
