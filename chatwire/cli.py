@@ -92,6 +92,7 @@ def serve(
         ws=ws_protocol(),
         ws_per_message_deflate=settings.ws_per_message_deflate,
         lifespan="on",
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
 
 

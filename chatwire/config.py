@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         True,
         description="Apply database migrations at start; false: refuse to start on an older schema (run `chatwire migrate`).",
     )
+    shutdown_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="On SIGTERM, how long to wait for open connections to end before closing them.",
+    )
     redis_url: str = Field(
         "", description="Redis URL for fleet mode; empty = in-memory backends (one process)."
     )
