@@ -63,8 +63,8 @@ class Settings(BaseSettings):
         True,
         description="Apply database migrations at start; false: refuse to start on an older schema (run `chatwire migrate`).",
     )
-    shutdown_timeout_seconds: float = Field(
-        20.0,
+    shutdown_timeout_seconds: int = Field(
+        20,
         gt=0,
         description="On SIGTERM, how long to wait for open connections to end before closing them.",
     )

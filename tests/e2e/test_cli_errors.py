@@ -17,14 +17,14 @@ from tests.process import serve_process
 pytestmark = pytest.mark.e2e
 
 
-def chatwire(cwd: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def chatwire(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "chatwire", *args],
         cwd=cwd,
         env=clean_env(**{"CHATWIRE_LOG_FORMAT": "text", **env}),
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=90,
         check=False,
     )
 
