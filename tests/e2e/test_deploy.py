@@ -79,6 +79,26 @@ def test_build_script_installs_a_server_that_runs(tmp_path: Path) -> None:
         assert signup.status_code == 200 and signup.json()["role"] == "admin"
 
 
+def test_nginx_timeouts_outlast_the_engineio_ping() -> None:
+    """nginx must not close a healthy websocket or a held long-poll: its read and send timeouts in the Socket.IO
+    location exceed ping interval + ping timeout (the longest a healthy connection stays silent)."""
+    from chatwire.config import Settings
+
+    conf = (DEPLOY / "nginx.conf").read_text()
+    location = conf.split("location /ws/socket.io/ {", 1)[1].split("}", 1)[0]
+    fields = Settings.model_fields
+    silent = fields["ping_interval"].default + fields["ping_timeout"].default
+    for directive in ("proxy_read_timeout", "proxy_send_timeout"):
+        seconds = int(re.search(rf"{directive} (\d+)s;", location).group(1))  # type: ignore[union-attr]
+        assert seconds > silent, (directive, seconds, silent)
+    for needed in (
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_buffering off;",
+        "X-Forwarded-For $remote_addr",
+    ):
+        assert needed in location, needed
+
+
 def test_unit_and_container_run_the_tested_commands() -> None:
     unit = (DEPLOY / "chatwire.service").read_text()
     assert "ExecStartPre=/opt/chatwire/bin/chatwire migrate" in unit
