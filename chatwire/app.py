@@ -286,6 +286,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     web_dir = settings.web_dir or default_web_dir()
     if web_dir is not None and (web_dir / "index.html").exists():
         api.mount("/", SpaStaticFiles(directory=web_dir, html=True), name="web")
+    else:
+        log.warning("no web client to serve at / (not in the package, no web/dist, no CHATWIRE_WEB_DIR)")
 
     app = socketio.ASGIApp(
         sio, other_asgi_app=BodyLimit(api, settings.max_payload_bytes), socketio_path=SOCKETIO_PATH

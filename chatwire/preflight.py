@@ -43,6 +43,10 @@ def check_combination(settings: Settings) -> None:
         raise PreflightError(
             f"{redis}={settings.redis_url!r}: not a URL (expected redis://host:6379/0, rediss:// or unix://)"
         )
+    if settings.web_dir is not None and not (settings.web_dir / "index.html").exists():
+        raise PreflightError(
+            f"{env_name('web_dir')}={str(settings.web_dir)!r}: no index.html there (a built web client)"
+        )
     if not settings.fleet:
         return
     if not settings.jwt_secret:

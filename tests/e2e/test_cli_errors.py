@@ -58,6 +58,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> 
         ("CHATWIRE_DATABASE_URL", "postgresql+psycopg2://h/db", ["CHATWIRE_DATABASE_URL=", "psycopg2"]),
         ("CHATWIRE_DATABASE_URL", "chat.db", ["CHATWIRE_DATABASE_URL='chat.db'", "not a URL"]),
         ("CHATWIRE_REDIS_URL", "localhost:6379", ["CHATWIRE_REDIS_URL='localhost:6379'", "redis://"]),
+        ("CHATWIRE_WEB_DIR", "/nonexistent/web", ["CHATWIRE_WEB_DIR='/nonexistent/web'", "index.html"]),
     ],
 )
 def test_bad_setting_is_one_line_naming_the_variable_and_value(
