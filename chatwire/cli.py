@@ -273,12 +273,29 @@ def version() -> None:
 
 
 def main() -> None:
-    """The `chatwire` command: user errors become one line on stderr and exit status 2."""
+    """The `chatwire` command: user errors (bad settings, bad options, unknown commands) become one line on
+    stderr and exit status 2."""
+    command = typer.main.get_command(app)
     try:
-        app()
+        code = command.main(prog_name="chatwire", standalone_mode=False)
     except SettingsError as exc:  # raised outside a command (while building one): same one line
         typer.echo(f"chatwire: error: {exc}", err=True)
         sys.exit(USAGE_ERROR)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        # click's usage errors (bad option value, unknown command or option), whichever click typer uses.
+        message = getattr(exc, "format_message", None)
+        if not callable(message) or not isinstance(getattr(exc, "exit_code", None), int):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `chatwire` alone: the help, as before
+            typer.echo(message(), err=True)
+            sys.exit(USAGE_ERROR)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"chatwire: error: {message()}{hint}", err=True)
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

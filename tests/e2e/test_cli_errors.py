@@ -74,6 +74,20 @@ def test_every_command_reports_bad_settings_the_same_way(tmp_path: Path, command
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["serve", "--port", "abc"], ["'--port'", "integer", "chatwire serve --help"]),
+        (["serve", "--bogus"], ["--bogus"]),
+        (["launch"], ["No such command 'launch'"]),
+        (["tail"], ["--token"]),
+        (["keys", "create"], ["--scope"]),
+    ],
+)
+def test_cli_misuse_is_one_line(tmp_path: Path, args: list[str], expected: list[str]) -> None:
+    one_line_error(chatwire(tmp_path, *args), *expected)
+
+
 def test_fleet_without_a_shared_jwt_secret_is_refused(tmp_path: Path) -> None:
     result = chatwire(tmp_path, "serve", CHATWIRE_REDIS_URL=REDIS_URL, CHATWIRE_DATABASE_URL=POSTGRES_URL)
     one_line_error(result, "CHATWIRE_JWT_SECRET", "fleet mode")
