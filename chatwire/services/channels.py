@@ -36,6 +36,11 @@ def user_brief(user: User) -> dict[str, Any]:
     return {"id": user.id, "name": user.name, "role": user.role}
 
 
+def member_brief(user: User) -> dict[str, Any]:
+    """A member as Open WebUI lists them in a channel (presence is not tracked here: `is_active` is false)."""
+    return {**user_brief(user), "profile_image_url": user.profile_image_url, "is_active": False}
+
+
 class ChannelService:
     def __init__(self, repo: ChannelRepo, users: UserRepo, broker: Broker, rooms: Rooms) -> None:
         self.repo = repo
@@ -136,14 +141,33 @@ class ChannelService:
     async def list_for(self, user: User) -> list[dict[str, Any]]:
         channels = await self.repo.list_for_user(user.id)
         unread = await self.repo.unread_counts(user.id)
-        return [channel_json(c, unread_count=unread.get(c.id, 0)) for c in channels]
+        out = []
+        for c in channels:
+            extra: dict[str, Any] = {}
+            if c.type == "dm":  # Open WebUI names a dm after its other member: it needs the members here
+                member_ids = await self.repo.member_ids(c.id)
+                extra = {
+                    "user_ids": member_ids,
+                    "users": [member_brief(m) for m in await self.users.get_many(member_ids)],
+                }
+            out.append(channel_json(c, unread_count=unread.get(c.id, 0), **extra))
+        return out
 
     async def get_for(self, channel_id: str, user: User) -> dict[str, Any]:
+        """The channel for a member, with what Open WebUI's channel page reads: the members (`user_ids`, `users`,
+        `user_count`), whether this user may post (`write_access`: every member) and manage it (`is_manager`)."""
         channel = await self.require_member(channel_id, user)
         member = await self.repo.membership(channel_id, user.id)
+        member_ids = await self.repo.member_ids(channel_id)
+        members = await self.users.get_many(member_ids)
         return channel_json(
             channel,
-            user_ids=await self.repo.member_ids(channel_id),
+            user_ids=member_ids,
+            users=[member_brief(m) for m in members],
+            user_count=len(member_ids),
+            is_manager=user.role == "admin" or channel.user_id == user.id,
+            write_access=True,
+            access_grants=[],
             last_read_at=member.last_read_at if member else None,
         )
 
@@ -189,7 +213,15 @@ class ChannelService:
 
     async def _messages_json(self, messages: list[ChannelMessage]) -> list[dict[str, Any]]:
         reactions = await self.repo.reactions_for([m.id for m in messages])
-        authors = {u.id: u for u in await self.users.get_many(list({m.user_id for m in messages}))}
+        reactors = {uid for per in reactions.values() for r in per for uid in r["user_ids"]}
+        people = {m.user_id for m in messages} | reactors
+        authors = {u.id: u for u in await self.users.get_many(list(people))}
+        for per in reactions.values():
+            for r in per:
+                # Open WebUI's shape (`users`) beside chatwire's older `user_ids`.
+                r["users"] = [
+                    {"id": uid, "name": authors[uid].name if uid in authors else ""} for uid in r["user_ids"]
+                ]
         out = []
         for m in messages:
             author = authors.get(m.user_id)
