@@ -213,6 +213,7 @@ class ChannelService:
 
     async def _messages_json(self, messages: list[ChannelMessage]) -> list[dict[str, Any]]:
         reactions = await self.repo.reactions_for([m.id for m in messages])
+        latest = await self.repo.latest_replies([m.id for m in messages if m.reply_count > 0])
         reactors = {uid for per in reactions.values() for r in per for uid in r["user_ids"]}
         people = {m.user_id for m in messages} | reactors
         authors = {u.id: u for u in await self.users.get_many(list(people))}
@@ -235,6 +236,7 @@ class ChannelService:
                     "data": m.data,
                     "meta": m.meta,
                     "reply_count": m.reply_count,
+                    "latest_reply_at": latest.get(m.id),
                     "reactions": reactions.get(m.id, []),
                     "created_at": m.created_at,
                     "updated_at": m.updated_at,

@@ -209,6 +209,18 @@ class ChannelRepo:
             )
             return list((await s.execute(q)).scalars())
 
+    async def latest_replies(self, parent_ids: list[str]) -> dict[str, int]:
+        """When each of these messages last got a reply (ns), for those with replies."""
+        if not parent_ids:
+            return {}
+        async with self.db.read() as s:
+            q = (
+                select(ChannelMessage.parent_id, func.max(ChannelMessage.created_at))
+                .where(ChannelMessage.parent_id.in_(parent_ids))
+                .group_by(ChannelMessage.parent_id)
+            )
+            return {pid: int(at) for pid, at in (await s.execute(q)).all() if pid is not None}
+
     async def update_message(self, message_id: str, content: str, data: dict[str, Any] | None) -> None:
         values: dict[str, Any] = {"content": content, "updated_at": now_ns()}
         if data is not None:

@@ -77,33 +77,24 @@ _FEATURES: dict[str, Any] = {
 
 
 def _config(request: web.Request) -> dict[str, Any]:
-    signed_in = bool(request.headers.get("Authorization", "").removeprefix("Bearer ").strip())
-    body: dict[str, Any] = {
+    """Open WebUI's `/api/config`. Its backend tells signed-in callers apart by the `token` cookie its sign-in sets;
+    chatwire sets no cookie, so this answers everyone with the signed-in body (nothing in it is secret)."""
+    return {
         "status": True,
         "name": "Open WebUI",
         "version": OWUI_VERSION,
         "default_locale": "en-US",
         "oauth": {"providers": {}},
-        "features": _FEATURES
-        if signed_in
-        else {k: _FEATURES[k] for k in ("auth", "enable_signup", "enable_login_form", "enable_websocket")},
+        "features": _FEATURES,
+        "default_models": "demo",
+        "default_pinned_models": "",
+        "default_prompt_suggestions": [],
+        "code": {"engine": "pyodide", "interpreter_engine": "pyodide"},
+        "audio": {"tts": {"engine": "", "voice": "", "split_on": "punctuation"}, "stt": {"engine": ""}},
+        "file": {"max_size": None, "max_count": None, "image_compression": {"width": None, "height": None}},
+        "permissions": {},
+        "ui": {"default_interface_settings": {}},
     }
-    if signed_in:
-        body |= {
-            "default_models": "demo",
-            "default_pinned_models": "",
-            "default_prompt_suggestions": [],
-            "code": {"engine": "pyodide", "interpreter_engine": "pyodide"},
-            "audio": {"tts": {"engine": "", "voice": "", "split_on": "punctuation"}, "stt": {"engine": ""}},
-            "file": {
-                "max_size": None,
-                "max_count": None,
-                "image_compression": {"width": None, "height": None},
-            },
-            "permissions": {},
-            "ui": {"default_interface_settings": {}},
-        }
-    return body
 
 
 STATIC_ROUTES: dict[tuple[str, str], Static] = {

@@ -1,0 +1,234 @@
+"""Open WebUI's own compiled frontend (the pinned wheel's `open_webui/frontend`, unchanged) on chatwire, in Chromium.
+
+Everything a user does here goes through the reference client's own pages and its own REST and Socket.IO calls;
+chatwire answers all of chatwire's domain, the proxy (tests/e2e/owui/proxy.py) only the routes outside it. REST
+calls straight to chatwire only set up (users, a channel) and read back what was stored.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.e2e.owui.conftest import ARTIFACTS, Deployment
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT = 15_000  # ms, for anything the frontend shows after a round trip
+
+
+@dataclass
+class Tab:
+    """One signed-in browser tab and the page errors it raised."""
+
+    page: Any
+    errors: list[str] = field(default_factory=list)
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+@dataclass
+class People:
+    admin: dict[str, Any]
+    bob: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def people(deployment: Deployment) -> People:
+    return People(admin=deployment.admin, bob=deployment.add_user("Bob"))
+
+
+@pytest.fixture
+def open_tab(deployment: Deployment, browser: Any) -> Iterator[Callable[[dict[str, Any]], Tab]]:
+    """Sign a user in through the frontend's own sign-in form, in a fresh browser context (its own storage)."""
+    contexts: list[Any] = []
+
+    def open_(user: dict[str, Any], context: Any = None) -> Tab:
+        if context is None:
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            contexts.append(context)
+            page = context.new_page()
+            tab = Tab(page)
+            page.on("pageerror", lambda e: tab.errors.append(str(e)))
+            page.goto(deployment.url + "/auth")
+            page.fill("input[type=email]", user["email"])
+            page.fill("input[type=password]", user["password"])
+            page.keyboard.press("Enter")
+            page.wait_for_url(deployment.url + "/", timeout=TIMEOUT)
+            return tab
+        page = context.new_page()
+        tab = Tab(page)
+        page.on("pageerror", lambda e: tab.errors.append(str(e)))
+        return tab
+
+    yield open_  # type: ignore[misc]
+    for context in contexts:
+        context.close()
+
+
+def second_tab(first: Tab) -> Tab:
+    """Another tab of the same signed-in browser (shares its localStorage token)."""
+    page = first.page.context.new_page()
+    tab = Tab(page)
+    page.on("pageerror", lambda e: tab.errors.append(str(e)))
+    return tab
+
+
+def crashes(tab: Tab) -> list[str]:
+    """Page errors that are crashes of the frontend (TypeErrors from a missing field), not refused requests."""
+    return [e for e in tab.errors if "TypeError" in e or "undefined" in e or "null" in e]
+
+
+# sign-in and users
+
+
+def test_admin_and_plain_user_sign_in_and_see_the_chat_page(
+    deployment: Deployment, people: People, open_tab: Callable[..., Tab]
+) -> None:
+    for user in (people.admin, people.bob):
+        tab = open_tab(user)
+        page = tab.page
+        # The chat page: the model chosen by default and an enabled message input.
+        page.wait_for_selector("#chat-input", timeout=TIMEOUT)
+        assert page.locator("#chat-input").is_editable()
+        page.wait_for_function(
+            "() => window.localStorage.token && window.localStorage.token.length > 20", timeout=TIMEOUT
+        )
+        session = page.evaluate(
+            """async () => (await fetch('/api/v1/auths/', {headers: {Authorization: `Bearer ${localStorage.token}`}}))
+                .json()"""
+        )
+        assert session["id"] == user["id"] and session["permissions"]["features"]["channels"] is True
+        tab.shot(f"home-{user['role']}")
+        assert crashes(tab) == [], tab.errors
+    assert deployment.proxy.unserved == []
+
+
+def test_admin_users_page_lists_users(
+    deployment: Deployment, people: People, open_tab: Callable[..., Tab]
+) -> None:
+    tab = open_tab(people.admin)
+    page = tab.page
+    page.goto(deployment.url + "/admin/users")
+    for user in (people.admin, people.bob):
+        page.get_by_text(user["email"], exact=True).wait_for(timeout=TIMEOUT)
+    tab.shot("admin-users")
+    assert crashes(tab) == [], tab.errors
+
+
+def test_a_plain_user_is_kept_out_of_the_admin_users_list(deployment: Deployment, people: People) -> None:
+    with deployment.api(people.bob["token"]) as c:
+        r = c.get("/api/v1/users/", params={"page": 1})
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"
+
+
+# channels
+
+
+def _channel_message(tab: Tab, text: str) -> Any:
+    return tab.page.locator("[id^=message-]", has_text=text).first
+
+
+def _hover_button(tab: Tab, message: Any, index: int) -> None:
+    """Click the `index`th button of a message's hover toolbar (reaction, reply, pin, thread, edit, delete)."""
+    message.hover()
+    message.locator(".hover-reveal button, .absolute button").nth(index).click()
+
+
+def test_two_users_in_a_channel_post_type_react_reply_edit_delete_live(
+    deployment: Deployment, people: People, open_tab: Callable[..., Tab]
+) -> None:
+    with deployment.api(people.admin["token"]) as c:
+        channel = c.post(
+            "/api/v1/channels/create",
+            json={"name": f"team-{int(time.time())}", "type": "group", "user_ids": [people.bob["id"]]},
+        ).json()
+    url = f"{deployment.url}/channels/{channel['id']}"
+    ada, bob = open_tab(people.admin), open_tab(people.bob)
+    for tab in (ada, bob):
+        tab.page.goto(url)
+        tab.page.get_by_text("This is the very beginning of the").wait_for(timeout=TIMEOUT)
+    editor_a = ada.page.locator("#chat-input, .ProseMirror").first
+
+    # typing: Bob sees Ada typing
+    editor_a.click()
+    ada.page.keyboard.type("Hello Bob, the release is ready", delay=20)
+    bob.page.get_by_text("is typing").wait_for(timeout=TIMEOUT)
+    # post: Bob gets it live
+    ada.page.keyboard.press("Enter")
+    first = _channel_message(bob, "Hello Bob, the release is ready")
+    first.wait_for(timeout=TIMEOUT)
+
+    # react: Bob adds a reaction, Ada sees it
+    first.hover()
+    first.locator("button").first.click()
+    bob.page.fill("input[placeholder='Search all emojis']", "thumbsup")
+    bob.page.locator("img[src*='/assets/emojis/']").first.click()
+    reactions = ada.page.locator("[id^=message-]", has_text="Hello Bob").locator(
+        "img[src*='/assets/emojis/']"
+    )
+    reactions.first.wait_for(timeout=TIMEOUT)
+
+    # reply in a thread: Bob opens the thread and replies, Ada sees the reply count
+    first.hover()
+    first.locator("button[aria-label='Reply in Thread']").click()
+    thread_editor = bob.page.locator(".ProseMirror").last
+    thread_editor.wait_for(timeout=TIMEOUT)
+    bob.page.wait_for_function("() => document.querySelectorAll('.ProseMirror').length > 1", timeout=TIMEOUT)
+    thread_editor.click()
+    bob.page.keyboard.type("Great, shipping it", delay=10)
+    bob.page.keyboard.press("Enter")
+    bob.page.get_by_text("Great, shipping it").wait_for(timeout=TIMEOUT)
+    ada.page.locator("[id^=message-]", has_text="Hello Bob").get_by_text("1 Replies").wait_for(
+        timeout=TIMEOUT
+    )
+
+    # edit: Ada edits her message, Bob sees the new text
+    mine = _channel_message(ada, "Hello Bob, the release is ready")
+    mine_id = mine.get_attribute("id")
+    mine.hover()
+    mine.locator("[id^=edit-message-]").click()
+    box = ada.page.locator(f"[id='{mine_id}'] textarea")
+    box.fill("Hello Bob, the release (v2) is ready")
+    ada.page.locator("#confirm-edit-message-button").click()
+    _channel_message(bob, "the release (v2) is ready").wait_for(timeout=TIMEOUT)
+
+    # the reaction survives a reload
+    bob.page.reload()
+    again = _channel_message(bob, "the release (v2) is ready")
+    again.wait_for(timeout=TIMEOUT)
+    again.locator("img[src*='/assets/emojis/']").first.wait_for(timeout=TIMEOUT)
+    bob.shot("channel-bob")
+
+    # delete: Bob posts a message and deletes it, Ada sees it come and go
+    editor_b = bob.page.locator(".ProseMirror").first
+    editor_b.click()
+    bob.page.keyboard.type("Oops, wrong channel", delay=10)
+    bob.page.keyboard.press("Enter")
+    _channel_message(ada, "Oops, wrong channel").wait_for(timeout=TIMEOUT)
+    oops = _channel_message(bob, "Oops, wrong channel")
+    oops.hover()
+    oops.locator("div.hover-reveal button").last.click()
+    bob.page.get_by_role("button", name="Confirm").click()
+    _channel_message(ada, "Oops, wrong channel").wait_for(state="detached", timeout=TIMEOUT)
+    ada.shot("channel-ada")
+
+    with deployment.api(people.admin["token"]) as c:
+        stored = c.get(f"/api/v1/channels/{channel['id']}/messages").json()
+    assert [m["content"] for m in stored] == ["Hello Bob, the release (v2) is ready"]
+    assert stored[0]["reply_count"] == 1 and stored[0]["latest_reply_at"] > stored[0]["created_at"]
+    with deployment.api(people.admin["token"]) as c:
+        replies = c.get(f"/api/v1/channels/{channel['id']}/messages/{stored[0]['id']}/thread").json()
+    assert [(m["content"], m["user_id"]) for m in replies] == [("Great, shipping it", people.bob["id"])]
+    assert stored[0]["reactions"][0]["users"] == [{"id": people.bob["id"], "name": "Bob"}]
+    assert crashes(ada) == [] and crashes(bob) == [], ada.errors + bob.errors
+
+
+_ = re
