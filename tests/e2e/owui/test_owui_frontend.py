@@ -232,3 +232,49 @@ def test_two_users_in_a_channel_post_type_react_reply_edit_delete_live(
 
 
 _ = re
+
+
+# notes
+
+
+def test_a_note_edited_from_two_tabs(deployment: Deployment, people: People, open_tab: Callable[..., Tab]) -> None:
+    ada = open_tab(people.admin)
+    ada.page.goto(f"{deployment.url}/notes/new?title=Launch-plan")
+    ada.page.get_by_role("button", name="Confirm").click()
+    ada.page.wait_for_url(re.compile(r".*/notes/[0-9a-f-]{36}$"), timeout=TIMEOUT)
+    note_id = ada.page.url.rsplit("/", 1)[1]
+    # Share it with Bob the way the frontend's access dialog does (Open WebUI 0.12's `access_grants`).
+    shared = ada.page.evaluate(
+        """async ([id, bob]) => (await fetch(`/api/v1/notes/${id}/access/update`, {method: 'POST',
+            headers: {'Content-Type': 'application/json', Authorization: `Bearer ${localStorage.token}`},
+            body: JSON.stringify({access_grants: [{principal_type: 'user', principal_id: bob, permission: 'write'}]})
+        })).json()""",
+        [note_id, people.bob["id"]],
+    )
+    assert [(g["principal_id"], g["permission"]) for g in shared["access_grants"]] == [(people.bob["id"], "write")]
+
+    bob = open_tab(people.bob)
+    bob.page.goto(f"{deployment.url}/notes/{note_id}")
+    editor_a = ada.page.locator(".ProseMirror").first
+    editor_b = bob.page.locator(".ProseMirror").first
+    editor_b.wait_for(timeout=TIMEOUT)
+    editor_a.click()
+    ada.page.keyboard.type("Ship on Friday.", delay=15)
+    bob.page.locator(".ProseMirror", has_text="Ship on Friday.").wait_for(timeout=TIMEOUT)
+    editor_b.click()
+    bob.page.keyboard.press("End")
+    bob.page.keyboard.type(" Bob agrees.", delay=15)
+    ada.page.locator(".ProseMirror", has_text="Ship on Friday. Bob agrees.").wait_for(timeout=TIMEOUT)
+    ada.shot("note-ada")
+    bob.shot("note-bob")
+
+    deadline = time.monotonic() + 15
+    md = ""
+    while time.monotonic() < deadline:  # the frontend saves a snapshot of the content shortly after edits
+        with deployment.api(people.admin["token"]) as c:
+            md = ((c.get(f"/api/v1/notes/{note_id}").json().get("data") or {}).get("content") or {}).get("md", "")
+        if "Bob agrees." in md:
+            break
+        time.sleep(0.5)
+    assert "Ship on Friday. Bob agrees." in md
+    assert crashes(ada) == [] and crashes(bob) == [], ada.errors + bob.errors
