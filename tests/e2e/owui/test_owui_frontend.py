@@ -231,13 +231,12 @@ def test_two_users_in_a_channel_post_type_react_reply_edit_delete_live(
     assert crashes(ada) == [] and crashes(bob) == [], ada.errors + bob.errors
 
 
-_ = re
-
-
 # notes
 
 
-def test_a_note_edited_from_two_tabs(deployment: Deployment, people: People, open_tab: Callable[..., Tab]) -> None:
+def test_a_note_edited_from_two_tabs(
+    deployment: Deployment, people: People, open_tab: Callable[..., Tab]
+) -> None:
     ada = open_tab(people.admin)
     ada.page.goto(f"{deployment.url}/notes/new?title=Launch-plan")
     ada.page.get_by_role("button", name="Confirm").click()
@@ -251,7 +250,9 @@ def test_a_note_edited_from_two_tabs(deployment: Deployment, people: People, ope
         })).json()""",
         [note_id, people.bob["id"]],
     )
-    assert [(g["principal_id"], g["permission"]) for g in shared["access_grants"]] == [(people.bob["id"], "write")]
+    assert [(g["principal_id"], g["permission"]) for g in shared["access_grants"]] == [
+        (people.bob["id"], "write")
+    ]
 
     bob = open_tab(people.bob)
     bob.page.goto(f"{deployment.url}/notes/{note_id}")
@@ -272,9 +273,115 @@ def test_a_note_edited_from_two_tabs(deployment: Deployment, people: People, ope
     md = ""
     while time.monotonic() < deadline:  # the frontend saves a snapshot of the content shortly after edits
         with deployment.api(people.admin["token"]) as c:
-            md = ((c.get(f"/api/v1/notes/{note_id}").json().get("data") or {}).get("content") or {}).get("md", "")
+            md = ((c.get(f"/api/v1/notes/{note_id}").json().get("data") or {}).get("content") or {}).get(
+                "md", ""
+            )
         if "Bob agrees." in md:
             break
         time.sleep(0.5)
     assert "Ship on Friday. Bob agrees." in md
     assert crashes(ada) == [] and crashes(bob) == [], ada.errors + bob.errors
+
+
+# chats (completions in the 0.12 shape, stop by chat: issue 14)
+
+# Both pass on this branch merged with the `conv` branch (issue 14); drop the marker once it is on main.
+NEEDS_CONV = pytest.mark.xfail(reason="needs issue 14 (conv lane)", strict=False)
+
+
+def _answer_text(tab: Tab) -> str:
+    """The last answer's text as shown, without the citation chip the demo model's source adds ("1 Source")."""
+    texts = tab.page.locator(".chat-assistant #response-content-container").all_inner_texts()
+    return re.sub(r"\s*\d+ Sources?$", "", " ".join(texts[-1].split())) if texts else ""
+
+
+def _stored_answer(deployment: Deployment, token: str, chat_id: str) -> dict[str, Any] | None:
+    with deployment.api(token) as c:
+        r = c.get(f"/api/v1/chats/{chat_id}")
+    if r.status_code != 200:
+        return None
+    messages = list(r.json()["chat"]["history"]["messages"].values())
+    answers = [m for m in messages if m.get("role") == "assistant"]
+    return answers[-1] if answers else None
+
+
+def _ask(deployment: Deployment, tab: Tab, token: str, prompt: str) -> str:
+    """Send `prompt` from the chat page as a user does and return the id of the chat the server created."""
+    with deployment.api(token) as c:
+        before = {chat["id"] for chat in c.get("/api/v1/chats/").json()}
+    tab.page.locator("#chat-input").click()
+    tab.page.keyboard.type(prompt)
+    tab.page.keyboard.press("Enter")
+    deadline = time.monotonic() + TIMEOUT / 1000
+    while time.monotonic() < deadline:
+        with deployment.api(token) as c:
+            new = [chat["id"] for chat in c.get("/api/v1/chats/").json() if chat["id"] not in before]
+        if new:
+            return new[0]
+        time.sleep(0.2)
+    raise AssertionError("the frontend's question created no chat")
+
+
+def _wait_done(deployment: Deployment, token: str, chat_id: str, seconds: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answer = _stored_answer(deployment, token, chat_id)
+        if answer is not None and answer.get("done"):
+            return answer
+        time.sleep(0.3)
+    raise AssertionError("the answer was never stored as done")
+
+
+def _shows(tab: Tab, text: str) -> None:
+    """Wait until the tab's last answer reads exactly `text` (whitespace normalised)."""
+    want = " ".join(text.split())
+    deadline = time.monotonic() + TIMEOUT / 1000
+    while time.monotonic() < deadline:
+        if _answer_text(tab) == want:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the tab shows {_answer_text(tab)[-120:]!r}, stored ends {want[-120:]!r}")
+
+
+@NEEDS_CONV
+def test_a_saved_chat_streams_a_second_tab_follows_and_a_reload_converges(
+    deployment: Deployment, people: People, open_tab: Callable[..., Tab]
+) -> None:
+    ada = open_tab(people.admin)
+    token = people.admin["token"]
+    chat_id = _ask(deployment, ada, token, "Explain how chat streaming works in 400 words")
+    ada.page.locator(".chat-assistant #response-content-container").first.wait_for(timeout=TIMEOUT)
+    # A second tab opens the chat mid-answer and follows it; a third reloads mid-answer.
+    follower, reloader = second_tab(ada), second_tab(ada)
+    for tab in (follower, reloader):
+        tab.page.goto(f"{deployment.url}/c/{chat_id}")
+        tab.page.locator(".chat-assistant").first.wait_for(timeout=TIMEOUT)
+    partial = _stored_answer(deployment, token, chat_id)
+    assert partial is not None and not partial.get("done"), "the answer should still be streaming"
+    reloader.page.reload()
+    answer = _wait_done(deployment, token, chat_id)
+    assert len(answer["content"].split()) == 400
+    assert ("POST", "/api/chat/completions", 200) in deployment.proxy.forwarded
+    for tab in (ada, follower, reloader):
+        _shows(tab, answer["content"])
+    follower.shot("chat-follower")
+    assert all(crashes(t) == [] for t in (ada, follower, reloader)), ada.errors + follower.errors
+
+
+@NEEDS_CONV
+def test_stop_stops_the_answer(deployment: Deployment, people: People, open_tab: Callable[..., Tab]) -> None:
+    bob = open_tab(people.bob)
+    token = people.bob["token"]
+    chat_id = _ask(deployment, bob, token, "Write a very long essay about event servers in 3000 words")
+    bob.page.locator(".chat-assistant #response-content-container").first.wait_for(timeout=TIMEOUT)
+    time.sleep(1)
+    bob.page.locator("button[aria-label='Stop']").click()
+    answer = _wait_done(deployment, token, chat_id, seconds=15)
+    words = len(answer["content"].split())
+    assert 0 < words < 3000
+    assert ("POST", f"/api/tasks/chat/{chat_id}/stop", 200) in deployment.proxy.forwarded
+    time.sleep(1.5)  # nothing more arrives after the stop
+    assert len(_stored_answer(deployment, token, chat_id)["content"].split()) == words  # type: ignore[index]
+    _shows(bob, answer["content"])
+    bob.shot("chat-stopped")
+    assert crashes(bob) == [], bob.errors
