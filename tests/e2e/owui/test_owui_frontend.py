@@ -385,3 +385,17 @@ def test_stop_stops_the_answer(deployment: Deployment, people: People, open_tab:
     _shows(bob, answer["content"])
     bob.shot("chat-stopped")
     assert crashes(bob) == [], bob.errors
+
+
+def test_every_call_the_frontend_made_was_served(deployment: Deployment) -> None:
+    """After the scenarios above: nothing fell outside both chatwire and the proxy's static list, and chatwire
+    refused nothing the frontend sent (a 4xx here is a shape the reference client needs and chatwire lacks)."""
+    assert deployment.proxy.unserved == []
+    refused = sorted({(m, p, s) for m, p, s in deployment.proxy.forwarded if s >= 400})
+    assert [r for r in refused if r[2] >= 500] == []
+    # Chats, completions and tasks are issue 14's (the conv lane): reported, not held against this lane. Merged
+    # with that branch, the one left is `GET /api/v1/chats/{id}/tags`.
+    conv = ("/api/v1/chats/", "/api/chat/", "/api/tasks/")
+    if any(p.startswith(conv) for _, p, _ in refused):
+        print("refused chat routes (issue 14):", [r for r in refused if r[1].startswith(conv)])
+    assert [r for r in refused if not r[1].startswith(conv)] == []
