@@ -17,6 +17,7 @@ from pydantic import (
     StrictBool,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from chatwire.util import nested_deeper_than
@@ -176,15 +177,22 @@ def _none_as(default: Any) -> BeforeValidator:
 
 
 class ChannelForm(Model):
-    """Open WebUI's create form sends `type: ""` for a standard channel and `is_private`/`user_ids` as null."""
+    """Open WebUI's create form sends `type: ""` for a standard channel, `is_private`/`user_ids` as null, and no
+    name for a dm (named after its members)."""
 
-    name: Name
+    name: Annotated[str, StringConstraints(max_length=255, strip_whitespace=True)] = ""
     description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
     type: Annotated[Literal["group", "dm"] | None, BeforeValidator(_empty_as_none)] = None
     is_private: Annotated[bool, _none_as(bool)] = False
     user_ids: Annotated[list[UserId], _none_as(list)] = Field(default_factory=list, max_length=10_000)
     data: dict[str, Any] | None = None
     meta: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _named_unless_dm(self) -> ChannelForm:
+        if not self.name and self.type != "dm":
+            raise ValueError("name: a channel needs a name (only a dm may have none)")
+        return self
 
 
 class UserIdsForm(Model):
