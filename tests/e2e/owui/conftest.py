@@ -22,10 +22,9 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e.owui.proxy import OwuiProxy
+from tests.e2e.owui.proxy import OWUI_VERSION, OwuiProxy
 
 ROOT = Path(__file__).resolve().parents[3]
-OWUI_VERSION = os.environ.get("CHATWIRE_OWUI_VERSION", "0.12.4")
 CACHE = Path(os.environ.get("CHATWIRE_OWUI_CACHE", ROOT / ".venv" / "owui-cache"))
 CHROMIUM = Path(os.environ.get("CHATWIRE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic"]

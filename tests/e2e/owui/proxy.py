@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -38,7 +39,9 @@ CHATWIRE_PREFIXES = (
     "/health",
 )
 
-OWUI_VERSION = "0.12.4"
+# The verified version (docs/OPENWEBUI.md); CHATWIRE_OWUI_VERSION checks another one.
+PINNED_VERSION = "0.12.4"
+OWUI_VERSION = os.environ.get("CHATWIRE_OWUI_VERSION", PINNED_VERSION)
 
 # Everything the frontend needs outside chatwire's domain, answered as a deployment without those features would.
 Static = Callable[[web.Request], Any]
