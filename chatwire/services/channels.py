@@ -16,6 +16,14 @@ CHANNEL_EVENT = "events:channel"
 CHANNEL_TYPES = (None, "group", "dm")
 
 
+def public_grants(channel: Channel) -> list[dict[str, Any]]:
+    """Open WebUI's `access_grants` of a channel: a standard, non-private channel is open to everyone (`*`);
+    other channels are reached through membership and list none."""
+    if channel.type is not None or channel.is_private:
+        return []
+    return [{"principal_type": "user", "principal_id": "*", "permission": perm} for perm in ("read", "write")]
+
+
 def channel_json(channel: Channel, **extra: Any) -> dict[str, Any]:
     return {
         "id": channel.id,
@@ -26,6 +34,7 @@ def channel_json(channel: Channel, **extra: Any) -> dict[str, Any]:
         "is_private": channel.is_private,
         "data": channel.data,
         "meta": channel.meta,
+        "access_grants": public_grants(channel),
         "created_at": channel.created_at,
         "updated_at": channel.updated_at,
         **extra,
@@ -167,7 +176,6 @@ class ChannelService:
             user_count=len(member_ids),
             is_manager=user.role == "admin" or channel.user_id == user.id,
             write_access=True,
-            access_grants=[],
             last_read_at=member.last_read_at if member else None,
         )
 

@@ -107,6 +107,10 @@ async def test_the_create_forms_defaults_and_the_channel_page_fields(server: Run
         },
     )
     assert standard["type"] is None and standard["is_private"] is False
+    assert {(g["principal_id"], g["permission"]) for g in standard["access_grants"]} == {
+        ("*", "read"),
+        ("*", "write"),
+    }
     group = await _post(
         server,
         bob,
@@ -121,6 +125,7 @@ async def test_the_create_forms_defaults_and_the_channel_page_fields(server: Run
     }
     assert {"id", "name", "role", "profile_image_url", "is_active"} <= set(seen["users"][0])
     assert (await _get(server, bob, f"/api/v1/channels/{group['id']}"))["is_manager"] is True
+    assert seen["access_grants"] == []  # a group is reached through membership
     assert (await _get(server, ada, f"/api/v1/channels/{standard['id']}"))["user_count"] == 3
     # still members only, and a bad type is still refused
     assert (await _refused(server, ada, "GET", f"/api/v1/channels/{group['id']}", 403))[

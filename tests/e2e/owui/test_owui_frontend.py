@@ -132,6 +132,33 @@ def test_a_plain_user_is_kept_out_of_the_admin_users_list(deployment: Deployment
 # channels
 
 
+def test_admin_creates_a_channel_from_the_sidebar_and_a_user_gets_it_live(
+    deployment: Deployment, people: People, open_tab: Callable[..., Tab]
+) -> None:
+    """The create form's defaults (a standard channel: `type: ""`, `is_private: null`) are accepted; the new
+    channel is open to every user, and Bob's sidebar lists it without a reload."""
+    ada, bob = open_tab(people.admin), open_tab(people.bob)
+    for tab in (ada, bob):
+        tab.page.locator("button[aria-label='Open Sidebar']").first.click()
+        tab.page.get_by_text("Channels", exact=True).wait_for(timeout=TIMEOUT)
+    bob.page.get_by_text("Channels", exact=True).click()  # the section starts folded
+    ada.page.get_by_text("Channels", exact=True).hover()
+    ada.page.locator("button[aria-label='Create Channel']").first.click()
+    ada.page.fill("input[placeholder='new-channel']", "announcements")
+    ada.page.get_by_role("button", name="Create", exact=True).click()
+    ada.page.wait_for_url(re.compile(r".*/channels/[0-9a-f-]{36}$"), timeout=TIMEOUT)
+    channel_id = ada.page.url.rsplit("/", 1)[1]
+    bob.page.get_by_text("announcements", exact=True).wait_for(timeout=TIMEOUT)
+    ada.page.get_by_text("This is the very beginning of the").wait_for(timeout=TIMEOUT)
+    ada.shot("channel-created")
+    with deployment.api(people.bob["token"]) as c:
+        seen = c.get(f"/api/v1/channels/{channel_id}").json()
+    assert seen["type"] is None and seen["is_private"] is False and seen["write_access"] is True
+    assert {g["principal_id"] for g in seen["access_grants"]} == {"*"}  # shown as public, not locked
+    assert ("POST", "/api/v1/channels/create", 200) in deployment.proxy.forwarded
+    assert crashes(ada) == [] and crashes(bob) == [], ada.errors + bob.errors
+
+
 def _channel_message(tab: Tab, text: str) -> Any:
     return tab.page.locator("[id^=message-]", has_text=text).first
 
