@@ -207,6 +207,10 @@ class MessageForm(Model):
     meta: dict[str, Any] | None = None
 
 
+class PinForm(Model):
+    is_pinned: StrictBool
+
+
 class MessageUpdateForm(Model):
     content: Content
     data: dict[str, Any] | None = None

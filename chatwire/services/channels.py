@@ -245,6 +245,9 @@ class ChannelService:
                     "meta": m.meta,
                     "reply_count": m.reply_count,
                     "latest_reply_at": latest.get(m.id),
+                    "is_pinned": bool(m.is_pinned),
+                    "pinned_by": m.pinned_by,
+                    "pinned_at": m.pinned_at,
                     "reactions": reactions.get(m.id, []),
                     "created_at": m.created_at,
                     "updated_at": m.updated_at,
@@ -362,6 +365,19 @@ class ChannelService:
             kind = "message:reaction:add" if add else "message:reaction:remove"
             await self._emit(channel_id, message_id, kind, body, user)
         return body
+
+    async def pin(self, channel_id: str, message_id: str, user: User, pinned: bool) -> dict[str, Any]:
+        """Pin or unpin a message (any member, as in Open WebUI); the channel gets `message:update`."""
+        await self.require_member(channel_id, user)
+        await self._message_in(channel_id, message_id)
+        await self.repo.set_pinned(message_id, pinned, user.id)
+        body = await self._message_json(await self._message_in(channel_id, message_id))
+        await self._emit(channel_id, message_id, "message:update", body, user)
+        return body
+
+    async def pinned(self, channel_id: str, user: User, skip: int, limit: int) -> list[dict[str, Any]]:
+        await self.require_member(channel_id, user)
+        return await self._messages_json(await self.repo.list_pinned(channel_id, skip, limit))
 
     # live-only events
 

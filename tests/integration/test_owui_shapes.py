@@ -169,6 +169,36 @@ async def test_reactions_name_their_users_and_replies_their_time(server: Running
         await listener.close()
 
 
+async def test_pins(server: RunningServer) -> None:
+    ada, bob, eve = await _people(server)
+    channel = await _post(
+        server, ada, "/api/v1/channels/create", {"name": "t", "type": "group", "user_ids": [bob["id"]]}
+    )
+    base = f"/api/v1/channels/{channel['id']}/messages"
+    first = await _post(server, ada, f"{base}/post", {"content": "one"})
+    second = await _post(server, ada, f"{base}/post", {"content": "two"})
+    assert first["is_pinned"] is False and first["pinned_by"] is None
+    listener = await RecordingClient(server.url).connect(ada["token"])
+    try:
+        pinned = await _post(server, bob, f"{base}/{first['id']}/pin", {"is_pinned": True})
+        assert pinned["is_pinned"] is True and pinned["pinned_by"] == bob["id"] and pinned["pinned_at"] > 0
+        update = await listener.wait_for("events:channel", lambda e: e["data"]["type"] == "message:update")
+        assert update["data"]["data"]["is_pinned"] is True
+    finally:
+        await listener.close()
+    await _post(server, ada, f"{base}/{second['id']}/pin", {"is_pinned": True})
+    assert [m["content"] for m in await _get(server, bob, f"{base}/pinned")] == ["two", "one"]
+    await _post(server, ada, f"{base}/{second['id']}/pin", {"is_pinned": False})
+    assert [m["id"] for m in await _get(server, bob, f"{base}/pinned", params={"page": 1})] == [first["id"]]
+    assert await _get(server, bob, f"{base}/pinned", params={"page": 2}) == []
+    assert (await _refused(server, eve, "POST", f"{base}/{first['id']}/pin", 403, json={"is_pinned": False}))[
+        "code"
+    ] == "not_member"
+    await _refused(server, eve, "GET", f"{base}/pinned", 403)
+    await _refused(server, bob, "POST", f"{base}/{first['id']}/pin", 422, json={"is_pinned": "yes"})
+    await _refused(server, bob, "POST", f"{base}/nope/pin", 404, json={"is_pinned": True})
+
+
 # notes
 
 

@@ -227,11 +227,20 @@ def test_two_users_in_a_channel_post_type_react_reply_edit_delete_live(
     ada.page.locator("#confirm-edit-message-button").click()
     _channel_message(bob, "the release (v2) is ready").wait_for(timeout=TIMEOUT)
 
-    # the reaction survives a reload
+    # pin: Ada pins it (the toolbar's third button), Bob sees it marked
+    edited = _channel_message(ada, "the release (v2) is ready")
+    edited.hover()
+    edited.locator("div.hover-reveal button").nth(2).click()
+    _channel_message(bob, "the release (v2) is ready").get_by_text("Pinned", exact=True).wait_for(
+        timeout=TIMEOUT
+    )
+
+    # the reaction and the pin survive a reload
     bob.page.reload()
     again = _channel_message(bob, "the release (v2) is ready")
     again.wait_for(timeout=TIMEOUT)
     again.locator("img[src*='/assets/emojis/']").first.wait_for(timeout=TIMEOUT)
+    again.get_by_text("Pinned", exact=True).wait_for(timeout=TIMEOUT)
     bob.shot("channel-bob")
 
     # delete: Bob posts a message and deletes it, Ada sees it come and go
@@ -251,6 +260,7 @@ def test_two_users_in_a_channel_post_type_react_reply_edit_delete_live(
         stored = c.get(f"/api/v1/channels/{channel['id']}/messages").json()
     assert [m["content"] for m in stored] == ["Hello Bob, the release (v2) is ready"]
     assert stored[0]["reply_count"] == 1 and stored[0]["latest_reply_at"] > stored[0]["created_at"]
+    assert stored[0]["is_pinned"] is True and stored[0]["pinned_by"] == people.admin["id"]
     with deployment.api(people.admin["token"]) as c:
         replies = c.get(f"/api/v1/channels/{channel['id']}/messages/{stored[0]['id']}/thread").json()
     assert [(m["content"], m["user_id"]) for m in replies] == [("Great, shipping it", people.bob["id"])]
