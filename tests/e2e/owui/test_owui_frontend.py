@@ -317,6 +317,9 @@ def test_a_note_edited_from_two_tabs(
             break
         time.sleep(0.5)
     assert "Ship on Friday. Bob agrees." in md
+    # Bob's notes page lists it (`/notes/search`), as shared with him
+    bob.page.goto(f"{deployment.url}/notes")
+    bob.page.get_by_text("Launch-plan").first.wait_for(timeout=TIMEOUT)
     assert crashes(ada) == [] and crashes(bob) == [], ada.errors + bob.errors
 
 
