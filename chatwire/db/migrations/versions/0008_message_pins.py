@@ -1,7 +1,7 @@
 """channel message pins
 
 Revision ID: 0008_message_pins
-Revises: 0002_external_identity
+Revises: 0003_message_outcome
 Create Date: 2026-12-01 22:35:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_message_pins"
-down_revision = "0002_external_identity"
+down_revision = "0003_message_outcome"
 branch_labels = None
 depends_on = None
 
