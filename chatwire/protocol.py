@@ -17,6 +17,7 @@ from pydantic import (
     StrictBool,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from chatwire.util import nested_deeper_than
@@ -98,7 +99,10 @@ class ChannelEvent(Model):
 
 
 class ChatEventData(Model):
-    type: Literal["last_read_at"]
+    """`last_read_at`, or Open WebUI's chat room events: `join`, `leave`, `typing` (`data: {typing: bool}`)."""
+
+    type: Literal["last_read_at", "join", "leave", "typing"]
+    data: dict[str, Any] | None = None
 
 
 class ChatEvent(Model):
@@ -164,14 +168,31 @@ class AddUserForm(SignupForm):
     role: Literal["admin", "user", "pending"] = "user"
 
 
+def _empty_as_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _none_as(default: Any) -> BeforeValidator:
+    return BeforeValidator(lambda value: default() if value is None else value)
+
+
 class ChannelForm(Model):
-    name: Name
+    """Open WebUI's create form sends `type: ""` for a standard channel, `is_private`/`user_ids` as null, and no
+    name for a dm (named after its members)."""
+
+    name: Annotated[str, StringConstraints(max_length=255, strip_whitespace=True)] = ""
     description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
-    type: Literal["group", "dm"] | None = None
-    is_private: bool = False
-    user_ids: list[UserId] = Field(default_factory=list, max_length=10_000)
+    type: Annotated[Literal["group", "dm"] | None, BeforeValidator(_empty_as_none)] = None
+    is_private: Annotated[bool, _none_as(bool)] = False
+    user_ids: Annotated[list[UserId], _none_as(list)] = Field(default_factory=list, max_length=10_000)
     data: dict[str, Any] | None = None
     meta: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _named_unless_dm(self) -> ChannelForm:
+        if not self.name and self.type != "dm":
+            raise ValueError("name: a channel needs a name (only a dm may have none)")
+        return self
 
 
 class UserIdsForm(Model):
@@ -184,6 +205,10 @@ class MessageForm(Model):
     temp_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     data: dict[str, Any] | None = None
     meta: dict[str, Any] | None = None
+
+
+class PinForm(Model):
+    is_pinned: StrictBool
 
 
 class MessageUpdateForm(Model):
@@ -209,11 +234,20 @@ class AccessControl(Model):
     write: AccessGroup = Field(default_factory=AccessGroup)
 
 
+class AccessGrant(Model):
+    """One grant of Open WebUI 0.12's `access_grants` (a user or group and a permission)."""
+
+    principal_type: Annotated[str, StringConstraints(max_length=32)]
+    principal_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    permission: Annotated[str, StringConstraints(max_length=32)]
+
+
 class NoteForm(Model):
     title: Annotated[str, StringConstraints(max_length=1024)]
     data: dict[str, Any] | None = None
     meta: dict[str, Any] | None = None
     access_control: AccessControl | None = None
+    access_grants: list[AccessGrant] | None = Field(default=None, max_length=10_000)
 
 
 class NoteUpdateForm(Model):
@@ -223,7 +257,10 @@ class NoteUpdateForm(Model):
 
 
 class NoteAccessForm(Model):
+    """chatwire's `access_control`, or Open WebUI 0.12's `access_grants` (which wins when both are sent)."""
+
     access_control: AccessControl | None = None
+    access_grants: list[AccessGrant] | None = Field(default=None, max_length=10_000)
 
 
 # server API (API keys; see chatwire/api/server_api.py)

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from chatwire.api.deps import AdminDep, IdentityDep, ServicesDep
 from chatwire.db.models import User
 from chatwire.protocol import AddUserForm, SigninForm, SignupForm
-from chatwire.services.auth import user_json
+from chatwire.services.auth import user_json, user_permissions
 from chatwire.services.container import Services
 
 router = APIRouter(prefix="/api/v1/auths", tags=["auths"])
@@ -17,7 +17,13 @@ router = APIRouter(prefix="/api/v1/auths", tags=["auths"])
 
 def session_json(services: Services, user: User) -> dict[str, Any]:
     token, expires_at = services.auth.issue_token(user)
-    return {"token": token, "token_type": "Bearer", "expires_at": expires_at, **user_json(user)}
+    return {
+        "token": token,
+        "token_type": "Bearer",
+        "expires_at": expires_at,
+        **user_json(user),
+        "permissions": user_permissions(user),
+    }
 
 
 @router.post("/signup")

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from chatwire.api.deps import MAX_SKIP, ServicesDep, UserDep
-from chatwire.protocol import ChannelForm, MessageForm, MessageUpdateForm, ReactionForm, UserIdsForm
+from chatwire.protocol import ChannelForm, MessageForm, MessageUpdateForm, PinForm, ReactionForm, UserIdsForm
 
 router = APIRouter(prefix="/api/v1/channels", tags=["channels"])
 
@@ -64,6 +64,27 @@ async def list_messages(
     channel_id: str, user: UserDep, services: ServicesDep, skip: int = Skip, limit: int = Limit
 ) -> list[dict[str, Any]]:
     return await services.channels.list_messages(channel_id, user, skip, limit)
+
+
+# Open WebUI's pinned-messages panel asks for 20 a page.
+PINNED_PAGE = 20
+
+
+@router.get("/{channel_id}/messages/pinned")
+async def pinned_messages(
+    channel_id: str,
+    user: UserDep,
+    services: ServicesDep,
+    page: int = Query(1, ge=1, le=MAX_SKIP // PINNED_PAGE),
+) -> list[dict[str, Any]]:
+    return await services.channels.pinned(channel_id, user, (page - 1) * PINNED_PAGE, PINNED_PAGE)
+
+
+@router.post("/{channel_id}/messages/{message_id}/pin")
+async def pin_message(
+    channel_id: str, message_id: str, form: PinForm, user: UserDep, services: ServicesDep
+) -> dict[str, Any]:
+    return await services.channels.pin(channel_id, message_id, user, form.is_pinned)
 
 
 @router.post("/{channel_id}/messages/post")

@@ -1,8 +1,8 @@
-"""/api/v1/users: the user list (admin)."""
+"""/api/v1/users: the user list (admin), as chatwire's plain list or Open WebUI's paged `{users, total}`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 
@@ -11,12 +11,31 @@ from chatwire.services.auth import user_json
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
+# Open WebUI's admin page shows this many users a page.
+PAGE_SIZE = 30
+MAX_PAGE = MAX_SKIP // PAGE_SIZE
 
-@router.get("/")
+
+@router.get("/", response_model=None)
 async def list_users(
     _admin: AdminDep,
     services: ServicesDep,
     skip: int = Query(0, ge=0, le=MAX_SKIP),
     limit: int = Query(1000, ge=1, le=10_000),
-) -> list[dict[str, Any]]:
-    return [user_json(u) for u in await services.users.list(skip, limit)]
+    page: int | None = Query(None, ge=1, le=MAX_PAGE),
+    query: str | None = Query(None, max_length=255),
+    order_by: Literal["name", "email", "role", "last_active_at", "created_at"] | None = None,
+    direction: Literal["asc", "desc"] | None = None,
+) -> list[dict[str, Any]] | dict[str, Any]:
+    """Without `page`: a bare list (`skip`/`limit`). With `page` (what Open WebUI's admin page sends): `{users,
+    total}`, 30 a page, optionally filtered by `query` and sorted by `order_by`/`direction`."""
+    if page is None:
+        return [user_json(u) for u in await services.users.list(skip, limit)]
+    users, total = await services.users.page(
+        query=query,
+        order_by=order_by,
+        descending=direction == "desc",
+        skip=(page - 1) * PAGE_SIZE,
+        limit=PAGE_SIZE,
+    )
+    return {"users": [{**user_json(u), "group_ids": []} for u in users], "total": total}

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -91,6 +92,10 @@ class ChannelMessage(Base):
     reply_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+    # Pinned to the channel (Open WebUI's pin button): by whom and when (ns).
+    is_pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    pinned_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pinned_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class MessageReaction(Base):

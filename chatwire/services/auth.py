@@ -51,6 +51,90 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
+def _permissions(flags: dict[str, tuple[str, ...]], on: set[str]) -> dict[str, dict[str, bool]]:
+    return {group: {name: f"{group}.{name}" in on for name in names} for group, names in flags.items()}
+
+
+# The permission flags Open WebUI's frontend reads from the session user (`permissions`), by group.
+_PERMISSION_FLAGS: dict[str, tuple[str, ...]] = {
+    "workspace": ("models", "knowledge", "prompts", "tools", "skills"),
+    "sharing": (
+        "notes",
+        "public_notes",
+        "public_chats",
+        "open_chats",
+        "models",
+        "knowledge",
+        "prompts",
+        "tools",
+    ),
+    "access_grants": ("allow_users", "allow_groups"),
+    "chat": (
+        "controls",
+        "valves",
+        "system_prompt",
+        "params",
+        "file_upload",
+        "web_upload",
+        "delete",
+        "delete_message",
+        "continue_response",
+        "regenerate_response",
+        "rate_response",
+        "edit",
+        "share",
+        "export",
+        "import",
+        "stt",
+        "tts",
+        "call",
+        "multiple_models",
+        "temporary",
+        "temporary_enforced",
+    ),
+    "features": (
+        "api_keys",
+        "notes",
+        "folders",
+        "channels",
+        "encrypted_channels",
+        "direct_tool_servers",
+        "web_search",
+        "image_generation",
+        "code_interpreter",
+        "memories",
+        "automations",
+        "calendar",
+        "webhooks",
+    ),
+    "settings": ("interface",),
+}
+# What chatwire itself provides to every user: chats (edit, delete, regenerate, temporary), channels, notes shared
+# with single users. Workspaces, tools, groups and the rest belong to the deployment around chatwire.
+_CHATWIRE_PERMISSIONS = {
+    "access_grants.allow_users",
+    "sharing.notes",
+    "chat.controls",
+    "chat.params",
+    "chat.delete",
+    "chat.delete_message",
+    "chat.continue_response",
+    "chat.regenerate_response",
+    "chat.edit",
+    "chat.multiple_models",
+    "chat.temporary",
+    "features.notes",
+    "features.channels",
+    "settings.interface",
+}
+
+
+def user_permissions(user: User) -> dict[str, dict[str, bool]]:
+    """The session user's `permissions` in Open WebUI's shape (its chat and notes pages need them): what chatwire
+    serves is allowed, what lies outside it is off. The same for every role; admins pass checks by role anyway."""
+    return _permissions(_PERMISSION_FLAGS, _CHATWIRE_PERMISSIONS)
+
+
 class AuthService:
     def __init__(
         self,

@@ -16,6 +16,14 @@ CHANNEL_EVENT = "events:channel"
 CHANNEL_TYPES = (None, "group", "dm")
 
 
+def public_grants(channel: Channel) -> list[dict[str, Any]]:
+    """Open WebUI's `access_grants` of a channel: a standard, non-private channel is open to everyone (`*`);
+    other channels are reached through membership and list none."""
+    if channel.type is not None or channel.is_private:
+        return []
+    return [{"principal_type": "user", "principal_id": "*", "permission": perm} for perm in ("read", "write")]
+
+
 def channel_json(channel: Channel, **extra: Any) -> dict[str, Any]:
     return {
         "id": channel.id,
@@ -26,6 +34,7 @@ def channel_json(channel: Channel, **extra: Any) -> dict[str, Any]:
         "is_private": channel.is_private,
         "data": channel.data,
         "meta": channel.meta,
+        "access_grants": public_grants(channel),
         "created_at": channel.created_at,
         "updated_at": channel.updated_at,
         **extra,
@@ -34,6 +43,11 @@ def channel_json(channel: Channel, **extra: Any) -> dict[str, Any]:
 
 def user_brief(user: User) -> dict[str, Any]:
     return {"id": user.id, "name": user.name, "role": user.role}
+
+
+def member_brief(user: User) -> dict[str, Any]:
+    """A member as Open WebUI lists them in a channel (presence is not tracked here: `is_active` is false)."""
+    return {**user_brief(user), "profile_image_url": user.profile_image_url, "is_active": False}
 
 
 class ChannelService:
@@ -136,14 +150,32 @@ class ChannelService:
     async def list_for(self, user: User) -> list[dict[str, Any]]:
         channels = await self.repo.list_for_user(user.id)
         unread = await self.repo.unread_counts(user.id)
-        return [channel_json(c, unread_count=unread.get(c.id, 0)) for c in channels]
+        out = []
+        for c in channels:
+            extra: dict[str, Any] = {}
+            if c.type == "dm":  # Open WebUI names a dm after its other member: it needs the members here
+                member_ids = await self.repo.member_ids(c.id)
+                extra = {
+                    "user_ids": member_ids,
+                    "users": [member_brief(m) for m in await self.users.get_many(member_ids)],
+                }
+            out.append(channel_json(c, unread_count=unread.get(c.id, 0), **extra))
+        return out
 
     async def get_for(self, channel_id: str, user: User) -> dict[str, Any]:
+        """The channel for a member, with what Open WebUI's channel page reads: the members (`user_ids`, `users`,
+        `user_count`), whether this user may post (`write_access`: every member) and manage it (`is_manager`)."""
         channel = await self.require_member(channel_id, user)
         member = await self.repo.membership(channel_id, user.id)
+        member_ids = await self.repo.member_ids(channel_id)
+        members = await self.users.get_many(member_ids)
         return channel_json(
             channel,
-            user_ids=await self.repo.member_ids(channel_id),
+            user_ids=member_ids,
+            users=[member_brief(m) for m in members],
+            user_count=len(member_ids),
+            is_manager=user.role == "admin" or channel.user_id == user.id,
+            write_access=True,
             last_read_at=member.last_read_at if member else None,
         )
 
@@ -189,7 +221,16 @@ class ChannelService:
 
     async def _messages_json(self, messages: list[ChannelMessage]) -> list[dict[str, Any]]:
         reactions = await self.repo.reactions_for([m.id for m in messages])
-        authors = {u.id: u for u in await self.users.get_many(list({m.user_id for m in messages}))}
+        latest = await self.repo.latest_replies([m.id for m in messages if m.reply_count > 0])
+        reactors = {uid for per in reactions.values() for r in per for uid in r["user_ids"]}
+        people = {m.user_id for m in messages} | reactors
+        authors = {u.id: u for u in await self.users.get_many(list(people))}
+        for per in reactions.values():
+            for r in per:
+                # Open WebUI's shape (`users`) beside chatwire's older `user_ids`.
+                r["users"] = [
+                    {"id": uid, "name": authors[uid].name if uid in authors else ""} for uid in r["user_ids"]
+                ]
         out = []
         for m in messages:
             author = authors.get(m.user_id)
@@ -203,6 +244,10 @@ class ChannelService:
                     "data": m.data,
                     "meta": m.meta,
                     "reply_count": m.reply_count,
+                    "latest_reply_at": latest.get(m.id),
+                    "is_pinned": bool(m.is_pinned),
+                    "pinned_by": m.pinned_by,
+                    "pinned_at": m.pinned_at,
                     "reactions": reactions.get(m.id, []),
                     "created_at": m.created_at,
                     "updated_at": m.updated_at,
@@ -320,6 +365,19 @@ class ChannelService:
             kind = "message:reaction:add" if add else "message:reaction:remove"
             await self._emit(channel_id, message_id, kind, body, user)
         return body
+
+    async def pin(self, channel_id: str, message_id: str, user: User, pinned: bool) -> dict[str, Any]:
+        """Pin or unpin a message (any member, as in Open WebUI); the channel gets `message:update`."""
+        await self.require_member(channel_id, user)
+        await self._message_in(channel_id, message_id)
+        await self.repo.set_pinned(message_id, pinned, user.id)
+        body = await self._message_json(await self._message_in(channel_id, message_id))
+        await self._emit(channel_id, message_id, "message:update", body, user)
+        return body
+
+    async def pinned(self, channel_id: str, user: User, skip: int, limit: int) -> list[dict[str, Any]]:
+        await self.require_member(channel_id, user)
+        return await self._messages_json(await self.repo.list_pinned(channel_id, skip, limit))
 
     # live-only events
 

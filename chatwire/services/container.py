@@ -96,7 +96,7 @@ class Services:
             external_default_role=settings.external_default_role,
         )
         auth.provisioned_hooks.append(channels.join_public_channels)
-        notes = NoteService(NoteRepo(db), broker, rooms)
+        notes = NoteService(NoteRepo(db), broker, rooms, users)
         docs: DocStore = docstore if docstore is not None else SqlDocStore(db)
         chat_repo = ChatRepo(db)
         writer = MessageWriter(MessageStore(db), flush_interval=settings.persist_flush_interval)

@@ -9,7 +9,8 @@ from typing import Any
 from chatwire.backends.broker import Broker
 from chatwire.db.models import Note, User
 from chatwire.db.repos.notes import NoteRepo, grants_from_access_control
-from chatwire.errors import forbidden, not_found
+from chatwire.db.repos.users import UserRepo
+from chatwire.errors import forbidden, invalid, not_found
 from chatwire.services.rooms import Rooms, doc_room, note_room
 
 NOTE_EVENT = "events:note"
@@ -17,7 +18,42 @@ NOTE_EVENT = "events:note"
 log = logging.getLogger("chatwire.notes")
 
 
-def note_json(note: Note) -> dict[str, Any]:
+# Open WebUI's notes list shows this many a page.
+SEARCH_PAGE_SIZE = 60
+
+
+def access_grants_of(note: Note) -> list[dict[str, Any]]:
+    """The note's grants as Open WebUI 0.12's `access_grants` (one row per user and permission)."""
+    return [
+        {
+            "id": f"{note.id}:{uid}:{perm}",
+            "resource_type": "note",
+            "resource_id": note.id,
+            "principal_type": "user",
+            "principal_id": uid,
+            "permission": perm,
+            "created_at": note.created_at,
+        }
+        for uid, perm in sorted(grants_from_access_control(note.access_control))
+    ]
+
+
+def access_control_from_grants(grants: list[dict[str, Any]]) -> dict[str, Any]:
+    """Open WebUI 0.12's `access_grants` as the `access_control` chatwire stores. chatwire grants notes to single
+    users: a group or public (`*`) grant is refused rather than silently dropped."""
+    sections: dict[str, list[str]] = {"read": [], "write": []}
+    for grant in grants:
+        if grant.get("principal_type") != "user" or grant.get("principal_id") == "*":
+            raise invalid("access_grants: only grants to single users (principal_type 'user') are supported")
+        perm, uid = grant.get("permission"), grant.get("principal_id")
+        if perm not in sections or not isinstance(uid, str) or not uid:
+            raise invalid("access_grants: each grant needs a principal_id and permission 'read' or 'write'")
+        if uid not in sections[perm]:
+            sections[perm].append(uid)
+    return {perm: {"user_ids": uids, "group_ids": []} for perm, uids in sections.items()}
+
+
+def note_json(note: Note, **extra: Any) -> dict[str, Any]:
     return {
         "id": note.id,
         "user_id": note.user_id,
@@ -25,8 +61,11 @@ def note_json(note: Note) -> dict[str, Any]:
         "data": note.data,
         "meta": note.meta,
         "access_control": note.access_control,
+        "access_grants": access_grants_of(note),
+        "is_pinned": False,
         "created_at": note.created_at,
         "updated_at": note.updated_at,
+        **extra,
     }
 
 
@@ -41,8 +80,9 @@ def can_access(note: Note, user: User, permission: str) -> bool:
 
 
 class NoteService:
-    def __init__(self, repo: NoteRepo, broker: Broker, rooms: Rooms) -> None:
+    def __init__(self, repo: NoteRepo, broker: Broker, rooms: Rooms, users: UserRepo | None = None) -> None:
         self.repo = repo
+        self.users = users
         self.broker = broker
         self.rooms = rooms
         # Told (note_id, user_id) when a user loses every grant, and (note_id) when a note is deleted, after
@@ -76,10 +116,57 @@ class NoteService:
         return note_json(note)
 
     async def list_for(self, user: User) -> list[dict[str, Any]]:
-        return [note_json(n) for n in await self.repo.list_for_user(user.id, all_notes=user.role == "admin")]
+        notes = await self.repo.list_for_user(user.id, all_notes=user.role == "admin")
+        return await self._with_owners(notes, user)
+
+    async def _with_owners(self, notes: list[Note], user: User) -> list[dict[str, Any]]:
+        """Notes with their owner (`user`, as Open WebUI lists them) and this user's `write_access`."""
+        owners = (
+            {u.id: u for u in await self.users.get_many(list({n.user_id for n in notes}))}
+            if self.users
+            else {}
+        )
+        out = []
+        for n in notes:
+            owner = owners.get(n.user_id)
+            brief = {"id": owner.id, "name": owner.name, "role": owner.role} if owner else None
+            out.append(note_json(n, user=brief, write_access=can_access(n, user, "write")))
+        return out
+
+    async def search(
+        self,
+        user: User,
+        *,
+        query: str | None,
+        view_option: str | None,
+        permission: str | None,
+        order_by: str | None,
+        descending: bool,
+        page: int,
+    ) -> dict[str, Any]:
+        """Open WebUI's notes search: the notes this user can read, by title, own (`created`) or others'
+        (`shared`), those it can write (`permission=write`), sorted and paged; `{items, total}`."""
+        notes = await self.repo.list_for_user(user.id, all_notes=user.role == "admin")
+        if query:
+            needle = query.lower()
+            notes = [n for n in notes if needle in n.title.lower()]
+        if view_option == "created":
+            notes = [n for n in notes if n.user_id == user.id]
+        elif view_option == "shared":
+            notes = [n for n in notes if n.user_id != user.id]
+        if permission == "write":
+            notes = [n for n in notes if can_access(n, user, "write")]
+        key = order_by if order_by in ("title", "created_at", "updated_at") else "updated_at"
+        notes.sort(key=lambda n: getattr(n, key), reverse=descending if order_by else True)
+        start = (page - 1) * SEARCH_PAGE_SIZE
+        return {
+            "items": await self._with_owners(notes[start : start + SEARCH_PAGE_SIZE], user),
+            "total": len(notes),
+        }
 
     async def get(self, note_id: str, user: User) -> dict[str, Any]:
-        return note_json(await self.require(note_id, user, "read"))
+        note = await self.require(note_id, user, "read")
+        return note_json(note, write_access=can_access(note, user, "write"))
 
     async def update(self, note_id: str, user: User, changes: dict[str, Any]) -> dict[str, Any]:
         """Update title/data/meta (write access) and tell the note's room."""

@@ -159,7 +159,14 @@ async def run_scenario(server: ServerProcess) -> None:
         added = await everyone.see("message:reaction:add", mid, cid)
         check_message(added["data"]["data"])
         assert added["data"]["data"]["name"] == "+1"
-        assert added["data"]["data"]["reactions"] == [{"name": "+1", "user_ids": [ada["id"]], "count": 1}]
+        assert added["data"]["data"]["reactions"] == [
+            {
+                "name": "+1",
+                "user_ids": [ada["id"]],
+                "users": [{"id": ada["id"], "name": ada["name"]}],
+                "count": 1,
+            }
+        ]
         await rest(
             server,
             ada["token"],

@@ -352,7 +352,11 @@ async def test_messages_threads_updates_reactions_deletes(world: World) -> None:
     assert by_admin["content"] == "moderated"
 
     r = await ok(world, e, "POST", f"{base}/{first['id']}/reactions/add", json={"name": "+1"})
-    assert r["reactions"] == [{"name": "+1", "user_ids": [e["id"]], "count": 1}] and r["name"] == "+1"
+    assert (
+        r["reactions"]
+        == [{"name": "+1", "user_ids": [e["id"]], "users": [{"id": e["id"], "name": e["name"]}], "count": 1}]
+        and r["name"] == "+1"
+    )
     again = await ok(world, e, "POST", f"{base}/{first['id']}/reactions/add", json={"name": "+1"})
     assert again["reactions"] == r["reactions"]
     gone = await ok(world, e, "POST", f"{base}/{first['id']}/reactions/remove", json={"name": "+1"})

@@ -209,6 +209,39 @@ class ChannelRepo:
             )
             return list((await s.execute(q)).scalars())
 
+    async def set_pinned(self, message_id: str, pinned: bool, user_id: str) -> None:
+        values: dict[str, Any] = (
+            {"is_pinned": True, "pinned_by": user_id, "pinned_at": now_ns()}
+            if pinned
+            else {"is_pinned": False, "pinned_by": None, "pinned_at": None}
+        )
+        async with self.db.session() as s:
+            await s.execute(update(ChannelMessage).where(ChannelMessage.id == message_id).values(**values))
+
+    async def list_pinned(self, channel_id: str, skip: int, limit: int) -> list[ChannelMessage]:
+        """The channel's pinned messages, most recently pinned first."""
+        async with self.db.read() as s:
+            q = (
+                select(ChannelMessage)
+                .where(ChannelMessage.channel_id == channel_id, ChannelMessage.is_pinned.is_(True))
+                .order_by(ChannelMessage.pinned_at.desc(), ChannelMessage.id.desc())
+                .offset(skip)
+                .limit(limit)
+            )
+            return list((await s.execute(q)).scalars())
+
+    async def latest_replies(self, parent_ids: list[str]) -> dict[str, int]:
+        """When each of these messages last got a reply (ns), for those with replies."""
+        if not parent_ids:
+            return {}
+        async with self.db.read() as s:
+            q = (
+                select(ChannelMessage.parent_id, func.max(ChannelMessage.created_at))
+                .where(ChannelMessage.parent_id.in_(parent_ids))
+                .group_by(ChannelMessage.parent_id)
+            )
+            return {pid: int(at) for pid, at in (await s.execute(q)).all() if pid is not None}
+
     async def update_message(self, message_id: str, content: str, data: dict[str, Any] | None) -> None:
         values: dict[str, Any] = {"content": content, "updated_at": now_ns()}
         if data is not None:

@@ -43,6 +43,32 @@ class UserRepo:
             q = select(User).order_by(User.created_at, User.id).offset(skip).limit(limit)
             return list((await s.execute(q)).scalars())
 
+    async def page(
+        self,
+        *,
+        query: str | None = None,
+        order_by: str | None = None,
+        descending: bool = False,
+        skip: int = 0,
+        limit: int = 30,
+    ) -> tuple[builtins.list[User], int]:
+        """A page of users matching `query` (name or email, case-insensitive) and how many match in all."""
+        where = []
+        if query:
+            like = f"%{query.lower()}%"
+            where.append(func.lower(User.name).like(like) | func.lower(User.email).like(like))
+        column = {
+            "name": User.name,
+            "email": User.email,
+            "role": User.role,
+            "last_active_at": User.last_active_at,
+        }.get(order_by or "", User.created_at)
+        order = column.desc() if descending else column.asc()
+        async with self.db.read() as s:
+            total = int((await s.execute(select(func.count()).select_from(User).where(*where))).scalar_one())
+            q = select(User).where(*where).order_by(order, User.id).offset(skip).limit(limit)
+            return list((await s.execute(q)).scalars()), total
+
     async def list_ids(self) -> builtins.list[str]:
         async with self.db.read() as s:
             return list((await s.execute(select(User.id))).scalars())

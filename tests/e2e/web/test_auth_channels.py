@@ -121,7 +121,14 @@ def test_channel_live_between_two_users(new_page: Any, web_server: WebServer) ->
     contents = [m["content"] for m in stored]
     assert "The release notes (v2) are up for review" in contents
     edited = next(m for m in stored if m["content"].startswith("The release notes (v2)"))
-    assert edited["reactions"] == [{"name": "🎉", "user_ids": [web_server.admin["id"]], "count": 1}]
+    assert edited["reactions"] == [
+        {
+            "name": "🎉",
+            "user_ids": [web_server.admin["id"]],
+            "users": [{"id": web_server.admin["id"], "name": web_server.admin["name"]}],
+            "count": 1,
+        }
+    ]
 
 
 def test_unread_count_for_another_channel(new_page: Any, web_server: WebServer) -> None:

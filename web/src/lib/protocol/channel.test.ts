@@ -6,6 +6,8 @@ import {
   expireTyping,
   openChannel,
   openThread,
+  reactedBy,
+  reactionNames,
   TYPING_TTL_MS,
   typingLine,
   withChannels
@@ -117,6 +119,22 @@ describe('applyChannelEvent', () => {
     const s1 = applyChannelEvent(s0, ev(type, { ...target, reactions, name: '👍' }));
     expect(s1.messages[1].reactions).toEqual(reactions);
     expect(s1.messages[0]).toBe(s0.messages[0]);
+  });
+
+  it('reactions in the Open WebUI shape (users with names) are kept and read', () => {
+    const s0 = base();
+    const target = s0.messages[1];
+    const reactions = [{ name: '👍', users: [{ id: ada.id, name: 'Ada' }], user_ids: [ada.id], count: 1 }];
+    const s1 = applyChannelEvent(s0, ev('message:reaction:add', { ...target, reactions, name: '👍' }));
+    const r = s1.messages[1].reactions[0];
+    expect(r).toEqual(reactions[0]);
+    expect(reactedBy(r, ada.id)).toBe(true);
+    expect(reactedBy(r, 'someone-else')).toBe(false);
+    expect(reactionNames(r)).toBe('Ada');
+    // the older shape still works
+    const old = { name: '🎉', user_ids: ['u9'], count: 1 };
+    expect(reactedBy(old, 'u9')).toBe(true);
+    expect(reactionNames(old)).toBe('u9');
   });
 
   it('typing shows the name for 5 s, then it expires', () => {

@@ -1,9 +1,19 @@
 // Pure reducer of `events:channel`: the client side of PROTOCOL.md section 4's channel table.
 
-import type { ChannelEvent, ChannelMessage, ChannelsState, ChannelSummary } from './types';
+import type { ChannelEvent, ChannelMessage, ChannelsState, ChannelSummary, Reaction } from './types';
 
 /** How long a "X is typing…" indicator lives without a new `typing` event. */
 export const TYPING_TTL_MS = 5000;
+
+/** Whether `userId` is among a reaction's users (Open WebUI's `users`, or the older `user_ids`). */
+export function reactedBy(reaction: Reaction, userId: string): boolean {
+  return reaction.users ? reaction.users.some((u) => u.id === userId) : (reaction.user_ids ?? []).includes(userId);
+}
+
+/** Who reacted, by name, for a tooltip ("Ada, Bob"); ids stand in where a reaction carries no names. */
+export function reactionNames(reaction: Reaction): string {
+  return (reaction.users?.map((u) => u.name) ?? reaction.user_ids ?? []).join(', ');
+}
 
 export function emptyChannels(selfId: string): ChannelsState {
   return { selfId, channels: [], activeId: null, messages: [], threads: {}, typing: {}, stale: false };

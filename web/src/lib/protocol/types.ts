@@ -93,6 +93,8 @@ export interface ChannelMessage {
 
 export interface Reaction {
   name: string;
+  /** Open WebUI's shape: who reacted, with names (chatwire sends it beside `user_ids`). */
+  users?: { id: string; name: string }[];
   user_ids: string[];
   count: number;
 }
