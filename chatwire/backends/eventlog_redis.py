@@ -247,6 +247,23 @@ class RedisEventLog:
         found.sort(key=lambda e: e.seq)
         return found
 
+    async def since_seq(self, seq: int, rooms: Collection[str]) -> list[LogEntry]:
+        """Every entry of `rooms` above `seq` still in the streams, in seq order, whatever the epoch: what a
+        process missed while its subscription was down (live catch-up after a bus gap, not a recovery)."""
+        epoch = await self.epoch()
+        found: list[LogEntry] = []
+        for room in set(rooms):
+            for entry_id, fields in await self.r.xrange(self.p + f"room:{room}", min=f"{seq + 1}-0", max="+"):
+                f = {_s(k): v for k, v in fields.items()}
+                entry_seq = int(_s(entry_id).split("-", 1)[0])
+                skip = _s(f.get("s", b"")) or None
+                data = orjson.loads(f["d"])
+                found.append(
+                    LogEntry(entry_seq, format_offset(epoch, entry_seq), room, _s(f["e"]), data, skip)
+                )
+        found.sort(key=lambda e: e.seq)
+        return found
+
     async def park(self, pid: str, session: ParkedSession, ttl: float) -> None:
         value = json.dumps(
             {
