@@ -24,6 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from chatwire.backends.bus import GapHandler, Handler
@@ -31,6 +33,10 @@ from chatwire.backends.eventlog import is_recoverable
 from chatwire.backends.redis_client import AnyRedis, RedisTarget
 
 log = logging.getLogger("chatwire.bus")
+
+# A subscriber connection must not reconnect by itself: redis-py would resubscribe silently, and what was
+# published meanwhile would be lost without the gap handler ever running. Errors reach the loop below instead.
+NO_RETRY: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "retry_on_error": []}
 
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
@@ -234,7 +240,7 @@ class RedisBus:
 
     def _connector(self, node_name: str) -> Callable[[], AnyRedis]:
         if not self.cluster:
-            return self.target.client
+            return lambda: self.target.client(**NO_RETRY)
 
         def connect() -> AnyRedis:
             node = self._pub.get_node(node_name=node_name)
@@ -344,5 +350,6 @@ def _node_client(node: Any) -> AnyRedis:
         host=node.host,
         port=node.port,
         health_check_interval=10,
+        **NO_RETRY,
         **{k: v for k, v in kwargs.items() if k in allowed},
     )

@@ -477,3 +477,64 @@ async def test_oversized_event_is_refused_at_emit_in_fleet_mode(
             await client.expect_none("notice", lambda p: p.get("text", "").startswith("x"))
         finally:
             await client.close()
+
+
+async def test_events_published_while_a_process_resubscribes_are_caught_up_from_the_log(
+    tmp_path: Path,
+) -> None:
+    """Pub/sub drops what is published while a subscriber is away; for recoverable rooms the process delivers it
+    from the shared log after resubscribing. The subscribers' connections are killed (`CLIENT KILL TYPE pubsub`)
+    and a channel post is made at once through the other process's publishing connection, so it is published
+    while nobody listens; the tab gets it anyway, once, in order. Repeated until a catch-up actually carried a
+    post (a post that lands after the resubscription arrives live, which proves nothing)."""
+    redis = RedisProcess().start()
+    try:
+        async with fleet_of(2, tmp_path, redis.url) as fl:
+            ada, bob = await fl.signup("Ada"), await fl.signup("Bob", 1)
+            b = await fl.client(1, bob["token"])
+            try:
+                async with fl.servers[0].http(ada["token"]) as http:
+                    cid = (
+                        await json_of(
+                            await http.post(
+                                "/api/v1/channels/create",
+                                json={"name": "g", "type": "group", "user_ids": [bob["id"]]},
+                            )
+                        )
+                    )["id"]
+                    await b.wait_for("events:channel", of("channel:created", cid))
+                    posted: list[str] = []
+                    caught = False
+                    for attempt in range(10):
+                        subprocess.run(
+                            ["redis-cli", "-p", str(redis.port), "client", "kill", "type", "pubsub"],
+                            capture_output=True,
+                            check=True,
+                        )
+                        content = f"during gap {attempt}"
+                        r = await http.post(
+                            f"/api/v1/channels/{cid}/messages/post", json={"content": content}
+                        )
+                        if r.status_code == 200:
+                            posted.append(content)
+                        await b.wait_for(
+                            "events:channel",
+                            lambda p, c=content: (
+                                p["data"]["type"] == "message" and p["data"]["data"]["content"] == c
+                            ),
+                            timeout=15,
+                        )
+                        if '"msg": "bus gap: caught up from the log", "entries": 1' in fl.servers[1].log():
+                            caught = True
+                            break
+                    assert caught, [line for line in fl.servers[1].log().splitlines() if "gap" in line][-6:]
+                    got = [
+                        p["data"]["data"]["content"]
+                        for p in b.received["events:channel"]
+                        if p["data"]["type"] == "message"
+                    ]
+                    assert got == posted  # each once, in order
+            finally:
+                await b.close()
+    finally:
+        redis.stop()
