@@ -96,8 +96,10 @@ async def fleet_of(n: int, tmp_path: Path, redis_url: str, cluster: bool = False
         }
         servers = [ServerProcess(tmp_path / f"p{i}", env, name=f"p{i}") for i in range(n)]
         try:
-            await servers[0].start()  # the first one migrates the shared database
-            await asyncio.gather(*(s.start() for s in servers[1:]))
+            # Generous start deadlines: on a loaded 2-core CI machine three processes migrating and starting take
+            # well over the default 30 s now and then.
+            await servers[0].start(timeout=90)  # the first one migrates the shared database
+            await asyncio.gather(*(s.start(timeout=90) for s in servers[1:]))
             yield Fleet(servers, redis_url, prefix, env, cluster)
         finally:
             for s in servers:
@@ -122,6 +124,10 @@ async def fleet_redis(request: pytest.FixtureRequest) -> tuple[str, bool]:
 async def fleet(tmp_path: Path, fleet_redis: tuple[str, bool]) -> AsyncIterator[Fleet]:
     async with fleet_of(3, tmp_path, *fleet_redis) as f:
         yield f
+
+
+def message_with(content: str) -> Any:
+    return lambda p: p["data"]["type"] == "message" and p["data"]["data"]["content"] == content
 
 
 def of(kind: str, channel_id: str) -> Any:
@@ -515,15 +521,9 @@ async def test_events_published_while_a_process_resubscribes_are_caught_up_from_
                         r = await http.post(
                             f"/api/v1/channels/{cid}/messages/post", json={"content": content}
                         )
-                        if r.status_code == 200:
-                            posted.append(content)
-                        await b.wait_for(
-                            "events:channel",
-                            lambda p, c=content: (
-                                p["data"]["type"] == "message" and p["data"]["data"]["content"] == c
-                            ),
-                            timeout=15,
-                        )
+                        assert r.status_code == 200, r.text
+                        posted.append(content)
+                        await b.wait_for("events:channel", message_with(content), timeout=15)
                         if '"msg": "bus gap: caught up from the log", "entries": 1' in fl.servers[1].log():
                             caught = True
                             break
