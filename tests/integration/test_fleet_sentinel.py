@@ -188,6 +188,9 @@ async def test_failover_mid_channel_traffic(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "process 1 never ready again"
                 await asyncio.sleep(0.1)
             assert topo.current_primary() == topo.replica  # the sentinels promoted the replica
+            async with servers[0].http() as http:
+                metrics = (await http.get("/metrics")).text
+            assert "chatwire_redis_up 1.0" in metrics  # the metric follows the primary too
 
             # Traffic goes on after the failover.
             await until("traffic after the failover", lambda: len(acked) >= acked_before + 20, 60)
