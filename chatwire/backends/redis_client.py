@@ -1,9 +1,9 @@
 """How chatwire reaches Redis: one server, a primary found through Redis Sentinel, or a Redis Cluster.
 
 Every client retries connection errors with back-off, so a Redis restart or a Sentinel failover costs a retry
-instead of a failed request. `RedisTarget` carries the topology; the backends ask it two things: a client, and
-`tag(group)` to name keys (in a cluster, the keys one script or transaction touches share a hash tag, so they live
-in one slot; elsewhere keys keep their plain names).
+instead of a failed request. `RedisTarget` carries the topology and makes clients; the backends take its `cluster`
+flag to name keys (in a cluster, the keys one script or transaction touches share a hash tag, so they live in one
+slot; elsewhere keys keep their plain names).
 """
 
 from __future__ import annotations
@@ -71,10 +71,6 @@ class RedisTarget:
     @property
     def mode(self) -> str:
         return "cluster" if self.cluster else "sentinel" if self.sentinels else "single"
-
-    def tag(self, group: str) -> str:
-        """The name part that keeps a group of keys together: `{group}` in a cluster (one slot), else `group`."""
-        return "{" + group + "}" if self.cluster else group
 
     def client(self, **overrides: Any) -> AnyRedis:
         """A new client for this target (its own connection pool)."""
