@@ -109,11 +109,12 @@ async def _refuse(send: Send, status: int, detail: str, code: ErrorCode) -> None
     await send({"type": "http.response.body", "body": response.body})
 
 
-def _redis_probe(url: str, metrics: Metrics) -> Any:
-    """A metrics probe that pings Redis (0.5 s timeout) and sets `chatwire_redis_up`."""
-    import redis.asyncio as aioredis
+def _redis_probe(settings: Settings, metrics: Metrics) -> Any:
+    """A metrics probe that pings Redis (0.5 s timeout) and sets `chatwire_redis_up` (one Redis, the primary
+    behind Sentinel, or a cluster node)."""
+    from chatwire.backends.redis_client import RedisTarget
 
-    client = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    client: Any = RedisTarget.from_settings(settings).client(socket_timeout=0.5, socket_connect_timeout=0.5)
 
     async def probe() -> None:
         try:
@@ -177,7 +178,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         metrics=metrics,
     )
     if settings.redis_url:
-        metrics.add_probe(_redis_probe(settings.redis_url, metrics))
+        metrics.add_probe(_redis_probe(settings, metrics))
     if fleet is not None:
         fleet.wire_tasks(services.tasks)
     metrics.add_probe(_pipeline_probe(services, metrics))

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "CHATWIRE_"
@@ -72,6 +72,18 @@ class Settings(BaseSettings):
         "", description="Redis URL for fleet mode; empty = in-memory backends (one process)."
     )
     redis_prefix: str = Field("chatwire:", description="Prefix of every Redis key and channel chatwire uses.")
+    redis_sentinel_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Redis Sentinel addresses, comma separated host:port (port 26379 if left out); set = the "
+        "primary is found through them and followed across failovers (redis_url gives password and db).",
+    )
+    redis_sentinel_service: str = Field(
+        "mymaster", description="The Sentinel service (master group) name of the fleet's Redis."
+    )
+    redis_sentinel_password: str = Field("", description="Password of the sentinels themselves, if any.")
+    redis_cluster: bool = Field(
+        False, description="redis_url is a node of a Redis Cluster (7+): hash-tagged keys, sharded pub/sub."
+    )
     doc_store: Literal["database", "redis"] = Field(
         "database",
         description="Where collaborative documents' update logs live in fleet mode (redis: only if Redis is durable).",
@@ -232,7 +244,9 @@ class Settings(BaseSettings):
     )
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at GET /metrics.")
 
-    @field_validator("cors_origins", "transports", "external_algorithms", mode="before")
+    @field_validator(
+        "cors_origins", "transports", "external_algorithms", "redis_sentinel_hosts", mode="before"
+    )
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
@@ -262,6 +276,27 @@ class Settings(BaseSettings):
         if not database or database == ":memory:" or "mode=memory" in self.database_url:
             return None
         return Path(database).resolve()
+
+    @field_validator("redis_sentinel_hosts")
+    @classmethod
+    def _sentinel_addresses(cls, value: list[str]) -> list[str]:
+        from chatwire.backends.redis_client import parse_sentinel_hosts
+
+        parse_sentinel_hosts(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _no_braces(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError("must not contain { or } (they would decide Redis Cluster hash slots)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_redis_topology(self) -> Settings:
+        if self.redis_cluster and self.redis_sentinel_hosts:
+            raise ValueError("CHATWIRE_REDIS_CLUSTER and CHATWIRE_REDIS_SENTINEL_HOSTS exclude each other")
+        return self
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -106,12 +106,16 @@ async def schema_state(url: str) -> SchemaState:
     return SchemaState(current, head)
 
 
-async def ping_redis(url: str) -> None:
-    """PING Redis once (PreflightError with the reason when it does not answer)."""
-    import redis.asyncio as aioredis
+async def ping_redis(settings: Settings) -> None:
+    """PING Redis once, through the same target the fleet uses (single, Sentinel or Cluster): PreflightError
+    with the reason when it does not answer."""
+    from chatwire.backends.redis_client import RedisTarget
 
+    url = settings.redis_url
     try:
-        client = aioredis.from_url(url, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT)
+        client = RedisTarget.from_settings(settings).client(
+            socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT
+        )
     except Exception as exc:
         raise PreflightError(f"{env_name('redis_url')}={url!r}: {_one_line(exc)}") from None
     try:
@@ -136,7 +140,7 @@ async def check_all(settings: Settings, *, need_schema: bool) -> list[str]:
     )
     state = await schema_state(url)
     if settings.redis_url:
-        await ping_redis(settings.redis_url)
+        await ping_redis(settings)
     if need_schema and not state.up_to_date:
         raise PreflightError(
             f"database {_describe_database(url)} is at schema {state.current or '(empty)'}, this version needs "
@@ -164,4 +168,4 @@ async def check_serve(settings: Settings) -> None:
     elif settings.database_url and not settings.database_url.startswith("sqlite"):
         await schema_state(settings.database_url)
     if settings.redis_url:
-        await ping_redis(settings.redis_url)
+        await ping_redis(settings)

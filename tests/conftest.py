@@ -174,3 +174,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
         for report in skipped:
             terminalreporter.write_line(f"  skipped: {report.nodeid}")
         terminalreporter._session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[str]:
+    """The URL of a private three-node Redis Cluster on loopback, started once per test session."""
+    from tests.redistopo import ClusterSet
+
+    cluster = ClusterSet()
+    try:
+        yield cluster.start().url
+    finally:
+        cluster.stop()

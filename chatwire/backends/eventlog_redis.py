@@ -10,6 +10,16 @@ Keys under the prefix:
   stream expires when the room has been quiet longer than the age bound.
 - `log:park:{pid}`: a parked session, taken with GETDEL so it is claimed once, on whichever process.
 
+- `log:epoch_replid`: the replication id of the primary the epoch was begun on. Redis replicates asynchronously,
+  so when Sentinel (or a cluster) promotes a replica, the last writes acknowledged by the old primary may be gone;
+  the promoted replica has another replication id. `read` compares the two before and after reading and, when they
+  differ, begins a new epoch (once, compare-and-set) and refuses the read: the client starts fresh instead of
+  getting a replay with a hole.
+
+In a Redis Cluster every key carries the hash tag `{log}` (`chatwire:{log}:seq`), so the append script touches
+one slot: the fleet-wide sequence is one counter on one shard, which is what gives one total order. Its room
+channels are tagged alike (see bus_redis.py) and published with SPUBLISH from the script.
+
 Append, sequence and publication happen in one Lua script: the entry is stored, and (optionally) published on the
 room's bus channel with its seq, atomically. Since Redis runs scripts one at a time, every subscriber receives
 the publications in sequence order, which is what lets each process deliver them in offset order.
@@ -18,15 +28,18 @@ the publications in sequence order, which is what lets each process deliver them
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from chatwire.backends.eventlog import LogEntry, ParkedSession, format_offset, parse_offset
+from chatwire.backends.redis_client import AnyRedis
+
+log = logging.getLogger("chatwire.eventlog")
 
 # How long past the age bound an idle room's stream is kept (then it expires as a whole).
 STREAM_GRACE_SECONDS = 30.0
@@ -36,6 +49,7 @@ local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   redis.call('SET', KEYS[1], ARGV[1])
   redis.call('SET', KEYS[5], ARGV[6])
+  redis.call('SET', KEYS[6], ARGV[12])
   epoch = ARGV[1]
 end
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -53,9 +67,25 @@ redis.call('XADD', KEYS[3], 'MAXLEN', maxlen, sseq .. '-0', 'e', ARGV[2], 'd', A
 redis.call('PEXPIRE', KEYS[3], ARGV[8])
 if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[8]) end
 if ARGV[9] ~= '' then
-  redis.call('PUBLISH', ARGV[9], 'L' .. sseq .. '|' .. epoch .. '|' .. ARGV[10])
+  redis.call(ARGV[11], ARGV[9], 'L' .. sseq .. '|' .. epoch .. '|' .. ARGV[10])
 end
 return {sseq, epoch}
+"""
+
+# Begin a new epoch unless one was already begun on this primary (KEYS: epoch_replid, epoch, epoch_at).
+_ROTATE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3])
+return 1
+"""
+
+# Adopt the primary's id for an epoch begun before any process knew it (KEYS: epoch_replid).
+_ADOPT = """
+local v = redis.call('GET', KEYS[1])
+if v == false or v == '' then redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1] end
+return v
 """
 
 
@@ -66,17 +96,25 @@ def _s(value: Any) -> str:
 class RedisEventLog:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AnyRedis,
         prefix: str,
         max_per_room: int,
         max_age: float,
         *,
         clock: Callable[[], float] = time.time,
+        cluster: bool = False,
+        primary_id: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         if max_per_room <= 0 or max_age <= 0:
             raise ValueError("max_per_room and max_age must be positive")
-        self.r = client
-        self.p = prefix + "log:"
+        self.r: Any = client
+        self.p = prefix + ("{log}:" if cluster else "log:")
+        self.cluster = cluster
+        self._primary_id = primary_id
+        self._replid = ""  # the primary's replication id, as last seen
+        self.rotations = 0  # epochs begun here because the primary changed (tests, logs)
+        self._rotate = client.register_script(_ROTATE)
+        self._adopt = client.register_script(_ADOPT)
         self.max_per_room = max_per_room
         self.max_age = max_age
         self._clock = clock
@@ -89,9 +127,29 @@ class RedisEventLog:
         return int((self.max_age + STREAM_GRACE_SECONDS) * 1000)
 
     async def epoch(self) -> str:
-        await self.r.set(self.p + "epoch", secrets.token_hex(6), nx=True)
+        if await self.r.set(self.p + "epoch", secrets.token_hex(6), nx=True):
+            await self.r.set(self.p + "epoch_replid", self._replid)
         await self.r.set(self.p + "epoch_at", self._now_ms(), nx=True)
         return _s(await self.r.get(self.p + "epoch"))
+
+    async def primary_changed(self) -> bool:
+        """Compare the primary's replication id with the epoch's; begin a new epoch when they differ (the
+        history may have lost acknowledged writes). True when the epoch is not to be trusted."""
+        if self._primary_id is None:
+            return False
+        self._replid = current = await self._primary_id()
+        key = self.p + "epoch_replid"
+        stored = _s(await self._adopt(keys=[key], args=[current]))
+        if stored == current:
+            return False
+        begun = await self._rotate(
+            keys=[key, self.p + "epoch", self.p + "epoch_at"],
+            args=[current, secrets.token_hex(6), self._now_ms()],
+        )
+        if begun:
+            self.rotations += 1
+            log.warning("redis primary changed: new recovery epoch", extra={"replid": current[:12]})
+        return True
 
     async def append(self, room: str, event: str, data: Any, *, skip_sid: str | None = None) -> LogEntry:
         return await self.append_and_publish(room, event, data, skip_sid=skip_sid)
@@ -114,6 +172,7 @@ class RedisEventLog:
                 self.p + f"room:{room}",
                 self.p + f"trim:{room}",
                 self.p + "epoch_at",
+                self.p + "epoch_replid",
             ],
             args=[
                 secrets.token_hex(6),
@@ -126,6 +185,8 @@ class RedisEventLog:
                 self._stream_ttl_ms(),
                 channel,
                 message,
+                "SPUBLISH" if self.cluster else "PUBLISH",
+                self._replid,
             ],
         )
         seq_i = int(_s(seq))
@@ -140,6 +201,14 @@ class RedisEventLog:
         parsed = parse_offset(after)
         if parsed is None:
             return None
+        if await self.primary_changed():
+            return None
+        found = await self._read(parsed, rooms)
+        if found is not None and await self.primary_changed():
+            return None  # the primary changed while we read: what we read may be a lost history
+        return found
+
+    async def _read(self, parsed: tuple[str, int], rooms: Collection[str]) -> list[LogEntry] | None:
         epoch, seq = parsed
         current = await self.r.get(self.p + "epoch")
         last = await self.r.get(self.p + "seq")
@@ -174,6 +243,23 @@ class RedisEventLog:
                         orjson.loads(f["d"]),
                         skip,
                     )
+                )
+        found.sort(key=lambda e: e.seq)
+        return found
+
+    async def since_seq(self, seq: int, rooms: Collection[str]) -> list[LogEntry]:
+        """Every entry of `rooms` above `seq` still in the streams, in seq order, whatever the epoch: what a
+        process missed while its subscription was down (live catch-up after a bus gap, not a recovery)."""
+        epoch = await self.epoch()
+        found: list[LogEntry] = []
+        for room in set(rooms):
+            for entry_id, fields in await self.r.xrange(self.p + f"room:{room}", min=f"{seq + 1}-0", max="+"):
+                f = {_s(k): v for k, v in fields.items()}
+                entry_seq = int(_s(entry_id).split("-", 1)[0])
+                skip = _s(f.get("s", b"")) or None
+                data = orjson.loads(f["d"])
+                found.append(
+                    LogEntry(entry_seq, format_offset(epoch, entry_seq), room, _s(f["e"]), data, skip)
                 )
         found.sort(key=lambda e: e.seq)
         return found

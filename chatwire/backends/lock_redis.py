@@ -1,8 +1,12 @@
-"""Lease lock in Redis: SET NX PX to take it; Lua compare-and-set to renew or release, so only the owner can."""
+"""Lease lock in Redis: SET NX PX to take it; Lua compare-and-set to renew or release, so only the owner can.
+
+Each lock is one key, so every script touches one slot in a Redis Cluster too."""
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+from typing import Any
+
+from chatwire.backends.redis_client import AnyRedis
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -20,8 +24,8 @@ return 0
 
 
 class RedisLock:
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
-        self.r = client
+    def __init__(self, client: AnyRedis, prefix: str) -> None:
+        self.r: Any = client
         self.p = prefix
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)

@@ -7,13 +7,14 @@ out by the session store's TTL (a dead process's sessions expire), so the list n
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-import redis.asyncio as aioredis
+from chatwire.backends.redis_client import AnyRedis
 
 
 class RedisRoster:
-    def __init__(self, client: aioredis.Redis, prefix: str, alive: Callable[[str], Awaitable[bool]]) -> None:
-        self.r = client
+    def __init__(self, client: AnyRedis, prefix: str, alive: Callable[[str], Awaitable[bool]]) -> None:
+        self.r: Any = client
         self.p = prefix + "roster:"
         self.alive = alive
 

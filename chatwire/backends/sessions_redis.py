@@ -3,6 +3,8 @@
 Keys (under the prefix): `s:{sid}` hash of the session; `sids` zset sid -> deadline; `u:{uid}` zset sid -> deadline;
 `users` zset uid -> latest deadline; `usage` zset "model\\0sid" -> deadline; `um:{sid}` set of the sid's models.
 Deadlines are wall-clock milliseconds, so a process killed with SIGKILL leaves nothing alive after the TTL.
+In a Redis Cluster every key carries the hash tag `{s}` after the prefix (`chatwire:{s}:sids`): the transactions
+below touch several of them, so they must share one slot.
 """
 
 from __future__ import annotations
@@ -10,8 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from chatwire.backends.redis_client import AnyRedis
 from chatwire.backends.sessions import SessionInfo
 
 SEP = "\x00"
@@ -22,9 +23,11 @@ def _s(value: Any) -> str:
 
 
 class RedisSessionStore:
-    def __init__(self, client: aioredis.Redis, prefix: str, presence_ttl: float, usage_ttl: float) -> None:
-        self.r = client
-        self.p = prefix
+    def __init__(
+        self, client: AnyRedis, prefix: str, presence_ttl: float, usage_ttl: float, *, cluster: bool = False
+    ) -> None:
+        self.r: Any = client
+        self.p = prefix + ("{s}:" if cluster else "")
         self.presence_ms = int(presence_ttl * 1000)
         self.usage_ms = int(usage_ttl * 1000)
 

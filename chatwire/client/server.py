@@ -152,15 +152,18 @@ class RedisEmitter:
     """Publishes room events straight to a chatwire fleet's Redis bus (topic `{prefix}bus:room:{room}`).
 
     Every chatwire process with members in the room delivers the event locally. Delivery only: not persisted,
-    not audited; use `ServerClient.publish` for chat events that must be stored.
+    not audited; use `ServerClient.publish` for chat events that must be stored. `redis_url` may be a plain URL or
+    a `RedisTarget` (chatwire.backends.redis_client) for a fleet behind Redis Sentinel or on a Redis Cluster; on a
+    cluster the event goes out with SPUBLISH on the room's hash-tagged channel, as the fleet subscribes to it.
     """
 
-    def __init__(self, redis_url: str, prefix: str = "chatwire:") -> None:
-        import redis.asyncio as aioredis
+    def __init__(self, redis_url: Any, prefix: str = "chatwire:") -> None:
+        from chatwire.backends.redis_client import RedisTarget
 
         self.prefix = prefix
         self.emitter_id = f"emitter-{uuid.uuid4().hex[:12]}"
-        self._redis = aioredis.from_url(redis_url)
+        self.target = redis_url if isinstance(redis_url, RedisTarget) else RedisTarget(str(redis_url))
+        self._redis: Any = self.target.client()
 
     async def __aenter__(self) -> RedisEmitter:
         return self
@@ -171,13 +174,16 @@ class RedisEmitter:
         await self.close()
 
     def topic(self, room: str) -> str:
-        return f"{self.prefix}bus:room:{room}"
+        from chatwire.backends.bus_redis import bus_channel
+
+        return bus_channel(f"{self.prefix}bus:", f"room:{room}", self.target.cluster)
 
     async def emit(self, room: str, event: str, data: Any) -> int:
         """Publish; returns how many subscribers (chatwire processes) Redis handed it to."""
-        return int(
-            await self._redis.publish(self.topic(room), room_message(self.emitter_id, room, event, data))
-        )
+        message = room_message(self.emitter_id, room, event, data)
+        if self.target.cluster:
+            return int(await self._redis.spublish(self.topic(room), message))
+        return int(await self._redis.publish(self.topic(room), message))
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -67,6 +67,8 @@ class FleetManager(RecoveringManager):
         # Fleet-wide membership of document rooms (set by the fleet set-up; see backends/roster_redis.py).
         self.roster: Any = None
         self._requests: dict[str, tuple[asyncio.Future[bool], list[int]]] = {}
+        # The log position this process has delivered (or skipped, at start) up to: a gap catch-up starts here.
+        self._caught_up = 0
 
     # lifecycle
 
@@ -74,6 +76,10 @@ class FleetManager(RecoveringManager):
         self.bus.on_gap(self._on_gap)
         await self.bus.start(self._on_message)
         await self.bus.subscribe(f"host:{self.host_id}", "all")
+        if self._shared_log():
+            with contextlib.suppress(Exception):
+                parsed = parse_offset(await self.eventlog.head())  # type: ignore[union-attr]
+                self._caught_up = parsed[1] if parsed is not None else 0
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -267,8 +273,10 @@ class FleetManager(RecoveringManager):
         """A logged publication `L<seq>|<epoch>|<json>`: deliver it to this process's members, in order."""
         head, _, body = payload[1:].partition(b"|")
         epoch, _, body = body.partition(b"|")
-        msg = orjson.loads(body)
         seq = int(head)
+        if seq <= self.delivered_seq:
+            return  # already delivered by a gap catch-up (a room's entries arrive in seq order otherwise)
+        msg = orjson.loads(body)
         data = tuple(msg["d"]) if msg.get("m") else msg["d"]
         entry = LogEntry(seq, format_offset(epoch.decode(), seq), msg["room"], msg["e"], data, msg.get("s"))
         self.received += 1
@@ -356,12 +364,37 @@ class FleetManager(RecoveringManager):
                 pending[0](*msg["d"])
 
     async def _on_gap(self) -> None:
-        """The bus was away: events for local sessions may be lost. Tell each local user room to reload its chats
-        (the same `chat:reload` a slow reader gets), so a browser never shows a silently incomplete answer."""
+        """The bus was away: events for local sessions may be lost. First deliver, in order, what the shared log
+        holds for the local recoverable rooms past what this process delivered (it runs before the resubscribed
+        listener reads on, which then skips what was caught up). Then tell each local user room to reload its
+        chats (the same `chat:reload` a slow reader gets): events that are not logged (stream deltas of other
+        rooms, documents) cannot be caught up, and a browser must never show a silently incomplete answer."""
+        await self._catch_up()
         rooms = [r for r in self.rooms.get("/", {}) if isinstance(r, str) and r.startswith("user:")]
         log.warning("bus gap: local user rooms told to reload", extra={"rooms": len(rooms)})
         for room in rooms:
             await RecoveringManager.emit(self, "events", dict(RELOAD_EVENT), "/", room=room)
+
+    async def _catch_up(self) -> None:
+        since = getattr(self.eventlog, "since_seq", None)
+        if since is None or not self._shared_log():
+            return
+        rooms = [r for r in self.rooms.get("/", {}) if is_recoverable(r)]
+        start = max(self.delivered_seq, self._caught_up)
+        try:
+            entries = await since(start, rooms)
+        except Exception as exc:
+            log.warning("bus gap: catch-up from the log failed", extra={"error": repr(exc)})
+            return
+        caught = 0
+        for entry in entries:
+            if entry.seq <= self.delivered_seq:
+                continue
+            caught += 1
+            tasks = self.deliver(entry, entry.skip_sid)
+            if tasks:
+                await asyncio.wait(tasks)
+        log.warning("bus gap: caught up from the log", extra={"entries": caught, "rooms": len(rooms)})
 
     async def _answer_call(self, msg: dict[str, Any]) -> None:
         """Run an event call for a session of this process and send the answer back to the asking process."""

@@ -1,14 +1,18 @@
-"""Builds the fleet-mode backends (Redis session store, lock, bus) and the FleetManager that routes over them."""
+"""Builds the fleet-mode backends (Redis session store, lock, bus, event log, roster; one Redis, Sentinel or
+Cluster, by the settings) and the FleetManager that routes over them."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from chatwire.backends.bus_redis import RedisBus
 from chatwire.backends.docstore_redis import RedisDocStore
 from chatwire.backends.eventlog_redis import RedisEventLog
 from chatwire.backends.lock_redis import RedisLock
-from chatwire.backends.redis_client import make_client
+from chatwire.backends.redis_client import RedisTarget
 from chatwire.backends.roster_redis import RedisRoster
 from chatwire.backends.sessions_redis import RedisSessionStore
 from chatwire.config import Settings
@@ -17,21 +21,33 @@ from chatwire.transport.fleet import FleetManager
 
 class FleetBackends:
     def __init__(self, settings: Settings, host_id: str) -> None:
-        self.client = make_client(settings.redis_url)
+        self.target = target = RedisTarget.from_settings(settings)
+        self.client = target.client()
         prefix = settings.redis_prefix
+        cluster = target.cluster
         self.sessions = RedisSessionStore(
-            self.client, prefix, settings.presence_ttl_seconds, settings.usage_ttl_seconds
+            self.client, prefix, settings.presence_ttl_seconds, settings.usage_ttl_seconds, cluster=cluster
         )
         self.lock = RedisLock(self.client, prefix)
         self.eventlog = RedisEventLog(
-            self.client, prefix, settings.recovery_history_size, settings.recovery_history_seconds
+            self.client,
+            prefix,
+            settings.recovery_history_size,
+            settings.recovery_history_seconds,
+            cluster=cluster,
+            primary_id=self._primary_id,
         )
-        self.bus = RedisBus(settings.redis_url, prefix + "bus:")
-        self.docstore = RedisDocStore(self.client, prefix) if settings.doc_store == "redis" else None
+        self.bus = RedisBus(target, prefix + "bus:")
+        self.docstore = (
+            RedisDocStore(self.client, prefix, cluster=cluster) if settings.doc_store == "redis" else None
+        )
         self.roster = RedisRoster(self.client, prefix, self._alive)
         self.manager = FleetManager(
             self.bus, host_id, self._locate, settings.fleet_max_payload_bytes, settings.event_call_timeout
         )
+
+    async def _primary_id(self) -> str:
+        return await self.target.primary_id(self.client, self.eventlog.p + "epoch")
 
     async def _alive(self, sid: str) -> bool:
         return await self.sessions.get(sid) is not None
@@ -74,6 +90,8 @@ class FleetBackends:
     async def start(self) -> None:
         self.manager.roster = self.roster
         await self.manager.start()
+        with contextlib.suppress(RedisError, OSError):
+            await self.eventlog.primary_changed()  # learn the primary's id (new epochs are tagged with it)
 
     async def stop(self) -> None:
         await self.manager.stop()

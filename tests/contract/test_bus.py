@@ -10,11 +10,10 @@ import pytest
 from chatwire.backends.bus import Bus
 from chatwire.backends.bus_memory import MemoryBus, MemoryHub
 from chatwire.backends.bus_redis import RedisBus
-from tests.conftest import REDIS_URL
-from tests.contract.conftest import redis_prefix
+from tests.contract.conftest import REDIS_KINDS, redis_prefix, target_for
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", *REDIS_KINDS])
 async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], Bus]]:
     buses: list[Bus] = []
     if request.param == "memory":
@@ -24,10 +23,11 @@ async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[],
             buses.append(MemoryBus(hub))
             return buses[-1]
     else:
-        async with redis_prefix() as (_client, prefix):
+        target = target_for(request)
+        async with redis_prefix(target) as (_client, prefix):
 
             def make() -> Bus:
-                buses.append(RedisBus(REDIS_URL, prefix))
+                buses.append(RedisBus(target, prefix))
                 return buses[-1]
 
             yield make

@@ -14,17 +14,18 @@ from chatwire.backends.docstore_redis import RedisDocStore
 from chatwire.backends.docstore_sql import SqlDocStore
 from chatwire.db.engine import Database
 from tests.conftest import postgres_database
-from tests.contract.conftest import redis_prefix
+from tests.contract.conftest import REDIS_KINDS, redis_prefix, target_for
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", *REDIS_KINDS])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DocStore]:
     if request.param == "memory":
         yield MemoryDocStore()
         return
-    if request.param == "redis":
-        async with redis_prefix() as (client, prefix):
-            yield RedisDocStore(client, prefix)
+    if request.param in REDIS_KINDS:
+        target = target_for(request)
+        async with redis_prefix(target) as (client, prefix):
+            yield RedisDocStore(client, prefix, cluster=target.cluster)
         return
     if request.param == "sqlite":
         db = Database(f"sqlite+aiosqlite:///{tmp_path / 'docs.db'}")

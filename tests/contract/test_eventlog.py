@@ -10,7 +10,7 @@ import pytest
 from chatwire.backends.eventlog import EventLog, ParkedSession, format_offset, is_recoverable, parse_offset
 from chatwire.backends.eventlog_memory import MemoryEventLog
 from chatwire.backends.eventlog_redis import RedisEventLog
-from tests.contract.conftest import redis_prefix
+from tests.contract.conftest import REDIS_KINDS, redis_prefix, target_for
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Made:
     restart: Callable[[], EventLog]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", *REDIS_KINDS])
 async def made(request: pytest.FixtureRequest) -> AsyncIterator[Made]:
     clock = Clock()
     if request.param == "memory":
@@ -37,14 +37,22 @@ async def made(request: pytest.FixtureRequest) -> AsyncIterator[Made]:
         yield Made(log, clock, lambda: MemoryEventLog(max_per_room=5, max_age=60, clock=clock))
         await log.close()
         return
-    async with redis_prefix() as (client, prefix):
-        redis_log = RedisEventLog(client, prefix, max_per_room=5, max_age=60, clock=clock)
+    target = target_for(request)
+    async with redis_prefix(target) as (client, prefix):
+
+        def make(p: str) -> RedisEventLog:
+            return RedisEventLog(
+                client,
+                p,
+                max_per_room=5,
+                max_age=60,
+                clock=clock,
+                cluster=target.cluster,
+                primary_id=lambda: target.primary_id(client, p + "epoch"),
+            )
+
         # Redis runs without persistence: a restart is an empty store, simulated by a fresh key prefix.
-        yield Made(
-            redis_log,
-            clock,
-            lambda: RedisEventLog(client, prefix + "after-restart:", max_per_room=5, max_age=60, clock=clock),
-        )
+        yield Made(make(prefix), clock, lambda: make(prefix + "after-restart:"))
 
 
 async def test_offsets_increase_across_rooms_and_read_merges_in_order(made: Made) -> None:
@@ -136,3 +144,37 @@ def test_typing_indicators_are_ephemeral() -> None:
     assert is_ephemeral("events:channel", typing)
     assert not is_ephemeral("events:channel", {"channel_id": "c", "data": {"type": "message", "data": {}}})
     assert not is_ephemeral("events", typing)
+
+
+@pytest.mark.parametrize("kind", REDIS_KINDS)
+async def test_a_new_primary_begins_a_new_epoch_once(kind: str, request: pytest.FixtureRequest) -> None:
+    """When the primary's replication id changes (a replica was promoted: writes it never got may be lost), a
+    read of the old epoch is refused and the log continues in a new epoch; the processes that notice later do
+    not begin yet another one."""
+    request.param = kind  # type: ignore[attr-defined]
+    target = target_for(request)
+    primary = {"id": "replid-a"}
+
+    async def primary_id() -> str:
+        return primary["id"]
+
+    async with redis_prefix(target) as (client, prefix):
+        one, two = (
+            RedisEventLog(client, prefix, 50, 60, cluster=target.cluster, primary_id=primary_id)
+            for _ in range(2)
+        )
+        assert not await one.primary_changed()  # first sight: the epoch adopts the primary's id
+        start = await one.head()
+        first = await one.append("user:u1", "e", {"n": 1})
+        assert [e.seq for e in await two.read(start, ["user:u1"]) or []] == [first.seq]
+
+        primary["id"] = "replid-b"  # failover
+        assert await two.read(start, ["user:u1"]) is None
+        assert await one.read(start, ["user:u1"]) is None
+        assert one.rotations + two.rotations == 1
+        new_epoch = await one.epoch()
+        assert new_epoch != start.rsplit("-", 1)[0]
+        after = await one.head()
+        second = await two.append("user:u1", "e", {"n": 2})
+        assert second.offset.startswith(new_epoch + "-") and second.seq > first.seq
+        assert [e.seq for e in await one.read(after, ["user:u1"]) or []] == [second.seq]

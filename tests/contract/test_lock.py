@@ -10,15 +10,15 @@ import pytest
 from chatwire.backends.lock import Lock
 from chatwire.backends.lock_memory import MemoryLock
 from chatwire.backends.lock_redis import RedisLock
-from tests.contract.conftest import redis_prefix
+from tests.contract.conftest import REDIS_KINDS, redis_prefix, target_for
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", *REDIS_KINDS])
 async def lock(request: pytest.FixtureRequest) -> AsyncIterator[Lock]:
     if request.param == "memory":
         yield MemoryLock()
     else:
-        async with redis_prefix() as (client, prefix):
+        async with redis_prefix(target_for(request)) as (client, prefix):
             yield RedisLock(client, prefix)
 
 

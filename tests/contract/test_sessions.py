@@ -10,19 +10,20 @@ import pytest
 from chatwire.backends.sessions import SessionInfo, SessionStore
 from chatwire.backends.sessions_memory import MemorySessionStore
 from chatwire.backends.sessions_redis import RedisSessionStore
-from tests.contract.conftest import redis_prefix
+from tests.contract.conftest import REDIS_KINDS, redis_prefix, target_for
 
 PRESENCE_TTL = 0.6
 USAGE_TTL = 0.3
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", *REDIS_KINDS])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
     if request.param == "memory":
         yield MemorySessionStore(PRESENCE_TTL, USAGE_TTL)
     else:
-        async with redis_prefix() as (client, prefix):
-            yield RedisSessionStore(client, prefix, PRESENCE_TTL, USAGE_TTL)
+        target = target_for(request)
+        async with redis_prefix(target) as (client, prefix):
+            yield RedisSessionStore(client, prefix, PRESENCE_TTL, USAGE_TTL, cluster=target.cluster)
 
 
 def info(sid: str, user: str, host: str = "h1", jti: str | None = None) -> SessionInfo:

@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 import socketio
 
+from chatwire.backends.redis_client import RedisTarget
 from chatwire.config import Settings
 from tests.conftest import REDIS_URL, postgres_database, run_server, service_unavailable
 from tests.procs import RedisProcess, ServerProcess, json_of
@@ -34,6 +35,15 @@ class Fleet:
     redis_url: str
     prefix: str
     env: dict[str, str]
+    cluster: bool = False
+
+    def redis(self) -> Any:
+        """A client of the fleet's Redis (a cluster client on a cluster)."""
+        return RedisTarget(self.redis_url, cluster=self.cluster).client()
+
+    def session_key(self, name: str) -> str:
+        """The raw key of the session store's `name` (hash-tagged `{s}` on a cluster)."""
+        return self.prefix + ("{s}:" if self.cluster else "") + name
 
     async def signup(self, name: str, via: int = 0) -> dict[str, Any]:
         async with self.servers[via].http() as http:
@@ -72,11 +82,12 @@ async def require_redis() -> None:
 
 
 @contextlib.asynccontextmanager
-async def fleet_of(n: int, tmp_path: Path, redis_url: str) -> AsyncIterator[Fleet]:
+async def fleet_of(n: int, tmp_path: Path, redis_url: str, cluster: bool = False) -> AsyncIterator[Fleet]:
     prefix = f"cwfleet:{uuid.uuid4().hex[:8]}:"
     async with postgres_database() as db_url:
         env = {
             "CHATWIRE_REDIS_URL": redis_url,
+            "CHATWIRE_REDIS_CLUSTER": "true" if cluster else "false",
             "CHATWIRE_REDIS_PREFIX": prefix,
             "CHATWIRE_DATABASE_URL": db_url,
             "CHATWIRE_JWT_SECRET": "fleet-secret",
@@ -85,25 +96,38 @@ async def fleet_of(n: int, tmp_path: Path, redis_url: str) -> AsyncIterator[Flee
         }
         servers = [ServerProcess(tmp_path / f"p{i}", env, name=f"p{i}") for i in range(n)]
         try:
-            await servers[0].start()  # the first one migrates the shared database
-            await asyncio.gather(*(s.start() for s in servers[1:]))
-            yield Fleet(servers, redis_url, prefix, env)
+            # Generous start deadlines: on a loaded 2-core CI machine three processes migrating and starting take
+            # well over the default 30 s now and then.
+            await servers[0].start(timeout=90)  # the first one migrates the shared database
+            await asyncio.gather(*(s.start(timeout=90) for s in servers[1:]))
+            yield Fleet(servers, redis_url, prefix, env, cluster)
         finally:
             for s in servers:
                 s.stop()
-            client = aioredis.Redis.from_url(redis_url)
+            client: Any = RedisTarget(redis_url, cluster=cluster).client()
             with contextlib.suppress(Exception):
-                keys = [k async for k in client.scan_iter(match=prefix + "*")]
-                if keys:
-                    await client.delete(*keys)
+                async for key in client.scan_iter(match=prefix + "*"):
+                    await client.delete(key)
             await client.aclose()
 
 
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+@pytest.fixture(params=["redis", "cluster"])
+async def fleet_redis(request: pytest.FixtureRequest) -> tuple[str, bool]:
+    """The Redis a fleet test runs on: the shared Redis, and a private three-node Redis Cluster."""
+    if request.param == "cluster":
+        return request.getfixturevalue("redis_cluster"), True
     await require_redis()
-    async with fleet_of(3, tmp_path, REDIS_URL) as f:
+    return REDIS_URL, False
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, fleet_redis: tuple[str, bool]) -> AsyncIterator[Fleet]:
+    async with fleet_of(3, tmp_path, *fleet_redis) as f:
         yield f
+
+
+def message_with(content: str) -> Any:
+    return lambda p: p["data"]["type"] == "message" and p["data"]["data"]["content"] == content
 
 
 def of(kind: str, channel_id: str) -> Any:
@@ -209,7 +233,7 @@ async def test_sigkill_leaves_no_ghosts_and_cleanup_lock_moves(fleet: Fleet) -> 
         usage = await json_of(await http.get("/api/usage"))
     assert usage["user_count"] == 2 and "ghost-model" in usage["model_ids"]
 
-    redis_client = aioredis.Redis.from_url(fleet.redis_url)
+    redis_client = fleet.redis()
     lock_key = f"{fleet.prefix}lock:usage-cleanup"
     try:
         owner_before = await redis_client.get(lock_key)
@@ -223,15 +247,15 @@ async def test_sigkill_leaves_no_ghosts_and_cleanup_lock_moves(fleet: Fleet) -> 
         while asyncio.get_running_loop().time() < deadline:
             async with fleet.servers[0].http(ada["token"]) as http:
                 usage = await json_of(await http.get("/api/usage"))
-            leftovers = await redis_client.zcard(f"{fleet.prefix}sids") + await redis_client.zcard(
-                f"{fleet.prefix}usage"
+            leftovers = await redis_client.zcard(fleet.session_key("sids")) + await redis_client.zcard(
+                fleet.session_key("usage")
             )
             if usage == {"model_ids": [], "user_count": 1} and leftovers == 1:
                 break
             await asyncio.sleep(0.2)
         assert usage == {"model_ids": [], "user_count": 1}
         assert leftovers == 1  # Ada's live session only
-        assert await redis_client.zcard(f"{fleet.prefix}users") == 1
+        assert await redis_client.zcard(fleet.session_key("users")) == 1
         assert await redis_client.get(lock_key) is not None
     finally:
         await redis_client.aclose()
@@ -240,7 +264,7 @@ async def test_sigkill_leaves_no_ghosts_and_cleanup_lock_moves(fleet: Fleet) -> 
 
 
 async def test_cleanup_lock_is_taken_over_when_its_owner_dies(fleet: Fleet) -> None:
-    redis_client = aioredis.Redis.from_url(fleet.redis_url)
+    redis_client = fleet.redis()
     lock_key = f"{fleet.prefix}lock:usage-cleanup"
     try:
         owner = await redis_client.get(lock_key)
@@ -309,14 +333,15 @@ async def test_redis_restart_delivery_resumes_and_readiness_tells(tmp_path: Path
         redis.stop()
 
 
-async def test_event_call_and_stop_reach_another_process(tmp_path: Path) -> None:
+async def test_event_call_and_stop_reach_another_process(
+    tmp_path: Path, fleet_redis: tuple[str, bool]
+) -> None:
     """A generation runs on process 0: its confirmation call reaches the asking tab on process 1 and the answer
     comes back; a stop sent to process 1 stops it (and another user's stop is refused)."""
     from chatwire.client import ChatEvent, ChatwireClient
     from chatwire.services.models import demo_answer
 
-    await require_redis()
-    async with fleet_of(2, tmp_path, REDIS_URL) as fl:
+    async with fleet_of(2, tmp_path, *fleet_redis) as fl:
         for s in fl.servers:
             s.env["CHATWIRE_DEMO_TOKENS_PER_SECOND"] = "100"
         ada, eve = await fl.signup("Ada"), await fl.signup("Eve")
@@ -415,13 +440,15 @@ async def test_collaboration_across_processes(fleet: Fleet) -> None:
                 await client.close()
 
 
-async def test_oversized_event_is_refused_at_emit_in_fleet_mode(settings: Settings) -> None:
+async def test_oversized_event_is_refused_at_emit_in_fleet_mode(
+    settings: Settings, fleet_redis: tuple[str, bool]
+) -> None:
     """An event over CHATWIRE_FLEET_MAX_PAYLOAD_BYTES is refused with a clear error before it reaches Redis,
     and the process keeps delivering normal events."""
-    await require_redis()
     tuned = settings.model_copy(
         update={
-            "redis_url": REDIS_URL,
+            "redis_url": fleet_redis[0],
+            "redis_cluster": fleet_redis[1],
             "redis_prefix": f"cwtest:{uuid.uuid4().hex[:8]}:",
             "fleet_max_payload_bytes": 4096,
         }
@@ -456,3 +483,58 @@ async def test_oversized_event_is_refused_at_emit_in_fleet_mode(settings: Settin
             await client.expect_none("notice", lambda p: p.get("text", "").startswith("x"))
         finally:
             await client.close()
+
+
+async def test_events_published_while_a_process_resubscribes_are_caught_up_from_the_log(
+    tmp_path: Path,
+) -> None:
+    """Pub/sub drops what is published while a subscriber is away; for recoverable rooms the process delivers it
+    from the shared log after resubscribing. The subscribers' connections are killed (`CLIENT KILL TYPE pubsub`)
+    and a channel post is made at once through the other process's publishing connection, so it is published
+    while nobody listens; the tab gets it anyway, once, in order. Repeated until a catch-up actually carried a
+    post (a post that lands after the resubscription arrives live, which proves nothing)."""
+    redis = RedisProcess().start()
+    try:
+        async with fleet_of(2, tmp_path, redis.url) as fl:
+            ada, bob = await fl.signup("Ada"), await fl.signup("Bob", 1)
+            b = await fl.client(1, bob["token"])
+            try:
+                async with fl.servers[0].http(ada["token"]) as http:
+                    cid = (
+                        await json_of(
+                            await http.post(
+                                "/api/v1/channels/create",
+                                json={"name": "g", "type": "group", "user_ids": [bob["id"]]},
+                            )
+                        )
+                    )["id"]
+                    await b.wait_for("events:channel", of("channel:created", cid))
+                    posted: list[str] = []
+                    caught = False
+                    for attempt in range(10):
+                        subprocess.run(
+                            ["redis-cli", "-p", str(redis.port), "client", "kill", "type", "pubsub"],
+                            capture_output=True,
+                            check=True,
+                        )
+                        content = f"during gap {attempt}"
+                        r = await http.post(
+                            f"/api/v1/channels/{cid}/messages/post", json={"content": content}
+                        )
+                        assert r.status_code == 200, r.text
+                        posted.append(content)
+                        await b.wait_for("events:channel", message_with(content), timeout=15)
+                        if '"msg": "bus gap: caught up from the log", "entries": 1' in fl.servers[1].log():
+                            caught = True
+                            break
+                    assert caught, [line for line in fl.servers[1].log().splitlines() if "gap" in line][-6:]
+                    got = [
+                        p["data"]["data"]["content"]
+                        for p in b.received["events:channel"]
+                        if p["data"]["type"] == "message"
+                    ]
+                    assert got == posted  # each once, in order
+            finally:
+                await b.close()
+    finally:
+        redis.stop()

@@ -59,3 +59,36 @@ async def test_emit_publishes_on_the_room_topic() -> None:
         }
     await pubsub.aclose()
     await listener.aclose()
+
+
+async def test_emit_on_a_cluster_reaches_the_fleet_bus(redis_cluster: str) -> None:
+    """On a Redis Cluster the emitter SPUBLISHes on the hash-tagged channel the fleet's bus subscribes to."""
+    from chatwire.backends.bus_redis import RedisBus
+    from chatwire.backends.redis_client import RedisTarget
+
+    target = RedisTarget(redis_cluster, cluster=True)
+    prefix = f"cwtest-{uuid.uuid4().hex[:8]}:"
+    got: list[tuple[str, bytes]] = []
+
+    async def handler(topic: str, payload: bytes) -> None:
+        got.append((topic, payload))
+
+    bus = RedisBus(target, prefix + "bus:")
+    await bus.start(handler)
+    try:
+        await bus.subscribe("room:user:u1", "room:note:n1")
+        async with RedisEmitter(target, prefix=prefix) as emitter:
+            assert emitter.topic("user:u1") == bus.channel_name("room:user:u1")
+            assert await emitter.emit("user:u1", "events", {"n": 1}) == 1
+            assert await emitter.emit("note:n1", "events:note", {"n": 2}) == 1
+            assert await emitter.emit("user:u2", "events", {"n": 3}) == 0
+        for _ in range(100):
+            if len(got) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert sorted((t, orjson.loads(p)["d"]["n"]) for t, p in got) == [
+            ("room:note:n1", 2),
+            ("room:user:u1", 1),
+        ]
+    finally:
+        await bus.stop()
