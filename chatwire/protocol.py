@@ -6,8 +6,10 @@ interoperate), except where a field would change behaviour.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -36,6 +38,38 @@ Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 MAX_NESTING = 128
 
 
+# A NUL escape in orjson's output that is not itself an escaped backslash followed by "u0000".
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+LONE_SURROGATE = "text must be valid UTF-8 (no lone surrogates)"
+NUL_TEXT = "NUL characters are not allowed"
+
+
+def _opaque(_value: Any) -> None:
+    """orjson's fallback for what is not JSON (bytes, models): not text, nothing to check."""
+    return None
+
+
+def text_problem(value: Any) -> str | None:
+    """Why `value` holds text chatwire cannot store, or None: a lone surrogate (not encodable as UTF-8, so no
+    database, JSON encoder or socket can carry it) or a NUL character (PostgreSQL text cannot), in any string
+    or key at any depth. One orjson pass: it refuses surrogates and writes NUL as an escape."""
+    if isinstance(value, str):
+        if value.isascii():
+            return NUL_TEXT if "\x00" in value else None
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return LONE_SURROGATE
+        return NUL_TEXT if "\x00" in value else None
+    if not isinstance(value, dict | list | tuple):
+        return None
+    try:
+        encoded = orjson.dumps(value, default=_opaque, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as exc:
+        return LONE_SURROGATE if "surrogates" in str(exc) else None
+    return NUL_TEXT if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded) else None
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", str_max_length=1_000_000)
 
@@ -48,11 +82,12 @@ class Model(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        """PostgreSQL text cannot hold NUL characters: refuse them everywhere, so both databases agree."""
-        items = value if isinstance(value, list) else [value]
-        if any(isinstance(v, str) and "\x00" in v for v in items):
-            raise ValueError("NUL characters are not allowed")
+    def _storable_text(cls, value: Any) -> Any:
+        """The edge rule for text: every string at any depth must be encodable UTF-8 and free of NUL (PostgreSQL
+        text cannot hold it), so both databases and every encoder agree; anything else is `invalid_payload`."""
+        problem = text_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 

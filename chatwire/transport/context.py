@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from chatwire.backends.sessions import SessionInfo
 from chatwire.db.models import User
 from chatwire.errors import ChatwireError, ErrorCode
-from chatwire.protocol import MAX_NESTING
+from chatwire.protocol import MAX_NESTING, text_problem
 from chatwire.services.container import Services
 from chatwire.transport.limits import IpLimiter
 from chatwire.util import nested_deeper_than
@@ -107,6 +107,11 @@ class Context:
             )
         )
 
+    def is_authenticated(self, sid: str) -> bool:
+        """Whether session `sid` of this process has proved a user (connect token or user-join)."""
+        st = self.local.get(sid)
+        return st is not None and st.user is not None
+
     def require_user(self, sid: str) -> User:
         st = self.local.get(sid)
         if st is None or st.user is None:
@@ -156,6 +161,9 @@ def socket_handler(
                     raise ChatwireError(
                         ErrorCode.PAYLOAD_TOO_LARGE, f"payload over {ctx.settings.max_payload_bytes} bytes"
                     )
+                problem = text_problem(data)
+                if problem is not None:
+                    raise ChatwireError(ErrorCode.INVALID_PAYLOAD, problem)
                 payload = model.model_validate(data) if model is not None else data
                 return await fn(ctx, sid, payload)
             except ChatwireError as exc:

@@ -1,0 +1,133 @@
+"""Hostile input, round two (issue 16), each finding reproduced against a real server on loopback: text that
+cannot be encoded, binary attachments without bound, pending accounts on the socket, sign-in guessing, metric
+label flooding and the public schema. The fuzz of every route and event with such text is in test_fuzz.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from chatwire.config import Settings
+from tests.conftest import RunningServer, run_server
+from tests.dbsnap import snapshot
+from tests.integration.test_fuzz import RawSocket
+from tests.sio import RecordingClient
+
+SMALL = 64 * 1024  # CHATWIRE_MAX_ATTACHMENT_BYTES of the servers below
+
+
+@pytest.fixture
+async def hostile_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    tight = settings.model_copy(
+        update={"max_attachments": 4, "max_attachment_bytes": SMALL, "demo_tokens_per_second": 0.0}
+    )
+    async with run_server(tight) as running:
+        yield running
+
+
+async def open_namespace(url: str, token: str | None = None) -> RawSocket:
+    """A raw websocket with the Socket.IO namespace connected (anonymous without `token`)."""
+    sock = await RawSocket.open(url)
+    sock.send_text("40" + (f'{{"token":"{token}"}}' if token else ""))
+    await sock.writer.drain()
+    reply = await sock.recv()
+    assert reply is not None and reply.startswith(b"40{"), reply
+    return sock
+
+
+async def closed_within(sock: RawSocket, seconds: float = 5) -> bool:
+    """Whether the server ends the connection within `seconds` (frames received meanwhile are skipped)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        try:
+            frame = await sock.recv(timeout=left)
+        except TimeoutError:
+            return False
+        if frame is None:
+            return True
+    return False
+
+
+# binary attachments
+
+
+async def test_anonymous_attachment_count_over_the_limit_closes_the_connection(
+    hostile_server: RunningServer,
+) -> None:
+    sock = await open_namespace(hostile_server.url)
+    try:
+        sock.send_text('451000000-["ydoc:document:update",{"document_id":"note:x"}]')
+        await sock.writer.drain()
+        assert await closed_within(sock), "announcing a million attachments kept the connection"
+    finally:
+        sock.close()
+    assert hostile_server.app.state.sio.attachments_refused == 1
+
+
+async def test_anonymous_attachment_bytes_over_the_limit_close_before_they_are_kept(
+    hostile_server: RunningServer,
+) -> None:
+    sio = hostile_server.app.state.sio
+    sock = await open_namespace(hostile_server.url)
+    try:
+        placeholder = '{"_placeholder":true,"num":%d}'
+        sock.send_text('453-["heartbeat",[' + ",".join(placeholder % i for i in range(3)) + "]]")
+        sock.send_frame(0x2, b"\x04" + b"a" * (SMALL // 2))  # Engine.IO binary: under the limit, kept
+        await sock.writer.drain()
+        await asyncio.sleep(0.2)
+        assert sum(sio._attachment_bytes.values()) == SMALL // 2 + 1
+        sock.send_frame(0x2, b"\x04" + b"b" * SMALL)  # over the packet's limit: refused, never appended
+        await sock.writer.drain()
+        assert await closed_within(sock)
+    finally:
+        sock.close()
+    assert not sio._binary_packet and not sio._attachment_bytes
+
+
+async def test_authenticated_attachments_over_the_limit_get_an_ack_and_the_session_stays(
+    hostile_server: RunningServer,
+) -> None:
+    ada = await hostile_server.signup("Ada")
+    client = await RecordingClient(hostile_server.url).connect(ada["token"])
+    try:
+        ack = await client.call("ydoc:awareness:update", {"document_id": "note:x", "update": b"z" * (SMALL + 1)})
+        assert ack["error"]["code"] == "payload_too_large", ack
+        many = {"document_id": "note:x", "update": [bytes([i]) for i in range(5)]}
+        ack = await client.call("ydoc:awareness:update", many)
+        assert ack["error"]["code"] == "payload_too_large", ack
+        assert await client.call("heartbeat", {}) is None  # the remaining attachments were thrown away
+    finally:
+        await client.close()
+
+
+# text that cannot be encoded, over the socket
+
+
+async def test_socket_event_with_a_lone_surrogate_is_refused_with_invalid_payload(
+    hostile_server: RunningServer,
+) -> None:
+    # Sent by hand: the JSON escapes of lone surrogates, as any JSON encoder of a browser or stdlib json writes
+    # them (python-socketio's packets here are encoded by orjson, which refuses to).
+    ada = await hostile_server.signup("Ada")
+    sock = await open_namespace(hostile_server.url, ada["token"])
+    try:
+        for n, payload in enumerate(
+            ['{"model":"demo\\udfff"}', '{"model":"demo","\\ud800":1}', '["\\udc00"]', '{"model":"a\\u0000"}']
+        ):
+            sock.send_text(f'42{n}["usage",{payload}]')
+            await sock.writer.drain()
+            frame = await sock.recv()
+            assert frame is not None and frame.startswith(f"43{n}".encode()), frame
+            assert b'"invalid_payload"' in frame, frame
+        sock.send_text('4299["heartbeat",{}]')
+        await sock.writer.drain()
+        frame = await sock.recv()
+        assert frame is not None and frame.startswith(b"4399"), frame
+    finally:
+        sock.close()
