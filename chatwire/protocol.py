@@ -6,10 +6,8 @@ interoperate), except where a field would change behaviour.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -22,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from chatwire.util import nested_deeper_than
+from chatwire.util import nested_deeper_than, text_problem
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=64)]  # the width of every user id column
@@ -36,38 +34,6 @@ Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 # Deepest nesting of lists/objects accepted in any payload: far above real chats and notes, far below what
 # the JSON encoders (orjson stops at 255) and Python's recursion limit can take.
 MAX_NESTING = 128
-
-
-# A NUL escape in orjson's output that is not itself an escaped backslash followed by "u0000".
-_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-LONE_SURROGATE = "text must be valid UTF-8 (no lone surrogates)"
-NUL_TEXT = "NUL characters are not allowed"
-
-
-def _opaque(_value: Any) -> None:
-    """orjson's fallback for what is not JSON (bytes, models): not text, nothing to check."""
-    return None
-
-
-def text_problem(value: Any) -> str | None:
-    """Why `value` holds text chatwire cannot store, or None: a lone surrogate (not encodable as UTF-8, so no
-    database, JSON encoder or socket can carry it) or a NUL character (PostgreSQL text cannot), in any string
-    or key at any depth. One orjson pass: it refuses surrogates and writes NUL as an escape."""
-    if isinstance(value, str):
-        if value.isascii():
-            return NUL_TEXT if "\x00" in value else None
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return LONE_SURROGATE
-        return NUL_TEXT if "\x00" in value else None
-    if not isinstance(value, dict | list | tuple):
-        return None
-    try:
-        encoded = orjson.dumps(value, default=_opaque, option=orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError as exc:
-        return LONE_SURROGATE if "surrogates" in str(exc) else None
-    return NUL_TEXT if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded) else None
 
 
 class Model(BaseModel):

@@ -15,10 +15,10 @@ from pydantic import BaseModel, ValidationError
 from chatwire.backends.sessions import SessionInfo
 from chatwire.db.models import User
 from chatwire.errors import ChatwireError, ErrorCode
-from chatwire.protocol import MAX_NESTING, text_problem
+from chatwire.protocol import MAX_NESTING
 from chatwire.services.container import Services
 from chatwire.transport.limits import IpLimiter
-from chatwire.util import nested_deeper_than
+from chatwire.util import nested_deeper_than, text_problem
 
 log = logging.getLogger("chatwire.socket")
 

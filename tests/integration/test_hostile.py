@@ -13,9 +13,13 @@ from typing import Any
 import pytest
 
 from chatwire.config import Settings
+from chatwire.db.engine import Database
+from chatwire.db.repos.chats import MessageStore
+from chatwire.services.persistence import MessageWriter
 from tests.conftest import RunningServer, run_server
 from tests.dbsnap import snapshot
 from tests.integration.test_fuzz import RawSocket
+from tests.integration.test_persistence import make_chat, stored
 from tests.sio import RecordingClient
 
 SMALL = 64 * 1024  # CHATWIRE_MAX_ATTACHMENT_BYTES of the servers below
@@ -131,3 +135,53 @@ async def test_socket_event_with_a_lone_surrogate_is_refused_with_invalid_payloa
         assert frame is not None and frame.startswith(b"4399"), frame
     finally:
         sock.close()
+
+
+# the message writer: a poisoned event must not block the chat
+
+
+def _delta(text: str) -> dict[str, Any]:
+    return {"type": "message", "data": {"content": text}}
+
+
+async def test_writer_gives_up_a_poisoned_event_and_persists_the_rest(db: Database) -> None:
+    chat_id = await make_chat(db, {"m1": {"role": "assistant", "content": ""}})
+    writer = MessageWriter(MessageStore(db), flush_interval=0.01)
+    try:
+        poison = "\udfff" if db.engine.dialect.name == "sqlite" else "nul \x00 here"
+        for piece in ("a", poison, "b"):
+            writer.submit(chat_id, "m1", _delta(piece))
+        await asyncio.wait_for(writer.flush(chat_id), 10)
+        assert (await stored(db, chat_id, "m1")).content == "ab"
+        assert writer.stats.abandoned == 1
+        # Later events of the same message are written as usual; so is another message.
+        writer.submit(chat_id, "m1", _delta("c"))
+        writer.submit(chat_id, "m2", _delta("other"))
+        await asyncio.wait_for(writer.flush(chat_id), 10)
+        assert (await stored(db, chat_id, "m1")).content == "abc"
+        assert (await stored(db, chat_id, "m2")).content == "other"
+    finally:
+        await writer.close()
+
+
+async def test_poisoned_chat_event_never_blocks_readers_or_later_events(hostile_server: RunningServer) -> None:
+    ada = await hostile_server.signup("Ada")
+    services = hostile_server.services
+    chat = {"title": "t", "history": {"currentId": "m1", "messages": {"m1": {"role": "assistant", "content": ""}}}}
+    async with hostile_server.http(ada["token"]) as http:
+        chat_id = (await http.post("/api/v1/chats/new", json={"chat": chat})).json()["id"]
+        # Over REST the edge refuses it; a producer inside the process (an upstream model) is the other way in.
+        r = await http.post(
+            f"/api/v1/chats/{chat_id}/messages/m1/event",
+            content=b'{"type":"message","data":{"content":"\\udfff"}}',
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422 and r.json()["code"] == "invalid_payload", r.text
+        for piece in ("one ", "\ud800", "two"):
+            await services.events.emit(ada["id"], chat_id, "m1", _delta(piece))
+        r = await asyncio.wait_for(http.get(f"/api/v1/chats/{chat_id}"), 10)
+        assert r.status_code == 200, r.text
+        assert r.json()["chat"]["history"]["messages"]["m1"]["content"] == "one two"
+        await services.events.emit(ada["id"], chat_id, "m1", _delta("!"))
+        r = await asyncio.wait_for(http.get(f"/api/v1/chats/{chat_id}"), 10)
+        assert r.json()["chat"]["history"]["messages"]["m1"]["content"] == "one two!"
