@@ -21,6 +21,13 @@ from chatwire.services.external_auth import ExternalClaims, ExternalVerifier
 from chatwire.util import new_id, now_s
 
 ROLES = ("admin", "user", "pending")
+# Roles that may use the service; any other (`pending`) may only sign in and hear its own `user:` room.
+ACCESS_ROLES = frozenset({"admin", "user"})
+
+
+def has_access(user: User) -> bool:
+    """Whether `user`'s role lets it read or do anything beyond its own account (not `pending`)."""
+    return user.role in ACCESS_ROLES
 
 log = logging.getLogger("chatwire.auth")
 

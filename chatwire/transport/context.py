@@ -16,6 +16,7 @@ from chatwire.backends.sessions import SessionInfo
 from chatwire.db.models import User
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.protocol import MAX_NESTING
+from chatwire.services.auth import has_access
 from chatwire.services.container import Services
 from chatwire.transport.limits import IpLimiter
 from chatwire.util import nested_deeper_than, text_problem
@@ -112,12 +113,16 @@ class Context:
         st = self.local.get(sid)
         return st is not None and st.user is not None
 
-    def require_user(self, sid: str) -> User:
+    def require_user(self, sid: str, *, access: bool = True) -> User:
+        """The session's user; with `access` (every event but heartbeat), one whose role may use the service:
+        a `pending` account gets its own `user:` room and nothing else."""
         st = self.local.get(sid)
         if st is None or st.user is None:
             raise ChatwireError(
                 ErrorCode.UNAUTHORIZED, "authenticate first (connect with auth.token or user-join)"
             )
+        if access and not has_access(st.user):
+            raise ChatwireError(ErrorCode.FORBIDDEN, "account pending approval")
         return st.user
 
 

@@ -185,3 +185,57 @@ async def test_poisoned_chat_event_never_blocks_readers_or_later_events(hostile_
         await services.events.emit(ada["id"], chat_id, "m1", _delta("!"))
         r = await asyncio.wait_for(http.get(f"/api/v1/chats/{chat_id}"), 10)
         assert r.json()["chat"]["history"]["messages"]["m1"]["content"] == "one two!"
+
+
+# pending accounts on the socket
+
+
+async def test_pending_account_gets_nothing_over_the_socket_but_its_user_room(
+    hostile_server: RunningServer,
+) -> None:
+    admin = await hostile_server.signup("Admin")
+    async with hostile_server.http(admin["token"]) as http:
+        r = await http.post(
+            "/api/v1/auths/add",
+            json={"name": "Pat", "email": "pat@example.com", "password": "pw", "role": "pending"},
+        )
+        pat = r.json()
+        channel_id = (
+            await http.post("/api/v1/channels/create", json={"name": "c", "type": "group", "user_ids": [pat["id"]]})
+        ).json()["id"]
+        note_id = (
+            await http.post(
+                "/api/v1/notes/create",
+                json={"title": "n", "access_control": {"read": {"user_ids": [pat["id"]]}}},
+            )
+        ).json()["id"]
+        async with hostile_server.http(pat["token"]) as pat_http:
+            assert (await pat_http.get("/api/v1/channels/")).status_code == 403
+        client = await RecordingClient(hostile_server.url).connect(pat["token"])
+        try:
+            refused = {
+                "join-channels": {},
+                "join-note": {"note_id": note_id},
+                "events:channel": {"channel_id": channel_id, "data": {"type": "typing", "data": {"typing": True}}},
+                "ydoc:document:join": {"document_id": f"note:{note_id}"},
+                "usage": {"model": "demo"},
+            }
+            for event, payload in refused.items():
+                ack = await client.call(event, payload)
+                assert ack["error"]["code"] == "forbidden", (event, ack)
+            ack = await client.call("events:channel", {"channel_id": channel_id, "data": {"type": "last_read_at"}})
+            assert ack["error"]["code"] == "forbidden", ack
+            sio = hostile_server.app.state.sio
+            assert all(not room.startswith(("channel:", "note:", "doc_")) for room in sio.rooms(client.sio.sid))
+            # Added to another channel while connected: its session stays out of that room too.
+            other = (
+                await http.post("/api/v1/channels/create", json={"name": "d", "type": "group", "user_ids": [pat["id"]]})
+            ).json()["id"]
+            await http.post(f"/api/v1/channels/{channel_id}/messages/post", json={"content": "secret"})
+            await http.post(f"/api/v1/channels/{other}/messages/post", json={"content": "secret too"})
+            await client.expect_none("events:channel", lambda p: p["data"]["type"] == "message")
+            # Its own user room still works: the channel:created notice reached it.
+            await client.wait_for("events:channel", lambda p: p["data"]["type"] == "channel:created")
+            assert await client.call("heartbeat", {}) is None
+        finally:
+            await client.close()
