@@ -219,7 +219,11 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     @api.exception_handler(ChatwireError)
     async def chatwire_error(_request: Request, exc: ChatwireError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message, "code": exc.code.value}, status_code=exc.http_status)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return JSONResponse(
+            {"detail": exc.message, "code": exc.code.value}, status_code=exc.http_status, headers=headers
+        )
 
     @api.exception_handler(DataError)
     async def data_error(_request: Request, exc: DataError) -> JSONResponse:

@@ -5,8 +5,6 @@ label flooding and the public schema. The fuzz of every route and event with suc
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +15,6 @@ from chatwire.db.engine import Database
 from chatwire.db.repos.chats import MessageStore
 from chatwire.services.persistence import MessageWriter
 from tests.conftest import RunningServer, run_server
-from tests.dbsnap import snapshot
 from tests.integration.test_fuzz import RawSocket
 from tests.integration.test_persistence import make_chat, stored
 from tests.sio import RecordingClient
@@ -239,3 +236,28 @@ async def test_pending_account_gets_nothing_over_the_socket_but_its_user_room(
             assert await client.call("heartbeat", {}) is None
         finally:
             await client.close()
+
+
+# sign-in guessing
+
+
+async def test_signin_guessing_is_throttled_per_account_and_per_ip(settings: Settings) -> None:
+    limits = {"signin_account_attempts": 3, "signin_ip_attempts": 6, "signin_window_seconds": 60.0}
+    async with run_server(settings.model_copy(update=limits)) as server:
+        ada = await server.signup("Ada", "ada@example.com", "right-password")
+        async with server.http() as http:
+            wrong = {"email": "ada@example.com", "password": "guess"}
+            codes = [(await http.post("/api/v1/auths/signin", json=wrong)).status_code for _ in range(3)]
+            assert codes == [401, 401, 401]
+            r = await http.post("/api/v1/auths/signin", json=wrong)
+            assert r.status_code == 429 and r.json()["code"] == "rate_limited", r.text
+            assert 1 <= int(r.headers["retry-after"]) <= 60
+            # Even the right password waits: the account is locked for the window, without hashing anything.
+            r = await http.post("/api/v1/auths/signin", json={**wrong, "password": "right-password"})
+            assert r.status_code == 429
+            # Per IP: other accounts, unknown ones included, count against the address.
+            others = [(await http.post("/api/v1/auths/signin", json={"email": f"x{i}@example.com", "password": "p"})).status_code for i in range(4)]
+            assert others == [401, 401, 401, 429], others
+        services = server.services
+        assert services.auth.throttle.accounts.retry_after("ada@example.com", 1e12) is None  # the window slides
+    assert ada["id"]
