@@ -212,7 +212,16 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                 await fleet.stop()
             await db.close()
 
-    api = FastAPI(title="chatwire", version=__version__, lifespan=lifespan)
+    # The schema and docs describe every route, the server API included: served only when asked for.
+    docs = settings.openapi_enabled
+    api = FastAPI(
+        title="chatwire",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     api.state.services = services
     api.state.realtime = realtime
     api.state.sio = sio

@@ -97,7 +97,9 @@ async def test_authenticated_attachments_over_the_limit_get_an_ack_and_the_sessi
     ada = await hostile_server.signup("Ada")
     client = await RecordingClient(hostile_server.url).connect(ada["token"])
     try:
-        ack = await client.call("ydoc:awareness:update", {"document_id": "note:x", "update": b"z" * (SMALL + 1)})
+        ack = await client.call(
+            "ydoc:awareness:update", {"document_id": "note:x", "update": b"z" * (SMALL + 1)}
+        )
         assert ack["error"]["code"] == "payload_too_large", ack
         many = {"document_id": "note:x", "update": [bytes([i]) for i in range(5)]}
         ack = await client.call("ydoc:awareness:update", many)
@@ -161,10 +163,15 @@ async def test_writer_gives_up_a_poisoned_event_and_persists_the_rest(db: Databa
         await writer.close()
 
 
-async def test_poisoned_chat_event_never_blocks_readers_or_later_events(hostile_server: RunningServer) -> None:
+async def test_poisoned_chat_event_never_blocks_readers_or_later_events(
+    hostile_server: RunningServer,
+) -> None:
     ada = await hostile_server.signup("Ada")
     services = hostile_server.services
-    chat = {"title": "t", "history": {"currentId": "m1", "messages": {"m1": {"role": "assistant", "content": ""}}}}
+    chat = {
+        "title": "t",
+        "history": {"currentId": "m1", "messages": {"m1": {"role": "assistant", "content": ""}}},
+    }
     async with hostile_server.http(ada["token"]) as http:
         chat_id = (await http.post("/api/v1/chats/new", json={"chat": chat})).json()["id"]
         # Over REST the edge refuses it; a producer inside the process (an upstream model) is the other way in.
@@ -198,7 +205,9 @@ async def test_pending_account_gets_nothing_over_the_socket_but_its_user_room(
         )
         pat = r.json()
         channel_id = (
-            await http.post("/api/v1/channels/create", json={"name": "c", "type": "group", "user_ids": [pat["id"]]})
+            await http.post(
+                "/api/v1/channels/create", json={"name": "c", "type": "group", "user_ids": [pat["id"]]}
+            )
         ).json()["id"]
         note_id = (
             await http.post(
@@ -213,20 +222,29 @@ async def test_pending_account_gets_nothing_over_the_socket_but_its_user_room(
             refused = {
                 "join-channels": {},
                 "join-note": {"note_id": note_id},
-                "events:channel": {"channel_id": channel_id, "data": {"type": "typing", "data": {"typing": True}}},
+                "events:channel": {
+                    "channel_id": channel_id,
+                    "data": {"type": "typing", "data": {"typing": True}},
+                },
                 "ydoc:document:join": {"document_id": f"note:{note_id}"},
                 "usage": {"model": "demo"},
             }
             for event, payload in refused.items():
                 ack = await client.call(event, payload)
                 assert ack["error"]["code"] == "forbidden", (event, ack)
-            ack = await client.call("events:channel", {"channel_id": channel_id, "data": {"type": "last_read_at"}})
+            ack = await client.call(
+                "events:channel", {"channel_id": channel_id, "data": {"type": "last_read_at"}}
+            )
             assert ack["error"]["code"] == "forbidden", ack
             sio = hostile_server.app.state.sio
-            assert all(not room.startswith(("channel:", "note:", "doc_")) for room in sio.rooms(client.sio.sid))
+            assert all(
+                not room.startswith(("channel:", "note:", "doc_")) for room in sio.rooms(client.sio.sid)
+            )
             # Added to another channel while connected: its session stays out of that room too.
             other = (
-                await http.post("/api/v1/channels/create", json={"name": "d", "type": "group", "user_ids": [pat["id"]]})
+                await http.post(
+                    "/api/v1/channels/create", json={"name": "d", "type": "group", "user_ids": [pat["id"]]}
+                )
             ).json()["id"]
             await http.post(f"/api/v1/channels/{channel_id}/messages/post", json={"content": "secret"})
             await http.post(f"/api/v1/channels/{other}/messages/post", json={"content": "secret too"})
@@ -256,8 +274,54 @@ async def test_signin_guessing_is_throttled_per_account_and_per_ip(settings: Set
             r = await http.post("/api/v1/auths/signin", json={**wrong, "password": "right-password"})
             assert r.status_code == 429
             # Per IP: other accounts, unknown ones included, count against the address.
-            others = [(await http.post("/api/v1/auths/signin", json={"email": f"x{i}@example.com", "password": "p"})).status_code for i in range(4)]
+            others = [
+                (
+                    await http.post(
+                        "/api/v1/auths/signin", json={"email": f"x{i}@example.com", "password": "p"}
+                    )
+                ).status_code
+                for i in range(4)
+            ]
             assert others == [401, 401, 401, 429], others
         services = server.services
-        assert services.auth.throttle.accounts.retry_after("ada@example.com", 1e12) is None  # the window slides
+        assert (
+            services.auth.throttle.accounts.retry_after("ada@example.com", 1e12) is None
+        )  # the window slides
     assert ada["id"]
+
+
+# metric labels and the schema
+
+
+async def test_unknown_event_names_share_one_metric_label(hostile_server: RunningServer) -> None:
+    ada = await hostile_server.signup("Ada")
+    client = await RecordingClient(hostile_server.url).connect(ada["token"])
+    try:
+        for i in range(150):
+            await client.emit(f"made-up-{i}", {})
+        assert await client.call("heartbeat", {}) is None
+    finally:
+        await client.close()
+    async with hostile_server.http() as http:
+        text = (await http.get("/metrics")).text
+    labels = {
+        line.split('event="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith("chatwire_events_in_total{")
+    }
+    assert labels <= {"other", "heartbeat", "user-join"} and {"other", "heartbeat"} <= labels, labels
+    assert 'chatwire_events_in_total{event="other"} 150.0' in text
+
+
+async def test_openapi_schema_and_docs_are_off_by_default(settings: Settings) -> None:
+    async with run_server(settings) as server, server.http() as http:
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            r = await http.get(path)
+            assert r.status_code == 404 or "openapi" not in r.text.lower(), (path, r.status_code)
+    async with (
+        run_server(settings.model_copy(update={"openapi_enabled": True})) as server,
+        server.http() as http,
+    ):
+        r = await http.get("/openapi.json")
+        assert r.status_code == 200 and "/api/v1/server/channels" in r.json()["paths"]
+        assert (await http.get("/docs")).status_code == 200
