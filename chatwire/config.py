@@ -127,7 +127,7 @@ class Settings(BaseSettings):
         description="Seconds a client may take to send a request's headers (slow clients are closed).",
     )
     http_max_pending_per_ip: int = Field(
-        32,
+        64,
         ge=0,
         description="Connections one client IP may hold whose first request's headers are not complete; 0 = no limit.",
     )
