@@ -18,8 +18,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from chatwire.db.models import User
 from chatwire.db.repos.users import UserRepo
 from chatwire.errors import ChatwireError, ErrorCode
-from chatwire.services.external_auth import ExternalClaims, ExternalVerifier
-from chatwire.util import new_id, now_s
+from chatwire.services.external_auth import (
+    DEFAULT_NAMESPACE,
+    RESERVED_USER_IDS,
+    ExternalClaims,
+    ExternalVerifier,
+    external_user_id,
+)
+from chatwire.util import new_id, now_s, text_problem
 
 ROLES = ("admin", "user", "pending")
 # Roles that may use the service; any other (`pending`) may only sign in and hear its own `user:` room.
@@ -233,8 +239,13 @@ class AuthService:
         external: ExternalVerifier | None = None,
         external_default_role: str = "user",
         throttle: SigninThrottle | None = None,
+        external_namespace: str | None = None,
     ) -> None:
         self.users = users
+        # External users' ids live in this namespace (the configured issuer): `external_user_id`.
+        self.external_namespace = external_namespace or (
+            external.namespace if external is not None else DEFAULT_NAMESPACE
+        )
         self.throttle = throttle or SigninThrottle(10, 50, 300.0)
         self.external = external
         self.external_default_role = external_default_role
@@ -326,12 +337,27 @@ class AuthService:
             return False
         return True
 
+    def external_id(self, subject: str) -> str:
+        """chatwire's id of the app's user `subject` (see `external_user_id`)."""
+        return external_user_id(subject, self.external_namespace)
+
+    async def _external_row(self, subject: str) -> User | None:
+        """The row of an external user: its namespaced id, or a row provisioned before ids were namespaced (id
+        equal to the subject, no password: never a native account, never a reserved id)."""
+        user = await self.users.get(self.external_id(subject))
+        if user is not None:
+            return user
+        legacy = await self.users.get(subject)
+        if legacy is not None and not legacy.password_hash and legacy.id not in RESERVED_USER_IDS:
+            return legacy
+        return None
+
     async def _authenticate_external(self, external: ExternalVerifier, token: str) -> Identity:
         """Verify an external token and return its user, provisioning it on first sight."""
         claims = external.verify(token)
         if claims.jti is not None and await self.users.is_revoked(claims.jti):
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "token revoked")
-        user = await self.users.get(claims.user_id)
+        user = await self._external_row(claims.user_id)
         if user is None:
             user = await self._provision(claims)
         else:
@@ -346,13 +372,17 @@ class AuthService:
         return Identity(user=user, jti=claims.jti, expires_at=claims.expires_at)
 
     async def _provision(self, claims: ExternalClaims) -> User:
-        """Create the user row of an external identity; its email only if no other account has it."""
-        placeholder = f"ext-{hashlib.sha256(claims.user_id.encode()).hexdigest()[:24]}@external.invalid"
+        """Create the user row of an external identity, in the external namespace; its email only if no other
+        account has it."""
+        user_id = self.external_id(claims.user_id)
+        if user_id in RESERVED_USER_IDS:  # cannot happen (namespaced ids hold "@" or "x-"); kept as a guard
+            raise ChatwireError(ErrorCode.INVALID_PAYLOAD, "reserved user id")
+        placeholder = f"ext-{hashlib.sha256(user_id.encode()).hexdigest()[:24]}@external.invalid"
         email = claims.email
         if email is None or await self.users.get_by_email(email) is not None:
             email = placeholder
         user, created = await self.users.provision(
-            user_id=claims.user_id,
+            user_id=user_id,
             name=claims.name or claims.user_id,
             email=email,
             fallback_email=placeholder,
@@ -365,15 +395,17 @@ class AuthService:
         return user
 
     async def ensure_external_user(self, user_id: str, name: str | None, email: str | None) -> User:
-        """The user of an external identity, created as its first login would (server API: add members before
-        they ever connect); an existing user gets the new name."""
+        """The user of the app's id `user_id`, created as its first login would (server API: add members before
+        they ever connect); an existing user gets the new name. Its chatwire id is `external_id(user_id)`."""
+        if text_problem(user_id) is not None:
+            raise ChatwireError(ErrorCode.INVALID_PAYLOAD, "user id must be encodable text")
         claims = ExternalClaims(user_id=user_id, name=name, email=email, role=None, jti=None, expires_at=None)
-        user = await self.users.get(user_id)
+        user = await self._external_row(user_id)
         if user is None:
             return await self._provision(claims)
         if name is not None and name != user.name:
-            self.forget_user(user_id)
-            user = await self.users.update_profile(user_id, name=name) or user
+            self.forget_user(user.id)
+            user = await self.users.update_profile(user.id, name=name) or user
         return user
 
     async def revoke(self, identity: Identity) -> None:

@@ -94,6 +94,7 @@ class Services:
             token_ttl=settings.token_ttl_seconds,
             external=ExternalVerifier.from_settings(settings),
             external_default_role=settings.external_default_role,
+            external_namespace=settings.external_issuer or None,
             throttle=SigninThrottle(
                 settings.signin_account_attempts, settings.signin_ip_attempts, settings.signin_window_seconds
             ),

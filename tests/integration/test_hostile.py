@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import uvicorn
 
@@ -423,3 +425,64 @@ async def test_slowloris_headers_are_cut_off_and_unfinished_connections_per_ip_a
         answer = await _closed(reader, within=5)
         writer.close()
         assert answer is not None and answer.startswith(b"HTTP/1.1 200") and b"408" in answer, answer
+
+
+# external identities
+
+
+async def test_external_identities_never_become_native_or_reserved_accounts(settings: Settings) -> None:
+    secret = "s" * 32
+    external = settings.model_copy(
+        update={"external_algorithms": ["HS256"], "external_secret": secret, "external_issuer": "my-app"}
+    )
+    async with run_server(external) as server:
+        admin = await server.signup("Admin")
+
+        def token(sub: str, **extra: Any) -> str:
+            claims = {"sub": sub, "iss": "my-app", "exp": int(time.time()) + 60, **extra}
+            return jwt.encode(claims, secret, algorithm="HS256")
+
+        async with server.http(token(admin["id"], name="Mallory", role="user")) as http:
+            me = (await http.get("/api/v1/auths/")).json()
+        assert me["id"] == f"{admin['id']}@my-app" and me["role"] == "user"
+        first = await server.services.auth.users.get(admin["id"])
+        assert (first.name, first.role) == ("Admin", "admin")  # the native admin is untouched
+        # `system` (the server API's acting identity) is reserved: the token gets an id of its own namespace.
+        _, key = await server.services.api_keys.create("k", ["channels"])
+        headers = {"X-API-Key": key}
+        async with server.http() as http:
+            r = await http.post(
+                "/api/v1/server/channels", json={"name": "ops", "type": "group"}, headers=headers
+            )
+            channel_id = r.json()["id"]
+            r = await http.put("/api/v1/server/users/system", json={"name": "S"}, headers=headers)
+            assert r.json()["id"] == "system@my-app"
+        async with server.http(token("system", role="user")) as http:
+            me = (await http.get("/api/v1/auths/")).json()
+            assert me["id"] == "system@my-app"
+            r = await http.delete(f"/api/v1/channels/{channel_id}/delete")
+            assert r.status_code in (403, 404), r.text
+        # The same subject under another issuer is another user (a long namespace falls back to a hash).
+        from chatwire.services.external_auth import external_user_id
+
+        assert external_user_id("ada", "other-app") != external_user_id("ada", "my-app")
+        assert (
+            external_user_id("ada", "x" * 80).startswith("x-")
+            and len(external_user_id("ada", "x" * 80)) <= 64
+        )
+        # A row provisioned before ids were namespaced (id = subject, no password) still belongs to its subject.
+        legacy, _ = await server.services.auth.users.provision(
+            user_id="old-ada",
+            name="Old Ada",
+            email="old@example.com",
+            fallback_email="o@x.invalid",
+            role="user",
+        )
+        async with server.http(token("old-ada")) as http:
+            assert (await http.get("/api/v1/auths/")).json()["id"] == legacy.id == "old-ada"
+        # Claims with unencodable text: the id is refused, a name is ignored.
+        async with server.http(token("bad\udfff")) as http:
+            assert (await http.get("/api/v1/auths/")).status_code == 401
+        async with server.http(token("fine", name="x\udfff")) as http:
+            me = (await http.get("/api/v1/auths/")).json()
+            assert me["id"] == "fine@my-app" and me["name"] == "fine"
