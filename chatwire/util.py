@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -79,3 +80,20 @@ def text_problem(value: Any) -> str | None:
     except orjson.JSONEncodeError as exc:
         return LONE_SURROGATE if "surrogates" in str(exc) else None
     return NUL_TEXT if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded) else None
+
+
+# A JSON escape that may stand for unstorable text: any surrogate half, or NUL.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
+
+
+def json_text_problem(body: bytes) -> str | None:
+    """`text_problem` of a JSON request body, cheap for the common case: only a body with a surrogate or NUL
+    escape (`\\ud83d`, `\\u0000`) is parsed again to tell a valid pair or an escaped backslash from a lone
+    surrogate. A body that is not JSON is left to the parser that would refuse it."""
+    if b"\\u" not in body or _SUSPECT_ESCAPE.search(body) is None:
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return text_problem(value)

@@ -174,7 +174,9 @@ class ExternalVerifier:
                 ErrorCode.UNAUTHORIZED, f"invalid token: user id must be 1 to {MAX_USER_ID} characters"
             )
         if text_problem(user_id) is not None:
-            raise ChatwireError(ErrorCode.UNAUTHORIZED, f"invalid token: claim {self.id_claim!r} is not an id")
+            raise ChatwireError(
+                ErrorCode.UNAUTHORIZED, f"invalid token: claim {self.id_claim!r} is not an id"
+            )
 
         def text(claim: str, limit: int) -> str | None:
             # Claims are JSON, which may carry lone surrogates and NUL: such a name or email is ignored.

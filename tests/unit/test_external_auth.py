@@ -101,7 +101,12 @@ async def test_hs256_token_provisions_user_once_and_own_tokens_still_work(
     token = jwt.encode(claims(), APP_SECRET, algorithm="HS256")
     identity = await auth.authenticate(token)
     user = identity.user
-    assert (user.id, user.name, user.email, user.role) == ("app-user-1@https://app.example", "Ada", "ada@app.example", "user")
+    assert (user.id, user.name, user.email, user.role) == (
+        "app-user-1@https://app.example",
+        "Ada",
+        "ada@app.example",
+        "user",
+    )
     assert user.password_hash is None
     again = await auth.authenticate(jwt.encode(claims(name="Ada L."), APP_SECRET, algorithm="HS256"))
     assert again.user.id == "app-user-1@https://app.example" and again.user.name == "Ada L."
