@@ -114,6 +114,16 @@ class LeanQueue:
                     self._getters = None
         return self.get_nowait()
 
+    def keep_only(self, keep: Callable[[Any], bool]) -> None:
+        """Drop the waiting items for which `keep` is false (counted as done)."""
+        items = self._items
+        if not items:
+            return
+        kept = [item for item in items if keep(item)]
+        for _ in range(len(items) - len(kept)):
+            self.task_done()
+        self._items = deque(kept) if kept else None
+
     def _wake_one(self) -> None:
         for waiter in self._getters or ():
             if not waiter.done():
@@ -254,6 +264,7 @@ class ChatwireServer(socketio.AsyncServer):  # type: ignore[misc]
         del self._binary_packet[eio_sid]
         self._attachment_bytes.pop(eio_sid, None)
         left = pkt.attachment_count - len(pkt.attachments) - 1
+        pkt.attachments.clear()  # freed now, whatever may still reference the packet
         await self._refuse_binary(
             eio_sid,
             None,
@@ -328,6 +339,12 @@ class ChatwireServer(socketio.AsyncServer):  # type: ignore[misc]
         try:
             await super()._handle_eio_disconnect(eio_sid, reason)
         finally:
+            # Engine.IO's service task keeps closed sockets in its list for up to a ping timeout: through the
+            # queue's flush hook they would keep the websocket protocol alive, with its parser and last frame.
+            queue = getattr(self.eio.sockets.get(eio_sid), "queue", None)
+            if isinstance(queue, LeanQueue) and queue.before_put is not None:
+                queue.before_put()  # what the fast path gathered still goes out before Engine.IO's CLOSE
+                queue.before_put = None
             self.fastpath.forget(eio_sid)
             self._attachment_bytes.pop(eio_sid, None)
             self._discard.pop(eio_sid, None)
