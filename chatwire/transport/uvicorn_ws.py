@@ -129,7 +129,9 @@ if WebSocketsSansIOProtocol is not None:
         def _drop_received(self) -> None:
             """The app closed the websocket: the messages it has not read yet (up to a frame each) go now; the
             disconnect message stays for an app that still waits for it."""
-            self.queue.keep_only(lambda m: m.get("type") != "websocket.receive")
+            queue: Any = self.queue
+            if isinstance(queue, LeanQueue):
+                queue.keep_only(lambda m: m.get("type") != "websocket.receive")
 
         def connection_lost(self, exc: Exception | None) -> None:
             super().connection_lost(exc)
