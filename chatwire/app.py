@@ -39,7 +39,7 @@ log = logging.getLogger("chatwire")
 
 class BodyLimit:
     """Refuses request bodies over `limit` bytes with 413, by header and while streaming; NUL in paths and
-    JSON bodies holding text that cannot be stored (lone surrogates, NUL) with 400 `invalid_payload`.
+    JSON bodies holding text that cannot be stored (lone surrogates, NUL) with 422 `invalid_payload`.
 
     The body is read up to the limit before the app runs, so a chunked body that turns out too large is
     answered with 413 (not with the app's body-parsing error) and the app never sees a partial request.
@@ -78,7 +78,7 @@ class BodyLimit:
         problem = json_text_problem(b"".join(chunks)) if message["type"] == "http.request" else None
         if problem is not None:
             # The edge rule for text (README "Errors"): unstorable text anywhere in a body, read or not.
-            await _refuse(send, 400, problem, ErrorCode.INVALID_PAYLOAD)
+            await _refuse(send, 422, problem, ErrorCode.INVALID_PAYLOAD)
             return
         buffered: list[Message] = [
             {"type": "http.request", "body": b"".join(chunks), "more_body": False}

@@ -103,7 +103,11 @@ class Services:
         notes = NoteService(NoteRepo(db), broker, rooms, users)
         docs: DocStore = docstore if docstore is not None else SqlDocStore(db)
         chat_repo = ChatRepo(db)
-        writer = MessageWriter(MessageStore(db), flush_interval=settings.persist_flush_interval)
+        writer = MessageWriter(
+            MessageStore(db),
+            flush_interval=settings.persist_flush_interval,
+            database_answers=db.answers,
+        )
         events = ChatEvents(broker, sessions, writer, settings.event_call_timeout)
         tasks = TaskRegistry()
         upstream = (

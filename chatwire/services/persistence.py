@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,9 +130,13 @@ class MessageWriter:
         retry_max_delay: float = 5.0,
         idle_seconds: float = 30.0,
         max_attempts: int = 4,
+        database_answers: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
         self.max_attempts = max_attempts
+        # Asked before a failure counts towards giving up: while the database does not answer at all, the
+        # failure is an outage whatever the driver called it, and the write waits for it to come back.
+        self.database_answers = database_answers
         self.flush_interval = flush_interval
         self.retry_max_delay = retry_max_delay
         self.idle_seconds = idle_seconds
@@ -251,8 +255,10 @@ class MessageWriter:
                 self.stats.failures += 1
                 attempts += 1
                 if not _transient(exc) and attempts >= self.max_attempts:
-                    self._give_up(slot, exc)
-                    return
+                    if self.database_answers is None or await self._answers():
+                        self._give_up(slot, exc)
+                        return
+                    attempts = 0  # an outage after all
                 log.warning(
                     "message write failed; retrying",
                     extra={
@@ -264,6 +270,15 @@ class MessageWriter:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_delay)
+
+    async def _answers(self) -> bool:
+        assert self.database_answers is not None
+        try:
+            return await asyncio.wait_for(self.database_answers(), 5)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False
 
     def _give_up(self, slot: _Slot, exc: Exception) -> None:
         """Isolate a batch that cannot be written: forget what it changed (the state reloads from the row), drop

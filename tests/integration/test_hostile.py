@@ -188,7 +188,7 @@ async def test_poisoned_chat_event_never_blocks_readers_or_later_events(
             content=b'{"type":"message","data":{"content":"\\udfff"}}',
             headers={"content-type": "application/json"},
         )
-        assert r.status_code == 400 and r.json()["code"] == "invalid_payload", r.text
+        assert r.status_code == 422 and r.json()["code"] == "invalid_payload", r.text
         for piece in ("one ", "\ud800", "two"):
             await services.events.emit(ada["id"], chat_id, "m1", _delta(piece))
         r = await asyncio.wait_for(http.get(f"/api/v1/chats/{chat_id}"), 10)
