@@ -934,7 +934,8 @@ Malformed traffic: a client event named like a lifecycle event (`connect`, `disc
 `connect_error`, `newListener`, `removeListener`) is refused with an `invalid_payload` ack (python-socketio would
 otherwise run the server's own handler for it). A websocket frame Engine.IO cannot decode (empty, unknown packet
 type, bad base64) closes that connection cleanly; a Socket.IO packet that does not decode (bad JSON, wrong shape,
-an attachment nobody announced) is dropped with one log line and the connection stays open. A text frame that is
+an attachment nobody announced, a lone surrogate escape that orjson refuses) is dropped with one log line, answered
+with an `invalid_payload` ack when it carried an ack id, and the connection stays open. A text frame that is
 not UTF-8 is closed by uvicorn (1007).
 
 Hostile input (fuzzed payloads on every event and route, raw Engine.IO/Socket.IO garbage) is tested in
