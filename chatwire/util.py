@@ -79,7 +79,13 @@ def text_problem(value: Any) -> str | None:
         encoded = orjson.dumps(value, default=_opaque, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError as exc:
         return LONE_SURROGATE if "surrogates" in str(exc) else None
-    return NUL_TEXT if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded) else None
+    return NUL_TEXT if b"\\u0000" in encoded and has_nul_escape(encoded) else None
+
+
+def has_nul_escape(encoded: bytes) -> bool:
+    """Whether orjson's output `encoded` holds a NUL (its `\\u0000` escape, not an escaped backslash before
+    the text "u0000")."""
+    return _NUL_ESCAPE.search(encoded) is not None
 
 
 # A JSON escape that may stand for unstorable text: any surrogate half, or NUL.

@@ -515,6 +515,8 @@ async def test_fuzzed_rest_routes_are_refused_and_change_nothing(
     user_http = scene.http(scene.ada["token"])
     key_http = httpx.AsyncClient(base_url=fuzz_server.url, headers={"X-API-Key": scene.api_key}, timeout=10)
     try:
+        # Bob's first heartbeat writes his last_active_at: before any snapshot, not during the first target.
+        assert await bob.call("heartbeat", {}) is None
         await fuzz_server.services.writer.flush()
         bystander.start()
         for target in route_targets(scene):
