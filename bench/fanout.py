@@ -60,6 +60,7 @@ async def chatwire_subject(workdir: Path, src: Path | None = None) -> tuple[Proc
         "CHATWIRE_RATE_LIMIT_BURST": "1000000",
         # Every load-generator connection comes from one loopback address, as one user.
         "CHATWIRE_RATE_LIMIT_IP_CONNECTS": "0",
+        "CHATWIRE_HTTP_MAX_PENDING_PER_IP": "0",
         "CHATWIRE_RATE_LIMIT_IP_EVENTS": "0",
         "CHATWIRE_MAX_CONNECTIONS_PER_USER": "0",
     }

@@ -278,6 +278,7 @@ async def run_soak(
         # Every tab connects from 127.0.0.1, where real users come from many addresses: the per-IP limits (50
         # connects/s, 1,000 events/s by default) would refuse most of the connect wave, so they are off here.
         "CHATWIRE_RATE_LIMIT_IP_CONNECTS": "0",
+        "CHATWIRE_HTTP_MAX_PENDING_PER_IP": "0",
         "CHATWIRE_RATE_LIMIT_IP_EVENTS": "0",
     }
     server = Proc(chatwire_argv(), env, port, log_path)

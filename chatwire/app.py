@@ -31,13 +31,15 @@ from chatwire.metrics import Metrics
 from chatwire.services.container import Services
 from chatwire.transport.broker_sio import SioBroker
 from chatwire.transport.server import SOCKETIO_PATH, Realtime, create_sio
+from chatwire.util import json_text_problem
 from chatwire.webapp import SpaStaticFiles, default_web_dir
 
 log = logging.getLogger("chatwire")
 
 
 class BodyLimit:
-    """Refuses request bodies over `limit` bytes with 413, by header and while streaming (and NUL in paths).
+    """Refuses request bodies over `limit` bytes with 413, by header and while streaming; NUL in paths and
+    JSON bodies holding text that cannot be stored (lone surrogates, NUL) with 422 `invalid_payload`.
 
     The body is read up to the limit before the app runs, so a chunked body that turns out too large is
     answered with 413 (not with the app's body-parsing error) and the app never sees a partial request.
@@ -73,6 +75,11 @@ class BodyLimit:
             chunks.append(body)
             if not message.get("more_body", False):
                 break
+        problem = json_text_problem(b"".join(chunks)) if message["type"] == "http.request" else None
+        if problem is not None:
+            # The edge rule for text (README "Errors"): unstorable text anywhere in a body, read or not.
+            await _refuse(send, 422, problem, ErrorCode.INVALID_PAYLOAD)
+            return
         buffered: list[Message] = [
             {"type": "http.request", "body": b"".join(chunks), "more_body": False}
             if message["type"] == "http.request"
@@ -213,14 +220,27 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                 await fleet.stop()
             await db.close()
 
-    api = FastAPI(title="chatwire", version=__version__, lifespan=lifespan)
+    # The schema and docs describe every route, the server API included: served only when asked for.
+    docs = settings.openapi_enabled
+    api = FastAPI(
+        title="chatwire",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     api.state.services = services
     api.state.realtime = realtime
     api.state.sio = sio
 
     @api.exception_handler(ChatwireError)
     async def chatwire_error(_request: Request, exc: ChatwireError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message, "code": exc.code.value}, status_code=exc.http_status)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return JSONResponse(
+            {"detail": exc.message, "code": exc.code.value}, status_code=exc.http_status, headers=headers
+        )
 
     @api.exception_handler(DataError)
     async def data_error(_request: Request, exc: DataError) -> JSONResponse:

@@ -76,6 +76,7 @@ def serve(
     from chatwire.app import create_app
     from chatwire.logs import setup_logging
     from chatwire.preflight import check_serve
+    from chatwire.transport.http_guard import http_protocol
     from chatwire.transport.uvicorn_ws import ws_protocol
 
     overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
@@ -90,6 +91,8 @@ def serve(
         port=settings.port,
         log_config=None,
         ws=ws_protocol(),
+        # Slow clients: a deadline for request headers, a bound on unfinished ones per IP (http_guard.py).
+        http=http_protocol(settings.http_header_timeout, settings.http_max_pending_per_ip),
         ws_per_message_deflate=settings.ws_per_message_deflate,
         lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,

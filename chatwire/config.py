@@ -110,6 +110,42 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(
         1_048_576, gt=0, description="Largest accepted socket event payload or REST body, in bytes."
     )
+    max_attachments: int = Field(
+        16,
+        ge=0,
+        description="Binary attachments one socket packet may carry (an anonymous session over it is closed).",
+    )
+    max_attachment_bytes: int = Field(
+        1_048_576,
+        gt=0,
+        description="Bytes all binary attachments of one socket packet may hold (an anonymous session over it is closed).",
+    )
+    signin_account_attempts: int = Field(
+        10,
+        ge=0,
+        description="Failed sign-ins per account within the sign-in window before 429; 0 = no limit.",
+    )
+    signin_ip_attempts: int = Field(
+        50,
+        ge=0,
+        description="Failed sign-ins per client IP within the sign-in window before 429; 0 = no limit.",
+    )
+    signin_window_seconds: float = Field(
+        300.0, gt=0, description="Sliding window of the sign-in limits, in seconds."
+    )
+    http_header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client may take to send a request's headers (slow clients are closed).",
+    )
+    http_max_pending_per_ip: int = Field(
+        64,
+        ge=0,
+        description="Connections one client IP may hold whose first request's headers are not complete; 0 = no limit.",
+    )
+    openapi_enabled: bool = Field(
+        False, description="Serve the OpenAPI schema and docs at /openapi.json, /docs and /redoc."
+    )
     rate_limit_events: float = Field(
         50.0, gt=0, description="Socket events per second a session may send (sustained)."
     )

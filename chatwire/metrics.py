@@ -32,7 +32,38 @@ log = logging.getLogger("chatwire.metrics")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-MAX_EVENT_NAMES = 200  # bound on distinct `event` label values; the rest are counted as "other"
+# The `event` label takes its values from this fixed set only: clients choose event names, so anything else (an
+# unknown event, a name published through the server API) is counted as "other" and cannot grow the series.
+CLIENT_EVENTS = frozenset(
+    {
+        "user-join",
+        "join-channels",
+        "join-note",
+        "heartbeat",
+        "usage",
+        "events:channel",
+        "events:chat",
+        "ydoc:document:join",
+        "ydoc:document:state",
+        "ydoc:document:update",
+        "ydoc:document:leave",
+        "ydoc:awareness:update",
+    }
+)
+SERVER_EVENTS = frozenset(
+    {
+        "events",
+        "events:channel",
+        "events:note",
+        "ydoc:document:state",
+        "ydoc:document:update",
+        "ydoc:awareness:update",
+        "ydoc:user:joined",
+        "ydoc:user:left",
+    }
+)
+EVENT_LABELS = CLIENT_EVENTS | SERVER_EVENTS
+OTHER = "other"
 
 SessionsProvider = Callable[[], dict[str, int]]
 RoomsProvider = Callable[[], dict[str, int]]
@@ -122,7 +153,6 @@ class Metrics:
             "chatwire_event_log_entries", "Events held for reconnect recovery on this process", registry=r
         )
         self.redis_up: Gauge | None = None  # registered on the first probe: absent without Redis
-        self._event_names: set[str] = set()
         # Labelled children by event name: `labels()` costs more than the increment itself on the hot path.
         self._in_children: dict[str, Any] = {}
         self._out_children: dict[str, Any] = {}
@@ -133,33 +163,27 @@ class Metrics:
 
     # label hygiene
 
-    def _event(self, name: str) -> str:
-        if name in self._event_names:
-            return name
-        if len(self._event_names) < MAX_EVENT_NAMES:
-            self._event_names.add(name)
-            return name
-        return "other"
+    @staticmethod
+    def _event(name: str) -> str:
+        return name if name in EVENT_LABELS else OTHER
 
     # hot-path hooks
 
     def event_in(self, event: str) -> None:
-        child = self._in_children.get(event)
+        label = self._event(event)
+        child = self._in_children.get(label)
         if child is None:
-            child = self.events_in.labels(self._event(event))
-            if len(self._in_children) < MAX_EVENT_NAMES * 2:
-                self._in_children[event] = child
+            child = self._in_children[label] = self.events_in.labels(label)
         child.inc()
 
     def event_rejected(self, event: str, code: str) -> None:
         self.events_rejected.labels(self._event(event), code).inc()
 
     def event_out(self, event: str, seconds: float) -> None:
-        child = self._out_children.get(event)
+        label = self._event(event)
+        child = self._out_children.get(label)
         if child is None:
-            child = self.events_out.labels(self._event(event))
-            if len(self._out_children) < MAX_EVENT_NAMES * 2:
-                self._out_children[event] = child
+            child = self._out_children[label] = self.events_out.labels(label)
         child.inc()
         self.emit_seconds.observe(seconds)
 

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from chatwire.util import nested_deeper_than
+from chatwire.util import nested_deeper_than, text_problem
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=64)]  # the width of every user id column
@@ -48,11 +48,12 @@ class Model(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        """PostgreSQL text cannot hold NUL characters: refuse them everywhere, so both databases agree."""
-        items = value if isinstance(value, list) else [value]
-        if any(isinstance(v, str) and "\x00" in v for v in items):
-            raise ValueError("NUL characters are not allowed")
+    def _storable_text(cls, value: Any) -> Any:
+        """The edge rule for text: every string at any depth must be encodable UTF-8 and free of NUL (PostgreSQL
+        text cannot hold it), so both databases and every encoder agree; anything else is `invalid_payload`."""
+        problem = text_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 

@@ -37,7 +37,8 @@ async def ask(body: dict, background: BackgroundTasks, authorization: str = Head
     async with httpx.AsyncClient(base_url=CHATWIRE, headers={"Authorization": authorization}) as http:
         chat = (await http.post("/api/v1/chats/new", json={"chat": {"title": body["question"]}})).json()
     message_id = uuid.uuid4().hex
-    background.add_task(stream_answer, claims["sub"], chat["id"], message_id)
+    # chatwire's id of this user ("ada@my-app": the app's id in the issuer's namespace), as the chat says
+    background.add_task(stream_answer, chat["user_id"], chat["id"], message_id)
     return {"chat_id": chat["id"], "message_id": message_id}
 
 

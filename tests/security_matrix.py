@@ -885,7 +885,40 @@ LIMITS = """## Limits
 | live connections per user, across the fleet | `CHATWIRE_MAX_CONNECTIONS_PER_USER` (100; 0 = off) | `connect_error` `data.code` `too_many_connections` (or that ack to `user-join`) |
 | socket event payload, REST body | `CHATWIRE_MAX_PAYLOAD_BYTES` (1 MiB) | ack / HTTP 413 `payload_too_large`; a websocket frame over 4x the limit closes the connection |
 | nesting of lists/objects in any payload | 128 levels (`chatwire.protocol.MAX_NESTING`) | ack / HTTP 422 `invalid_payload` |
+| text: every string and key at any depth must be encodable UTF-8 (no lone surrogates such as `"\\udfff"`) and hold no NUL | always (REST bodies, socket payloads, emitted and published events, external token claims) | HTTP 422 / ack `invalid_payload`, nothing stored; a token's id claim: 401; its name or email: ignored |
+| binary attachments of one socket packet | `CHATWIRE_MAX_ATTACHMENTS` (16), `CHATWIRE_MAX_ATTACHMENT_BYTES` (1 MiB in all) | checked on the announcement and before each attachment is kept: an anonymous connection is closed; a signed-in one gets the ack `payload_too_large`, the rest of the packet is thrown away and the connection stays |
+| failed sign-ins per account (email, known or not) | `CHATWIRE_SIGNIN_ACCOUNT_ATTEMPTS` (10; 0 = off) in `CHATWIRE_SIGNIN_WINDOW_SECONDS` (300 s, sliding) | HTTP 429 `rate_limited` with `Retry-After` (seconds), before any password hashing; a right password waits too; a success clears the account's count |
+| failed sign-ins per client IP | `CHATWIRE_SIGNIN_IP_ATTEMPTS` (50; 0 = off) in the same window | HTTP 429 `rate_limited` with `Retry-After` |
+| time to send a request's headers (every request of a kept-alive connection) | `CHATWIRE_HTTP_HEADER_TIMEOUT` (10 s); at most 64 KiB of headers | HTTP 408 (431 when too large) and the connection is closed |
+| connections per client IP whose first request's headers are not complete (slowloris) | `CHATWIRE_HTTP_MAX_PENDING_PER_IP` (64; 0 = off) | the connection is closed at once, unanswered |
+| OpenAPI schema and docs (`/openapi.json`, `/docs`, `/redoc`: every route, the server API too) | `CHATWIRE_OPENAPI_ENABLED` (false) | 404 unless enabled |
 | CORS (REST and the Socket.IO handshake) | `CHATWIRE_CORS_ORIGINS` (`*`) | the browser refuses; set your app's origins in production |
+
+Text: JSON lets a string hold a lone surrogate (`"\\udfff"`) or NUL (`"\\u0000"`); neither can be stored
+(UTF-8 has no encoding for a lone surrogate; PostgreSQL text holds no NUL) nor sent, so every request body is
+checked once at the edge, unknown fields included, before any route runs (the check parses again only a body that
+holds a surrogate or NUL escape), and every socket payload before its handler. Nothing is normalised: the
+request is refused whole. The chat message writer is the last line: a write that fails for a reason other than
+the database being away (connection lost, locked, timed out: retried for as long as it takes) is retried 4 times
+with back-off, then the batch is given up, its events with unstorable text are dropped, the rest are written again
+on the row as stored, and the loss is logged (`message write given up; events not persisted`) and counted; other
+messages and readers of the chat never wait on it.
+
+Sign-in limits live in each process's memory (a fleet of n processes allows n times the attempts); their tables
+keep at most 100,000 accounts and 100,000 addresses, the least recently failed going first. Behind a reverse proxy
+the unfinished-connection bound counts the proxy's address (the TCP peer): let the proxy bound slow clients
+itself (nginx: `client_header_timeout`) and raise the bound or set it to 0.
+
+Identities: an external token's user is `{id claim}@{issuer}` (`CHATWIRE_EXTERNAL_ISSUER`, or `external` when
+none is set; `x-` and a hash when that would be longer than 64 characters or the issuer holds `@`), so it can
+never be a native account (their ids are UUIDs), another issuer's user, or a reserved id (`system`, the acting
+identity of the server API); `PUT /api/v1/server/users/{id}` maps the app's id the same way. A row provisioned
+before this (id equal to the subject, no password) still belongs to that subject. A `pending` account (or any
+role without access) signs in and hears its own `user:` room only: no channel rooms at `user-join` or when added
+to a channel, and every socket event but `heartbeat` is refused with `forbidden`, as its REST calls are.
+
+Metric labels: the `event` label takes its values from the events chatwire knows (`chatwire.metrics.EVENT_LABELS`);
+any other name a client sends or the server API publishes counts as `other`.
 
 Per-IP state is one token bucket per address in a table of at most `CHATWIRE_RATE_LIMIT_IP_TABLE_SIZE` (100,000)
 addresses; an address whose bucket has refilled is forgotten, and when the table is full the least recently seen
@@ -901,7 +934,8 @@ Malformed traffic: a client event named like a lifecycle event (`connect`, `disc
 `connect_error`, `newListener`, `removeListener`) is refused with an `invalid_payload` ack (python-socketio would
 otherwise run the server's own handler for it). A websocket frame Engine.IO cannot decode (empty, unknown packet
 type, bad base64) closes that connection cleanly; a Socket.IO packet that does not decode (bad JSON, wrong shape,
-an attachment nobody announced) is dropped with one log line and the connection stays open. A text frame that is
+an attachment nobody announced, a lone surrogate escape that orjson refuses) is dropped with one log line, answered
+with an `invalid_payload` ack when it carried an ack id, and the connection stays open. A text frame that is
 not UTF-8 is closed by uvicorn (1007).
 
 Hostile input (fuzzed payloads on every event and route, raw Engine.IO/Socket.IO garbage) is tested in

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from chatwire.api.deps import AdminDep, IdentityDep, ServicesDep
 from chatwire.db.models import User
@@ -34,8 +34,9 @@ async def signup(form: SignupForm, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.post("/signin")
-async def signin(form: SigninForm, services: ServicesDep) -> dict[str, Any]:
-    return session_json(services, await services.auth.signin(str(form.email), form.password))
+async def signin(form: SigninForm, request: Request, services: ServicesDep) -> dict[str, Any]:
+    ip = request.client.host if request.client else None
+    return session_json(services, await services.auth.signin(str(form.email), form.password, ip))
 
 
 @router.get("/")

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 
 from chatwire.db.models import User
 from chatwire.errors import ChatwireError, ErrorCode, forbidden
-from chatwire.services.auth import Identity
+from chatwire.services.auth import Identity, has_access
 from chatwire.services.container import Services
 
 
@@ -32,7 +32,7 @@ async def get_identity(request: Request, services: Annotated[Services, Depends(g
 
 
 async def get_user(identity: Annotated[Identity, Depends(get_identity)]) -> User:
-    if identity.user.role == "pending":
+    if not has_access(identity.user):
         raise forbidden("account pending approval")
     return identity.user
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -65,6 +65,15 @@ class Database:
         """A session for reads only (no writer lock on SQLite)."""
         async with self._sessions() as s:
             yield s
+
+    async def answers(self) -> bool:
+        """Whether the database answers a trivial query now (a failing write tells an outage from bad data)."""
+        try:
+            async with self.read() as s:
+                await s.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
 
     async def migrate(self) -> None:
         """Bring the schema to the newest migration. On PostgreSQL a transaction-scoped advisory lock makes

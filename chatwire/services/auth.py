@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +18,24 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from chatwire.db.models import User
 from chatwire.db.repos.users import UserRepo
 from chatwire.errors import ChatwireError, ErrorCode
-from chatwire.services.external_auth import ExternalClaims, ExternalVerifier
-from chatwire.util import new_id, now_s
+from chatwire.services.external_auth import (
+    DEFAULT_NAMESPACE,
+    RESERVED_USER_IDS,
+    ExternalClaims,
+    ExternalVerifier,
+    external_user_id,
+)
+from chatwire.util import new_id, now_s, text_problem
 
 ROLES = ("admin", "user", "pending")
+# Roles that may use the service; any other (`pending`) may only sign in and hear its own `user:` room.
+ACCESS_ROLES = frozenset({"admin", "user"})
+
+
+def has_access(user: User) -> bool:
+    """Whether `user`'s role lets it read or do anything beyond its own account (not `pending`)."""
+    return user.role in ACCESS_ROLES
+
 
 log = logging.getLogger("chatwire.auth")
 
@@ -135,6 +150,84 @@ def user_permissions(user: User) -> dict[str, dict[str, bool]]:
     return _permissions(_PERMISSION_FLAGS, _CHATWIRE_PERMISSIONS)
 
 
+class Throttled(ChatwireError):
+    """`rate_limited` with the seconds after which a retry may succeed (HTTP `Retry-After`)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(ErrorCode.RATE_LIMITED, message)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
+class SlidingWindow:
+    """Failures per key within the last `window` seconds: at most `limit` timestamps a key and `max_keys` keys
+    (the least recently failed goes first), so a flood of keys costs bounded memory and O(1) per check."""
+
+    def __init__(self, limit: int, window: float, max_keys: int = 100_000) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_keys = max_keys
+        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._hits)
+
+    def retry_after(self, key: str, now: float) -> float | None:
+        """Seconds until `key` may try again, or None when it is under its limit (0 = no limit)."""
+        hits = self._hits.get(key)
+        if not self.limit or hits is None:
+            return None
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        if not hits:
+            del self._hits[key]
+            return None
+        return hits[0] + self.window - now if len(hits) >= self.limit else None
+
+    def add(self, key: str, now: float) -> None:
+        if not self.limit:
+            return
+        hits = self._hits.get(key)
+        if hits is None:
+            hits = self._hits[key] = deque(maxlen=self.limit)
+            while len(self._hits) > self.max_keys:
+                self._hits.popitem(last=False)
+        else:
+            self._hits.move_to_end(key)
+        hits.append(now)
+
+    def clear(self, key: str) -> None:
+        self._hits.pop(key, None)
+
+
+class SigninThrottle:
+    """Sign-in guessing limits: failed attempts per account (email) and per client IP in a sliding window.
+
+    Checked before the password hash is computed, so a refused attempt costs a dict look-up, not argon2. Held
+    in the process (in a fleet each process counts its own attempts)."""
+
+    def __init__(self, account_limit: int, ip_limit: int, window: float) -> None:
+        self.accounts = SlidingWindow(account_limit, window)
+        self.ips = SlidingWindow(ip_limit, window)
+
+    def check(self, email: str, ip: str | None) -> None:
+        now = time.monotonic()
+        wait = self.accounts.retry_after(email.lower(), now)
+        if wait is not None:
+            raise Throttled("too many failed sign-ins for this account; retry later", wait)
+        wait = self.ips.retry_after(ip, now) if ip else None
+        if wait is not None:
+            raise Throttled("too many failed sign-ins from this address; retry later", wait)
+
+    def failed(self, email: str, ip: str | None) -> None:
+        now = time.monotonic()
+        self.accounts.add(email.lower(), now)
+        if ip:
+            self.ips.add(ip, now)
+
+    def succeeded(self, email: str) -> None:
+        self.accounts.clear(email.lower())
+
+
 class AuthService:
     def __init__(
         self,
@@ -145,8 +238,15 @@ class AuthService:
         default_role: str = "user",
         external: ExternalVerifier | None = None,
         external_default_role: str = "user",
+        throttle: SigninThrottle | None = None,
+        external_namespace: str | None = None,
     ) -> None:
         self.users = users
+        # External users' ids live in this namespace (the configured issuer): `external_user_id`.
+        self.external_namespace = external_namespace or (
+            external.namespace if external is not None else DEFAULT_NAMESPACE
+        )
+        self.throttle = throttle or SigninThrottle(10, 50, 300.0)
         self.external = external
         self.external_default_role = external_default_role
         # Run once for each user created from an external identity (e.g. join the open channels).
@@ -237,12 +337,27 @@ class AuthService:
             return False
         return True
 
+    def external_id(self, subject: str) -> str:
+        """chatwire's id of the app's user `subject` (see `external_user_id`)."""
+        return external_user_id(subject, self.external_namespace)
+
+    async def _external_row(self, subject: str) -> User | None:
+        """The row of an external user: its namespaced id, or a row provisioned before ids were namespaced (id
+        equal to the subject, no password: never a native account, never a reserved id)."""
+        user = await self.users.get(self.external_id(subject))
+        if user is not None:
+            return user
+        legacy = await self.users.get(subject)
+        if legacy is not None and not legacy.password_hash and legacy.id not in RESERVED_USER_IDS:
+            return legacy
+        return None
+
     async def _authenticate_external(self, external: ExternalVerifier, token: str) -> Identity:
         """Verify an external token and return its user, provisioning it on first sight."""
         claims = external.verify(token)
         if claims.jti is not None and await self.users.is_revoked(claims.jti):
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "token revoked")
-        user = await self.users.get(claims.user_id)
+        user = await self._external_row(claims.user_id)
         if user is None:
             user = await self._provision(claims)
         else:
@@ -257,13 +372,17 @@ class AuthService:
         return Identity(user=user, jti=claims.jti, expires_at=claims.expires_at)
 
     async def _provision(self, claims: ExternalClaims) -> User:
-        """Create the user row of an external identity; its email only if no other account has it."""
-        placeholder = f"ext-{hashlib.sha256(claims.user_id.encode()).hexdigest()[:24]}@external.invalid"
+        """Create the user row of an external identity, in the external namespace; its email only if no other
+        account has it."""
+        user_id = self.external_id(claims.user_id)
+        if user_id in RESERVED_USER_IDS:  # cannot happen (namespaced ids hold "@" or "x-"); kept as a guard
+            raise ChatwireError(ErrorCode.INVALID_PAYLOAD, "reserved user id")
+        placeholder = f"ext-{hashlib.sha256(user_id.encode()).hexdigest()[:24]}@external.invalid"
         email = claims.email
         if email is None or await self.users.get_by_email(email) is not None:
             email = placeholder
         user, created = await self.users.provision(
-            user_id=claims.user_id,
+            user_id=user_id,
             name=claims.name or claims.user_id,
             email=email,
             fallback_email=placeholder,
@@ -276,15 +395,17 @@ class AuthService:
         return user
 
     async def ensure_external_user(self, user_id: str, name: str | None, email: str | None) -> User:
-        """The user of an external identity, created as its first login would (server API: add members before
-        they ever connect); an existing user gets the new name."""
+        """The user of the app's id `user_id`, created as its first login would (server API: add members before
+        they ever connect); an existing user gets the new name. Its chatwire id is `external_id(user_id)`."""
+        if text_problem(user_id) is not None:
+            raise ChatwireError(ErrorCode.INVALID_PAYLOAD, "user id must be encodable text")
         claims = ExternalClaims(user_id=user_id, name=name, email=email, role=None, jti=None, expires_at=None)
-        user = await self.users.get(user_id)
+        user = await self._external_row(user_id)
         if user is None:
             return await self._provision(claims)
         if name is not None and name != user.name:
-            self.forget_user(user_id)
-            user = await self.users.update_profile(user_id, name=name) or user
+            self.forget_user(user.id)
+            user = await self.users.update_profile(user.id, name=name) or user
         return user
 
     async def revoke(self, identity: Identity) -> None:
@@ -319,13 +440,19 @@ class AuthService:
             name=name, email=email, password_hash=await self._hash(password), role=role
         )
 
-    async def signin(self, email: str, password: str) -> User:
+    async def signin(self, email: str, password: str, ip: str | None = None) -> User:
+        """The account of `email` if `password` is right; failures count against the account and `ip`, and
+        past their limits the attempt is refused with `rate_limited` before any hashing."""
+        self.throttle.check(email, ip)
         user = await self.users.get_by_email(email)
         bad = ChatwireError(ErrorCode.UNAUTHORIZED, "wrong email or password")
         if user is None or not user.password_hash:
+            self.throttle.failed(email, ip)
             raise bad
         try:
             await asyncio.to_thread(self._hasher.verify, user.password_hash, password)
         except (VerificationError, InvalidHashError) as exc:
+            self.throttle.failed(email, ip)
             raise bad from exc
+        self.throttle.succeeded(email)
         return user

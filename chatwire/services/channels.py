@@ -9,6 +9,7 @@ from chatwire.db.models import Channel, ChannelMessage, User
 from chatwire.db.repos.channels import ChannelRepo
 from chatwire.db.repos.users import UserRepo
 from chatwire.errors import ChatwireError, ErrorCode, forbidden, not_found
+from chatwire.services.auth import ACCESS_ROLES
 from chatwire.services.rooms import Rooms, channel_room, user_room
 from chatwire.util import now_ns
 
@@ -135,7 +136,9 @@ class ChannelService:
         """Put the users' sessions in the channel room and tell each user the channel exists."""
         room = channel_room(channel.id)
         for uid in user_ids:
-            await self.rooms.add_user(uid, room)
+            member = await self.users.get(uid)
+            if member is not None and member.role in ACCESS_ROLES:  # a pending account's sessions stay out
+                await self.rooms.add_user(uid, room)
             await self.broker.emit(
                 CHANNEL_EVENT,
                 {

@@ -21,7 +21,7 @@ from chatwire.db.repos.notes import NoteRepo
 from chatwire.db.repos.users import UserRepo
 from chatwire.metrics import Metrics
 from chatwire.services.api_keys import ApiKeyService
-from chatwire.services.auth import AuthService
+from chatwire.services.auth import AuthService, SigninThrottle
 from chatwire.services.channels import ChannelService
 from chatwire.services.chats import ChatService
 from chatwire.services.collab import CollabService
@@ -94,12 +94,20 @@ class Services:
             token_ttl=settings.token_ttl_seconds,
             external=ExternalVerifier.from_settings(settings),
             external_default_role=settings.external_default_role,
+            external_namespace=settings.external_issuer or None,
+            throttle=SigninThrottle(
+                settings.signin_account_attempts, settings.signin_ip_attempts, settings.signin_window_seconds
+            ),
         )
         auth.provisioned_hooks.append(channels.join_public_channels)
         notes = NoteService(NoteRepo(db), broker, rooms, users)
         docs: DocStore = docstore if docstore is not None else SqlDocStore(db)
         chat_repo = ChatRepo(db)
-        writer = MessageWriter(MessageStore(db), flush_interval=settings.persist_flush_interval)
+        writer = MessageWriter(
+            MessageStore(db),
+            flush_interval=settings.persist_flush_interval,
+            database_answers=db.answers,
+        )
         events = ChatEvents(broker, sessions, writer, settings.event_call_timeout)
         tasks = TaskRegistry()
         upstream = (

@@ -6,6 +6,7 @@ issuing app's job (short expiries); chatwire's sign-out still blocks a token id 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +16,29 @@ import jwt
 
 from chatwire.config import Settings
 from chatwire.errors import ChatwireError, ErrorCode
+from chatwire.util import text_problem
 
 MAX_USER_ID = 64  # users.id is String(64)
 ROLES = ("admin", "user", "pending")
+# Ids no account may have: `system` acts for the server API (channels it creates are managed by it).
+RESERVED_USER_IDS = frozenset({"system"})
+DEFAULT_NAMESPACE = "external"  # the namespace of external ids when no issuer is configured
+
+
+def external_user_id(subject: str, namespace: str) -> str:
+    """The chatwire id of the app's user `subject` in the namespace of one issuer: `{subject}@{namespace}`, or
+    `x-` and a hash of both when that would not fit or be ambiguous. Never a native id (those are UUIDs, with no
+    `@` and no `x-` prefix), never a reserved id, never the id of the same subject of another issuer."""
+    if "@" not in namespace and len(subject) + 1 + len(namespace) <= MAX_USER_ID:
+        return f"{subject}@{namespace}"
+    digest = hashlib.sha256(f"{namespace}\n{subject}".encode()).hexdigest()[:40]
+    return f"x-{digest}"
 
 
 @dataclass(frozen=True)
 class ExternalClaims:
-    """What an external token says about its user, after verification."""
+    """What an external token says about its user, after verification. `user_id` is the app's own id (the
+    token's claim); chatwire's id of that user is `external_user_id(user_id, namespace)`."""
 
     user_id: str
     name: str | None
@@ -51,6 +67,7 @@ class ExternalVerifier:
     def __init__(self, settings: Settings) -> None:
         self.algorithms = list(dict.fromkeys(settings.external_algorithms))
         self.issuer = settings.external_issuer or None
+        self.namespace = settings.external_issuer or DEFAULT_NAMESPACE
         self.audience = settings.external_audience or None
         self.leeway = settings.external_leeway_seconds
         self.id_claim = settings.external_user_id_claim
@@ -156,10 +173,17 @@ class ExternalVerifier:
             raise ChatwireError(
                 ErrorCode.UNAUTHORIZED, f"invalid token: user id must be 1 to {MAX_USER_ID} characters"
             )
+        if text_problem(user_id) is not None:
+            raise ChatwireError(
+                ErrorCode.UNAUTHORIZED, f"invalid token: claim {self.id_claim!r} is not an id"
+            )
 
         def text(claim: str, limit: int) -> str | None:
+            # Claims are JSON, which may carry lone surrogates and NUL: such a name or email is ignored.
             value = claims.get(claim) if claim else None
-            return value.strip()[:limit] or None if isinstance(value, str) else None
+            if not isinstance(value, str) or text_problem(value) is not None:
+                return None
+            return value.strip()[:limit] or None
 
         role = text(self.role_claim, 16)
         jti = claims.get("jti")

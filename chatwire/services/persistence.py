@@ -6,7 +6,11 @@ the shared reducer to a cached copy of the message, then writes ONE UPDATE: the 
 (`content || :suffix`, guarded by the stored length so a retry never appends twice) plus the list and scalar
 fields that changed. It drains on `done`, after a short timer, and at shutdown. Each event is applied once and
 writes happen in order, so the stored message is always a prefix of what was emitted, and an n-byte answer costs
-O(n) bytes written. Database errors are logged, counted and retried with back-off; emission never waits for them.
+O(n) bytes written. Emission never waits for the database. A write that fails because the database is away
+(connection lost, locked, timed out) is retried with back-off for as long as it takes; any other failure is a
+property of the data and would fail forever, so after `max_attempts` tries the batch is given up: events in it that
+hold unstorable text (`text_problem`) are dropped, the rest are queued again on a state reloaded from the row, and
+the loss is logged and counted (`WriterStats.abandoned`). Other writes and readers of the chat never wait on it.
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from chatwire.db.repos.chats import PATCH_COLUMNS, MessageStore
 from chatwire.services.reducer import CONTENT, apply_event, is_persisted_chat, new_message
+from chatwire.util import text_problem
 
 log = logging.getLogger("chatwire.persistence")
 
@@ -40,6 +46,14 @@ class WriterStats:
     bytes_written: int = 0
     failures: int = 0
     dropped: int = 0
+    abandoned: int = 0  # events given up after `max_attempts` failed writes (not a database outage)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a failed write may succeed later unchanged: the database is away, locked or slow."""
+    if isinstance(exc, OSError | TimeoutError | ConnectionError | OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 @dataclass
@@ -56,6 +70,9 @@ class _Slot:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     orphan: bool = False
     task: asyncio.Task[None] | None = None
+    # The events applied to `state`/`chat_dirty` since the last successful write (given up as one batch).
+    batch: list[dict[str, Any]] = field(default_factory=list)
+    retried: bool = False  # `batch` was queued again once after a give-up
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:
@@ -112,8 +129,14 @@ class MessageWriter:
         flush_interval: float = 0.25,
         retry_max_delay: float = 5.0,
         idle_seconds: float = 30.0,
+        max_attempts: int = 4,
+        database_answers: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
+        self.max_attempts = max_attempts
+        # Asked before a failure counts towards giving up: while the database does not answer at all, the
+        # failure is an outage whatever the driver called it, and the write waits for it to come back.
+        self.database_answers = database_answers
         self.flush_interval = flush_interval
         self.retry_max_delay = retry_max_delay
         self.idle_seconds = idle_seconds
@@ -219,14 +242,23 @@ class MessageWriter:
 
     async def _drain(self, slot: _Slot) -> None:
         delay = 0.05
+        attempts = 0
         while True:
             try:
                 await self._write(slot)
+                slot.batch.clear()
+                slot.retried = False
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.stats.failures += 1
+                attempts += 1
+                if not _transient(exc) and attempts >= self.max_attempts:
+                    if self.database_answers is None or await self._answers():
+                        self._give_up(slot, exc)
+                        return
+                    attempts = 0  # an outage after all
                 log.warning(
                     "message write failed; retrying",
                     extra={
@@ -238,6 +270,45 @@ class MessageWriter:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_delay)
+
+    async def _answers(self) -> bool:
+        assert self.database_answers is not None
+        try:
+            return await asyncio.wait_for(self.database_answers(), 5)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False
+
+    def _give_up(self, slot: _Slot, exc: Exception) -> None:
+        """Isolate a batch that cannot be written: forget what it changed (the state reloads from the row), drop
+        its events with unstorable text and queue the others again, once; a second failure drops them all."""
+        batch, slot.batch = slot.batch, []
+        if not batch:  # the failure came before the events were applied (loading the row): they are the batch
+            batch = list(slot.pending)
+            slot.pending.clear()
+        keep = [] if slot.retried else [e for e in batch if text_problem(e) is None]
+        lost = len(batch) - len(keep)
+        slot.state = None
+        slot.stored_content = ""
+        slot.dirty.clear()
+        slot.chat_dirty.clear()
+        slot.retried = bool(keep)
+        slot.pending.extendleft(reversed(keep))
+        self.stats.abandoned += lost
+        log.error(
+            "message write given up; events not persisted",
+            extra={
+                "chat_id": slot.chat_id,
+                "message_id": slot.message_id,
+                "events": lost,
+                "requeued": len(keep),
+                "error": repr(exc)[:300],
+            },
+        )
+        if keep:
+            slot.wake.set()
+            slot.urgent.set()
 
     async def _write(self, slot: _Slot) -> None:
         if slot.message_id == CHAT_SLOT:
@@ -270,6 +341,7 @@ class MessageWriter:
         run: list[str] = []
         for _ in range(len(slot.pending)):
             event = slot.pending.popleft()
+            slot.batch.append(event)
             piece = _plain_delta(event)
             if piece is not None:
                 run.append(piece)
@@ -286,7 +358,9 @@ class MessageWriter:
 
     async def _write_chat(self, slot: _Slot) -> None:
         for _ in range(len(slot.pending)):
-            slot.chat_dirty.update(apply_event({}, slot.pending.popleft()).chat)
+            event = slot.pending.popleft()
+            slot.batch.append(event)
+            slot.chat_dirty.update(apply_event({}, event).chat)
         if not slot.chat_dirty:
             return
         started = time.perf_counter()

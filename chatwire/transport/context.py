@@ -16,9 +16,10 @@ from chatwire.backends.sessions import SessionInfo
 from chatwire.db.models import User
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.protocol import MAX_NESTING
+from chatwire.services.auth import has_access
 from chatwire.services.container import Services
 from chatwire.transport.limits import IpLimiter
-from chatwire.util import nested_deeper_than
+from chatwire.util import LONE_SURROGATE, NUL_TEXT, has_nul_escape, nested_deeper_than, text_problem
 
 log = logging.getLogger("chatwire.socket")
 
@@ -107,20 +108,38 @@ class Context:
             )
         )
 
-    def require_user(self, sid: str) -> User:
+    def is_authenticated(self, sid: str) -> bool:
+        """Whether session `sid` of this process has proved a user (connect token or user-join)."""
+        st = self.local.get(sid)
+        return st is not None and st.user is not None
+
+    def require_user(self, sid: str, *, access: bool = True) -> User:
+        """The session's user; with `access` (every event but heartbeat), one whose role may use the service:
+        a `pending` account gets its own `user:` room and nothing else."""
         st = self.local.get(sid)
         if st is None or st.user is None:
             raise ChatwireError(
                 ErrorCode.UNAUTHORIZED, "authenticate first (connect with auth.token or user-join)"
             )
+        if access and not has_access(st.user):
+            raise ChatwireError(ErrorCode.FORBIDDEN, "account pending approval")
         return st.user
 
 
 def payload_size(data: Any) -> int:
+    return measure(data)[0]
+
+
+def measure(data: Any) -> tuple[int, str | None]:
+    """The payload's encoded size and why its text cannot be stored (`text_problem`), from one orjson pass
+    for JSON payloads (binary ones, which orjson refuses, are measured by their repr and checked apart)."""
     try:
-        return len(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
-    except TypeError:
-        return len(repr(data))
+        encoded = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError as exc:
+        if "surrogates" in str(exc):
+            return len(repr(data)), LONE_SURROGATE
+        return len(repr(data)), text_problem(data)
+    return len(encoded), (NUL_TEXT if b"\\u0000" in encoded and has_nul_escape(encoded) else None)
 
 
 Handler = Callable[[Context, str, Any], Awaitable[Any]]
@@ -152,10 +171,13 @@ def socket_handler(
                     raise ChatwireError(
                         ErrorCode.INVALID_PAYLOAD, f"payload nested more than {MAX_NESTING} levels deep"
                     )
-                if payload_size(data) > ctx.settings.max_payload_bytes:
+                size, problem = measure(data)
+                if size > ctx.settings.max_payload_bytes:
                     raise ChatwireError(
                         ErrorCode.PAYLOAD_TOO_LARGE, f"payload over {ctx.settings.max_payload_bytes} bytes"
                     )
+                if problem is not None:
+                    raise ChatwireError(ErrorCode.INVALID_PAYLOAD, problem)
                 payload = model.model_validate(data) if model is not None else data
                 return await fn(ctx, sid, payload)
             except ChatwireError as exc:

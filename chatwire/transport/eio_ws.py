@@ -258,6 +258,12 @@ class LeanWebSocket:
         finally:
             self.task = None
         await sock.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+        # The read-timeout wheel holds this object until its deadline (up to ping interval + timeout later):
+        # through it nothing of the connection may stay alive (uvicorn's protocol keeps its parser and the last
+        # frame read, up to the frame limit: a flood of short connections would otherwise pin them all).
+        self.receive = None
+        self.asgi_send = None
+        self.sock = None
 
     async def _upgrade(self) -> bool:
         """The polling-to-websocket switch: answer the probe, end the pending poll, wait for UPGRADE."""

@@ -36,6 +36,7 @@ def create_sio(
             settings.slow_reader_backlog_events,
             settings.slow_reader_backlog_bytes,
         ),
+        attachment_limits=(settings.max_attachments, settings.max_attachment_bytes),
         # Logs events to recoverable rooms and adds offsets (connection state recovery, see recovery.py).
         cors_allowed_origins=cors,
         transports=list(settings.transports),
@@ -58,6 +59,8 @@ class Realtime:
         self.sio = sio
         self.services = services
         self.ctx = Context(services)
+        if hasattr(sio, "is_authenticated"):
+            sio.is_authenticated = self.ctx.is_authenticated
         self._task: asyncio.Task[None] | None = None
         session.register(sio, self.ctx)
         channels.register(sio, self.ctx)

@@ -10,7 +10,7 @@ import socketio
 
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.protocol import JoinChannels, JoinNote, Usage, UserJoin
-from chatwire.services.auth import Identity
+from chatwire.services.auth import Identity, has_access
 from chatwire.services.rooms import note_room, user_room
 from chatwire.transport.context import Context, socket_handler
 from chatwire.transport.limits import client_ip
@@ -95,7 +95,8 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
         identity = await services.auth.authenticate(payload.auth.token)
         await authenticate_session(ctx, sio, sid, identity)
         user = identity.user
-        rooms = await services.channels.room_names_for(user.id)
+        # A pending account hears its own user room only (approval, sign-out), no channel.
+        rooms = await services.channels.room_names_for(user.id) if has_access(user) else []
         for room in rooms:
             await services.broker.enter_room(sid, room)
         ack: dict[str, Any] = {"id": user.id, "name": user.name}
@@ -126,7 +127,7 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
     @sio.on("heartbeat")
     @socket_handler(ctx, "heartbeat")
     async def heartbeat(ctx: Context, sid: str, _payload: Any) -> None:
-        user = ctx.require_user(sid)
+        user = ctx.require_user(sid, access=False)
         await services.presence.heartbeat(sid, user.id)
 
     @sio.on("usage")

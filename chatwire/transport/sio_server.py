@@ -114,6 +114,16 @@ class LeanQueue:
                     self._getters = None
         return self.get_nowait()
 
+    def keep_only(self, keep: Callable[[Any], bool]) -> None:
+        """Drop the waiting items for which `keep` is false (counted as done)."""
+        items = self._items
+        if not items:
+            return
+        kept = [item for item in items if keep(item)]
+        for _ in range(len(items) - len(kept)):
+            self.task_done()
+        self._items = deque(kept) if kept else None
+
     def _wake_one(self) -> None:
         for waiter in self._getters or ():
             if not waiter.done():
@@ -162,9 +172,20 @@ class ChatwireServer(socketio.AsyncServer):  # type: ignore[misc]
         *args: Any,
         fast_path: bool = True,
         fast_path_limits: tuple[int, int, int] | None = None,
+        attachment_limits: tuple[int, int] = (16, 1 << 20),
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # Binary attachments of one packet: at most this many, of at most this many bytes in all. Checked on the
+        # announcement (its count) and before each attachment is kept, so nothing past the limit is buffered.
+        self.max_attachments, self.max_attachment_bytes = attachment_limits
+        self._attachment_bytes: dict[str, int] = {}
+        # Binary frames still to be thrown away after a refused packet, by Engine.IO session.
+        self._discard: dict[str, int] = {}
+        # Whether a Socket.IO session has authenticated (set by the transport): anonymous ones over a limit are
+        # disconnected, authenticated ones get an error ack and keep their connection.
+        self.is_authenticated: Callable[[str], bool] = lambda _sid: False
+        self.attachments_refused = 0
         high, items, size = fast_path_limits or (1 << 20, 1000, 8 << 20)
         self.fastpath = FastPath(self, high_water=high, max_backlog=items, max_backlog_bytes=size)
         self.fast_enabled = fast_path
@@ -194,16 +215,110 @@ class ChatwireServer(socketio.AsyncServer):  # type: ignore[misc]
         await super()._handle_event(eio_sid, namespace, id, data)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        """A Socket.IO packet that does not decode (bad JSON, wrong shape, an attachment nobody announced) is
-        dropped with one log line; the connection stays open, as for any other refused input."""
+        """A Socket.IO packet that does not decode (bad JSON, text that is not encodable UTF-8, wrong shape, an
+        attachment nobody announced) is dropped with one log line and, when it asked for an ack, answered with
+        `invalid_payload`; the connection stays open, as for any other refused input. Binary attachments are
+        held to the per-packet limits before they are kept."""
+        if isinstance(data, bytes | bytearray | memoryview):
+            if await self._guard_attachment(eio_sid, len(data)):
+                return
+        elif isinstance(data, str) and data[:1] in ("5", "6"):
+            count = _attachment_count(data)
+            if count is not None and count > self.max_attachments:
+                await self._refuse_binary(
+                    eio_sid, data, count, f"more than {self.max_attachments} binary attachments in one packet"
+                )
+                return
+            self._attachment_bytes.pop(eio_sid, None)
         try:
             await super()._handle_eio_message(eio_sid, data)
         except MALFORMED as exc:
             self._binary_packet.pop(eio_sid, None)
+            self._attachment_bytes.pop(eio_sid, None)
             log.info(
                 "malformed Socket.IO packet dropped",
                 extra={"eio_sid": eio_sid, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"},
             )
+            if isinstance(data, str):
+                await self._ack_error(eio_sid, data, "payload is not valid JSON of encodable text")
+        if eio_sid not in self._binary_packet:
+            self._attachment_bytes.pop(eio_sid, None)
+
+    async def _guard_attachment(self, eio_sid: str, size: int) -> bool:
+        """Whether a binary frame is thrown away: it belongs to a refused packet, or it would take the packet
+        over its byte limit (then the packet is refused)."""
+        left = self._discard.get(eio_sid)
+        if left is not None:
+            if left <= 1:
+                del self._discard[eio_sid]
+            else:
+                self._discard[eio_sid] = left - 1
+            return True
+        pkt = self._binary_packet.get(eio_sid)
+        if pkt is None:
+            return False  # nobody announced it: python-socketio refuses it as malformed
+        total = self._attachment_bytes.get(eio_sid, 0) + size
+        if total <= self.max_attachment_bytes:
+            self._attachment_bytes[eio_sid] = total
+            return False
+        del self._binary_packet[eio_sid]
+        self._attachment_bytes.pop(eio_sid, None)
+        left = pkt.attachment_count - len(pkt.attachments) - 1
+        pkt.attachments.clear()  # freed now, whatever may still reference the packet
+        await self._refuse_binary(
+            eio_sid,
+            None,
+            left,
+            f"binary attachments over {self.max_attachment_bytes} bytes in one packet",
+            pkt=pkt,
+        )
+        return True
+
+    async def _refuse_binary(
+        self, eio_sid: str, header: str | None, left: int, reason: str, pkt: Any = None
+    ) -> None:
+        """Refuse a binary packet over the limits: an anonymous session is disconnected; an authenticated one
+        gets `payload_too_large` (when it asked for an ack) and its remaining attachments are thrown away."""
+        namespace = (pkt.namespace if pkt is not None else None) or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        self.attachments_refused += 1
+        if sid is None or not self.is_authenticated(sid):
+            log.info(
+                "binary packet over the limits; anonymous connection closed",
+                extra={"eio_sid": eio_sid, "reason": reason},
+            )
+            self._discard.pop(eio_sid, None)
+            await self.eio.disconnect(eio_sid)
+            return
+        log.info(
+            "binary packet over the limits refused", extra={"eio_sid": eio_sid, "sid": sid, "reason": reason}
+        )
+        if left > 0:
+            self._discard[eio_sid] = left
+        if pkt is not None:
+            ack_id, ns = pkt.id, namespace
+        else:
+            ack_id, ns = _ack_target(header or "")
+        if ack_id is not None:
+            error = {"error": {"code": "payload_too_large", "message": reason}}
+            await self._send_packet(
+                eio_sid, self.packet_class(sio_packet.ACK, namespace=ns, id=ack_id, data=[error])
+            )
+
+    async def _ack_error(self, eio_sid: str, data: str, reason: str) -> None:
+        """Answer a refused event packet with an `invalid_payload` ack when it carried an ack id."""
+        if data[:1] not in ("2", "5"):
+            return
+        ack_id, ns = _ack_target(data)
+        if ack_id is None:
+            return
+        sid = self.manager.sid_from_eio_sid(eio_sid, ns)
+        if sid is None or not self.manager.is_connected(sid, ns):
+            return
+        error = {"error": {"code": "invalid_payload", "message": reason}}
+        await self._send_packet(
+            eio_sid, self.packet_class(sio_packet.ACK, namespace=ns, id=ack_id, data=[error])
+        )
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return LeanEngineIO
@@ -224,7 +339,43 @@ class ChatwireServer(socketio.AsyncServer):  # type: ignore[misc]
         try:
             await super()._handle_eio_disconnect(eio_sid, reason)
         finally:
+            # Engine.IO's service task keeps closed sockets in its list for up to a ping timeout: through the
+            # queue's flush hook they would keep the websocket protocol alive, with its parser and last frame.
+            queue = getattr(self.eio.sockets.get(eio_sid), "queue", None)
+            if isinstance(queue, LeanQueue) and queue.before_put is not None:
+                queue.before_put()  # what the fast path gathered still goes out before Engine.IO's CLOSE
+                queue.before_put = None
             self.fastpath.forget(eio_sid)
+            self._attachment_bytes.pop(eio_sid, None)
+            self._discard.pop(eio_sid, None)
+            self._binary_packet.pop(eio_sid, None)
+
+
+def _attachment_count(data: str) -> int | None:
+    """The attachment count a binary packet (`5<n>-...`, `6<n>-...`) announces, read before any decoding."""
+    dash = data.find("-", 1, 24)
+    digits = data[1:dash] if dash > 0 else ""
+    return int(digits) if digits.isdigit() else None
+
+
+def _ack_target(data: str) -> tuple[int | None, str]:
+    """The ack id and namespace in the header of an encoded event packet (`2/ns,12[...]`, `51-12[...]`)."""
+    i = 1
+    if data[:1] in ("5", "6"):
+        dash = data.find("-", 1, 24)
+        if dash < 0:
+            return None, "/"
+        i = dash + 1
+    namespace = "/"
+    if data[i : i + 1] == "/":
+        comma = data.find(",", i, i + 256)
+        if comma < 0:
+            return None, "/"
+        namespace, i = data[i:comma], comma + 1
+    j = i
+    while j < len(data) and j - i < 18 and data[j].isdigit():
+        j += 1
+    return (int(data[i:j]) if j > i else None), namespace
 
 
 class LocalManager(socketio.AsyncManager):  # type: ignore[misc]

@@ -123,6 +123,33 @@ if WebSocketsSansIOProtocol is not None:
             await super().send(message)
             if accepting and self.handshake_complete:
                 self._drop_handshake()
+            if message.get("type") == "websocket.close":
+                self._drop_received()
+
+        def _drop_received(self) -> None:
+            """The app closed the websocket: the messages it has not read yet (up to a frame each) go now; the
+            disconnect message stays for an app that still waits for it."""
+            queue: Any = self.queue
+            if isinstance(queue, LeanQueue):
+                queue.keep_only(lambda m: m.get("type") != "websocket.receive")
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            if self.close_sent:
+                self._drop_received()
+            # The connection's objects reference each other (protocol, Engine.IO socket, session state), so they
+            # go only when the cycle collector runs, which is rare here (app.py `_tune_gc`). What is big among
+            # them goes now: websockets' parser holds the last frame read (up to the frame limit) and its reader
+            # the bytes not parsed yet.
+            conn = getattr(self, "conn", None)
+            parser = getattr(conn, "parser", None)
+            if parser is not None:
+                parser.close()
+            reader = getattr(conn, "reader", None)
+            buffer = getattr(reader, "buffer", None)
+            if isinstance(buffer, bytearray):
+                buffer.clear()
+            self.frames = []
 
         def _drop_handshake(self) -> None:
             """uvicorn reads the handshake's request and response only until the connection is accepted; their

@@ -143,7 +143,7 @@ async def test_readme_app_streams_to_its_user_through_chatwire(tmp_path: Path) -
             base_url=chatwire_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
         ) as cw:
             me = (await cw.get("/api/v1/auths/")).json()
-            assert (me["id"], me["name"], me["role"]) == ("ada", "Ada", "user")
+            assert (me["id"], me["name"], me["role"]) == ("ada@my-app", "Ada", "user")
             message: dict[str, Any] = {}
             for _ in range(100):
                 chat = (await cw.get(f"/api/v1/chats/{chat_id}")).json()
@@ -152,7 +152,7 @@ async def test_readme_app_streams_to_its_user_through_chatwire(tmp_path: Path) -
                     break
                 await asyncio.sleep(0.05)
             assert message["content"] == ANSWER and message["done"] is True and message["role"] == "assistant"
-            assert chat["title"] == "hi?" and chat["user_id"] == "ada"
+            assert chat["title"] == "hi?" and chat["user_id"] == "ada@my-app"
             metrics = (await cw.get("/metrics")).text
             events = len(ANSWER.split(" "))
             assert f'chatwire_events_out_total{{event="events"}} {float(events)}' in metrics

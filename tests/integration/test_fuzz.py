@@ -515,6 +515,8 @@ async def test_fuzzed_rest_routes_are_refused_and_change_nothing(
     user_http = scene.http(scene.ada["token"])
     key_http = httpx.AsyncClient(base_url=fuzz_server.url, headers={"X-API-Key": scene.api_key}, timeout=10)
     try:
+        # Bob's first heartbeat writes his last_active_at: before any snapshot, not during the first target.
+        assert await bob.call("heartbeat", {}) is None
         await fuzz_server.services.writer.flush()
         bystander.start()
         for target in route_targets(scene):
@@ -851,3 +853,163 @@ async def test_deep_nesting_is_refused_before_it_is_stored_or_relayed(fuzz_serve
     assert {k: v for k, v in after.items() if k != "channel_messages"} == {
         k: v for k, v in before.items() if k != "channel_messages"
     }
+
+
+# text that cannot be stored: lone surrogates (not encodable as UTF-8) and NUL characters, at any depth
+
+POISON = ["\udfff", "a\ud800b", "\udc00\ud83d", "x\x00y", "\ud83d"]
+
+
+def poisoned(template: Any) -> list[Any]:
+    """Copies of `template` with one string (or key) made unencodable: every string leaf in turn, a new key in
+    every object, and a poisoned value nested under every object."""
+    variants: list[Any] = []
+
+    def walk(value: Any, rebuild: Callable[[Any], Any]) -> None:
+        if isinstance(value, str):
+            for n, bad in enumerate(POISON):
+                variants.append(rebuild(value + bad if n % 2 else bad))
+        elif isinstance(value, dict):
+            variants.append(rebuild({**value, POISON[len(variants) % len(POISON)]: 1}))
+            variants.append(rebuild({**value, "deep": {"a": [{"b": POISON[len(variants) % len(POISON)]}]}}))
+            for key, item in value.items():
+                walk(item, lambda new, key=key, value=value: rebuild({**value, key: new}))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, lambda new, i=i, value=value: rebuild([*value[:i], new, *value[i + 1 :]]))
+
+    walk(template, lambda new: new)
+    return variants
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able: bytes become arrays of integers (the Yjs wire form of the original client)."""
+    if isinstance(value, bytes):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+async def _ack_frame(sock: RawSocket, ack_id: int) -> bytes | None:
+    """The ack frame of `ack_id` (other frames, such as events to the user, are skipped); None if none came."""
+    while True:
+        try:
+            frame = await sock.recv(timeout=5)
+        except TimeoutError:
+            return None
+        if frame is None or frame.startswith(f"43{ack_id}[".encode()):
+            return frame
+
+
+async def others_views_answer(scene: Scene) -> list[str]:
+    """Every shared view of another member (Bob) and the owner's chat still answers 200."""
+    wrong = []
+    async with scene.http(scene.bob["token"]) as bob, scene.http(scene.ada["token"]) as ada:
+        for http, path in (
+            (bob, "/api/v1/channels/"),
+            (bob, f"/api/v1/channels/{scene.channel_id}"),
+            (bob, f"/api/v1/channels/{scene.channel_id}/messages"),
+            (bob, f"/api/v1/channels/{scene.channel_id}/messages/{scene.message_id}/thread"),
+            (bob, "/api/v1/notes/"),
+            (ada, f"/api/v1/notes/{scene.note_id}"),
+            (ada, f"/api/v1/chats/{scene.chat_id}"),
+            (ada, "/api/v1/chats/"),
+            (ada, "/api/v1/users/"),
+        ):
+            try:
+                r = await asyncio.wait_for(http.get(path), 10)
+            except TimeoutError:
+                wrong.append(f"GET {path}: no answer in 10 s")
+                continue
+            if r.status_code != 200:
+                wrong.append(f"GET {path}: {r.status_code} {r.text[:200]}")
+    return wrong
+
+
+async def test_unencodable_text_on_every_route_and_event_is_refused_and_stores_nothing(
+    fuzz_server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lone surrogates pass any JSON parser but no UTF-8 encoder: stored, they made every shared view that
+    includes them answer 500 (channel history, note list, channel list) and the chat writer retry forever. Each
+    string of every REST body and socket payload in turn, new keys and nested values: refused with
+    `invalid_payload`, nothing stored, and the other users' views answer afterwards."""
+    caplog.set_level(logging.WARNING)
+    scene = await make_scene(fuzz_server)
+    db = fuzz_server.services.db
+    wrong: list[str] = []
+    sent = 0
+    sock = await RawSocket.open(fuzz_server.url)
+    sock.send_text("40" + json.dumps({"token": scene.ada["token"]}))
+    sock.send_text('420["heartbeat",{}]')  # its one write of last_active_at happens before the snapshot
+    await sock.writer.drain()
+    assert (await sock.recv() or b"").startswith(b"40{")
+    assert (await sock.recv() or b"").startswith(b"430")
+    await fuzz_server.services.writer.flush()
+    before = await snapshot(db)
+    user_http = scene.http(scene.ada["token"])
+    key_http = httpx.AsyncClient(base_url=fuzz_server.url, headers={"X-API-Key": scene.api_key}, timeout=10)
+    try:
+        for target in route_targets(scene):
+            http = key_http if target.key else user_http
+            if target.fuzz_path:
+                # Paths and query strings are bytes: an encoded surrogate is invalid UTF-8, never a 500.
+                for value in ("%ED%B3%BF", "a%ED%A0%80b", "%00", "%C0%80"):
+                    path = target.path.replace("{x}", f"x={value}" if "?{x}" in target.path else value)
+                    r = await http.request(target.method, path)
+                    sent += 1
+                    if r.status_code >= 500 or (r.status_code >= 400 and "code" not in _json(r)):
+                        wrong.append(f"{target.method} {path}: {r.status_code} {r.text[:200]}")
+                continue
+            for body in poisoned(target.template):
+                r = await http.request(
+                    target.method,
+                    target.path,
+                    content=json.dumps(body).encode(),  # escapes: "\udfff" is valid JSON text
+                    headers={"content-type": "application/json"},
+                )
+                sent += 1
+                if not 400 <= r.status_code < 500 or _json(r).get("code") != "invalid_payload":
+                    wrong.append(
+                        f"{target.method} {target.path} {_short(body)}: {r.status_code} {r.text[:200]}"
+                    )
+        SENT["rest unencodable"] = sent
+        # Socket events, by hand (python-socketio's encoder here is orjson, which refuses to send them).
+        events = 0
+        for target in event_targets(scene):
+            for payload in [*poisoned(_plain(target.template)), ["\udfff"], "\udfff"]:
+                events += 1
+                sock.send_text(f"42{events}" + json.dumps([target.event, payload]))
+                await sock.writer.drain()
+                frame = await _ack_frame(sock, events)
+                if (
+                    frame is None
+                    or not frame.startswith(f"43{events}[".encode())
+                    or b"invalid_payload" not in frame
+                ):
+                    wrong.append(f"socket {target.event} {_short(payload)}: {frame!r:.200}")
+        sock.send_text('42999999["heartbeat",{}]')
+        await sock.writer.drain()
+        assert await _ack_frame(sock, 999999) is not None, "the session stopped answering"
+        sock.close()
+        SENT["socket unencodable"] = events
+        await fuzz_server.services.writer.flush()
+        after = await snapshot(db)
+        changed = [table for table in after if after[table] != before.get(table)]
+        if changed:
+            wrong.append(f"stored data changed: {changed}")
+        wrong += await others_views_answer(scene)
+        assert not wrong, f"{len(wrong)} wrong:\n" + "\n".join(wrong[:40])
+        bob = await RecordingClient(fuzz_server.url).connect(scene.bob["token"])
+        try:
+            await still_serving(scene, bob)
+        finally:
+            await bob.close()
+    finally:
+        await user_http.aclose()
+        await key_http.aclose()
+    assert not wrong, f"{len(wrong)} wrong:\n" + "\n".join(wrong[:40])
+    no_crash_logged(caplog)
+    print(f"\nunencodable text: {SENT['rest unencodable']} REST requests, {events} socket events")

@@ -101,10 +101,15 @@ async def test_hs256_token_provisions_user_once_and_own_tokens_still_work(
     token = jwt.encode(claims(), APP_SECRET, algorithm="HS256")
     identity = await auth.authenticate(token)
     user = identity.user
-    assert (user.id, user.name, user.email, user.role) == ("app-user-1", "Ada", "ada@app.example", "user")
+    assert (user.id, user.name, user.email, user.role) == (
+        "app-user-1@https://app.example",
+        "Ada",
+        "ada@app.example",
+        "user",
+    )
     assert user.password_hash is None
     again = await auth.authenticate(jwt.encode(claims(name="Ada L."), APP_SECRET, algorithm="HS256"))
-    assert again.user.id == "app-user-1" and again.user.name == "Ada L."
+    assert again.user.id == "app-user-1@https://app.example" and again.user.name == "Ada L."
     assert await UserRepo(db).count() == 1
 
     own_user = await auth.signup("Bob", "bob@example.com", "pw-xxxxxxxx")
@@ -117,13 +122,13 @@ async def test_rs256_with_pem_text_and_pem_path(db: Database, tmp_path: Path) ->
     auth = auth_for(
         db, settings_for(tmp_path, external_algorithms=["RS256"], external_public_key=pem_public(RSA_KEY))
     )
-    assert (await auth.authenticate(token)).user.id == "rsa-user"
+    assert (await auth.authenticate(token)).user.id == "rsa-user@https://app.example"
     path = tmp_path / "app.pub.pem"
     path.write_text(pem_public(RSA_KEY))
     by_path = auth_for(
         db, settings_for(tmp_path, external_algorithms=["RS256"], external_public_key=str(path))
     )
-    assert (await by_path.authenticate(token)).user.id == "rsa-user"
+    assert (await by_path.authenticate(token)).user.id == "rsa-user@https://app.example"
     forged = jwt.encode(claims(sub="rsa-user"), pem_private(RSA_OTHER), algorithm="RS256")
     assert "bad signature" in await refused(auth, forged)
 
@@ -137,7 +142,7 @@ async def test_es256_with_jwks_file_chooses_key_by_kid(db: Database, tmp_path: P
     jwks.write_text(json.dumps({"keys": keys}))
     auth = auth_for(db, settings_for(tmp_path, external_algorithms=["ES256"], external_jwks_file=jwks))
     token = jwt.encode(claims(sub="ec-user"), pem_private(EC_KEY), algorithm="ES256", headers={"kid": "k2"})
-    assert (await auth.authenticate(token)).user.id == "ec-user"
+    assert (await auth.authenticate(token)).user.id == "ec-user@https://app.example"
     wrong_kid = jwt.encode(
         claims(sub="ec-user"), pem_private(EC_KEY), algorithm="ES256", headers={"kid": "k1"}
     )
@@ -151,7 +156,7 @@ async def test_es256_with_jwks_file_chooses_key_by_kid(db: Database, tmp_path: P
     jwks.write_text(json.dumps({"keys": [*keys, {**jwk, "kid": "k3", "alg": "ES256"}]}))
     os.utime(jwks, (time.time() + 5, time.time() + 5))
     fresh = jwt.encode(claims(sub="ec-user"), pem_private(rotated), algorithm="ES256", headers={"kid": "k3"})
-    assert (await auth.authenticate(fresh)).user.id == "ec-user"
+    assert (await auth.authenticate(fresh)).user.id == "ec-user@https://app.example"
 
 
 def signer(alg: str, tmp_path: Path) -> tuple[dict[str, Any], Any, Any, dict[str, str]]:
@@ -193,7 +198,7 @@ async def test_bad_external_tokens_are_refused_and_provision_nothing(
     )
     assert await UserRepo(db).count() == 0
     good = await auth.authenticate(jwt.encode(claims(), key, algorithm=alg, headers=headers))
-    assert good.user.id == "app-user-1"
+    assert good.user.id == "app-user-1@https://app.example"
 
 
 async def test_id_claim_mapping_role_and_taken_email(db: Database, tmp_path: Path) -> None:
@@ -213,7 +218,7 @@ async def test_id_claim_mapping_role_and_taken_email(db: Database, tmp_path: Pat
         algorithm="HS256",
     )
     user = (await auth.authenticate(token)).user
-    assert user.id == "42" and user.role == "admin"
+    assert user.id == "42@external" and user.role == "admin"
     assert user.email != taken.email and user.email.endswith("@external.invalid")
     odd_role = jwt.encode(
         {"id": "43", "role": "superuser", "exp": int(time.time()) + 60}, APP_SECRET, algorithm="HS256"
