@@ -39,6 +39,11 @@ async def get_channel(channel_id: str, user: UserDep, services: ServicesDep) -> 
     return await services.channels.get_for(channel_id, user)
 
 
+@router.get("/{channel_id}/members")
+async def channel_members(channel_id: str, user: UserDep, services: ServicesDep) -> dict[str, Any]:
+    return await services.channels.members(channel_id, user, services.presence.online)
+
+
 @router.post("/{channel_id}/update/members/add")
 async def add_members(
     channel_id: str, form: UserIdsForm, user: UserDep, services: ServicesDep

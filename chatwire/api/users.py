@@ -1,4 +1,5 @@
-"""/api/v1/users: the user list (admin), as chatwire's plain list or Open WebUI's paged `{users, total}`."""
+"""/api/v1/users: the user list (admin), as chatwire's plain list or Open WebUI's paged `{users, total}`, and the
+directory every signed-in user may search."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 
-from chatwire.api.deps import MAX_SKIP, AdminDep, ServicesDep
+from chatwire.api.deps import MAX_SKIP, AdminDep, ServicesDep, UserDep
 from chatwire.services.auth import user_json
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -14,6 +15,21 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"])
 # Open WebUI's admin page shows this many users a page.
 PAGE_SIZE = 30
 MAX_PAGE = MAX_SKIP // PAGE_SIZE
+
+
+@router.get("/search")
+async def search_users(
+    user: UserDep,
+    services: ServicesDep,
+    query: str = Query("", max_length=100),
+    page: int = Query(1, ge=1, le=10_000),
+) -> dict[str, Any]:
+    return await services.directory.search(user, query, page)
+
+
+@router.get("/{user_id}/info")
+async def user_info(user_id: str, user: UserDep, services: ServicesDep) -> dict[str, Any]:
+    return await services.directory.info(user, user_id)
 
 
 @router.get("/", response_model=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chatwire.backends.broker import Broker
@@ -213,6 +214,36 @@ class ChannelService:
         """A new account joins every standard, non-private channel: those are open to all users."""
         for channel in await self.repo.list_public():
             await self.repo.add_members(channel.id, [user.id])
+
+    async def members(
+        self, channel_id: str, user: User, online: Callable[[list[str]], Awaitable[set[str]]]
+    ) -> dict[str, Any]:
+        """The members of a channel the caller belongs to, by name, each with `is_active` (`online` says which
+        ids have a live session now); no emails (members need not know each other's)."""
+        await self.require_member(channel_id, user)
+        ids = await self.repo.member_ids(channel_id)
+        members = await self.users.get_many(ids)
+        online_ids = await online(ids)
+        members.sort(key=lambda u: (u.name.lower(), u.id))
+        return {
+            "users": [{**user_brief(u), "is_active": u.id in online_ids} for u in members],
+            "total": len(members),
+        }
+
+    async def announce_presence(self, user_id: str, name: str, role: str, *, online: bool) -> None:
+        """Tell each channel of the user that the user came online or went offline."""
+        actor = {"id": user_id, "name": name, "role": role}
+        for channel_id in await self.repo.channel_ids_for_user(user_id):
+            await self.broker.emit(
+                CHANNEL_EVENT,
+                {
+                    "channel_id": channel_id,
+                    "message_id": None,
+                    "data": {"type": "presence", "data": {"user_id": user_id, "online": online}},
+                    "user": actor,
+                },
+                room=channel_room(channel_id),
+            )
 
     async def room_names_for(self, user_id: str) -> list[str]:
         return [channel_room(cid) for cid in await self.repo.channel_ids_for_user(user_id)]

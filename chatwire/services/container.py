@@ -26,6 +26,7 @@ from chatwire.services.channels import ChannelService
 from chatwire.services.chats import ChatService
 from chatwire.services.collab import CollabService
 from chatwire.services.completions import CompletionService
+from chatwire.services.directory import UserDirectory
 from chatwire.services.events import ChatEvents
 from chatwire.services.external_auth import ExternalVerifier
 from chatwire.services.models import DemoModel, OpenAIUpstream
@@ -51,6 +52,7 @@ class Services:
     chats: ChatService
     notes: NoteService
     presence: PresenceService
+    directory: UserDirectory
     api_keys: ApiKeyService
     server_api: ServerApiService
     metrics: Metrics
@@ -138,7 +140,8 @@ class Services:
             channels=channels,
             chats=chats,
             notes=notes,
-            presence=PresenceService(sessions, users),
+            presence=PresenceService(sessions, users, channels),
+            directory=UserDirectory(users, sessions),
             host_id=host_id,
             lock=lock,
             bus=bus,

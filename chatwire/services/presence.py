@@ -5,18 +5,48 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chatwire.backends.sessions import SessionStore
+from chatwire.backends.sessions import SessionInfo, SessionStore
+from chatwire.db.models import User
 from chatwire.db.repos.users import UserRepo
+from chatwire.services.channels import ChannelService
 from chatwire.util import now_s
 
 LAST_ACTIVE_WRITE_INTERVAL = 60.0
 
 
 class PresenceService:
-    def __init__(self, sessions: SessionStore, users: UserRepo) -> None:
+    def __init__(
+        self, sessions: SessionStore, users: UserRepo, channels: ChannelService | None = None
+    ) -> None:
         self.sessions = sessions
         self.users = users
+        # Told when a user comes online or goes offline, to announce it in the user's channels.
+        self.channels = channels
         self._last_write: dict[str, float] = {}
+
+    async def session_started(self, user: User) -> None:
+        """A new session was registered: if it is the user's only live one in the (fleet-wide) store, the user
+        has just come online."""
+        if self.channels is not None and len(await self.sessions.sids_of(user.id)) == 1:
+            await self.channels.announce_presence(user.id, user.name, user.role, online=True)
+
+    async def sessions_ended(self, ended: list[SessionInfo]) -> None:
+        """Sessions were removed (disconnect) or expired (TTL): each of their users with no live session left
+        anywhere has gone offline."""
+        if self.channels is None:
+            return
+        seen: set[str] = set()
+        for info in ended:
+            if info.user_id in seen:
+                continue
+            seen.add(info.user_id)
+            if not await self.sessions.sids_of(info.user_id):
+                await self.channels.announce_presence(info.user_id, info.name, info.role, online=False)
+
+    async def online(self, user_ids: list[str]) -> set[str]:
+        """Which of `user_ids` have a live session on any process."""
+        wanted = set(user_ids)
+        return wanted & set(await self.sessions.online_user_ids())
 
     async def heartbeat(self, sid: str, user_id: str) -> None:
         """Refresh the session's TTL; write the user's last_active_at at most once a minute."""

@@ -138,7 +138,8 @@ class Realtime:
                 for sid in await self.services.sessions.touch(live):
                     await self._reregister(sid)
                 if await lock.acquire(CLEANUP_LOCK, owner, interval * 3):
-                    await self.services.sessions.purge_expired()
+                    expired = await self.services.sessions.purge_expired()
+                    await self.services.presence.sessions_ended(expired)
             except asyncio.CancelledError:
                 raise
             except Exception:

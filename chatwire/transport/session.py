@@ -30,10 +30,16 @@ async def authenticate_session(ctx: Context, sio: socketio.AsyncServer, sid: str
             raise ChatwireError(
                 ErrorCode.TOO_MANY_CONNECTIONS, f"this user already has {limit} live connections"
             )
+    new = st.user is None
     st.user = identity.user
     st.jti = identity.jti
     await ctx.register_session(sid)
     await ctx.services.broker.enter_room(sid, user_room(identity.user.id))
+    if new:
+        try:
+            await ctx.services.presence.session_started(identity.user)
+        except Exception:
+            log.exception("presence announcement failed", extra={"sid": sid})
 
 
 def register(sio: socketio.AsyncServer, ctx: Context) -> None:
@@ -80,6 +86,11 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
             st.extra["disconnect_reason"] = str(args[0]) if args else None
         info = await services.sessions.remove(sid)
         user_id = info.user_id if info else (st.user.id if st and st.user else None)
+        if info is not None:
+            try:
+                await services.presence.sessions_ended([info])
+            except Exception:
+                log.exception("presence announcement failed", extra={"sid": sid})
         for hook in ctx.disconnect_hooks:
             try:
                 await hook(sid, st)

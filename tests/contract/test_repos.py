@@ -75,6 +75,19 @@ async def test_touch_sets_last_active(db: Database) -> None:
     assert (await repo.get(ada.id)).last_active_at == 12345  # type: ignore[union-attr]
 
 
+async def test_search_by_name_and_optionally_email(db: Database) -> None:
+    await make_users(db, "Ada Lovelace", "Bob", "adam", "Eve_1")
+    repo = UserRepo(db)
+    found, total = await repo.search("AD", skip=0, limit=10, by_email=False)
+    assert [u.name for u in found] == ["Ada Lovelace", "adam"] and total == 2
+    page, total = await repo.search("", skip=1, limit=2, by_email=False)
+    assert [u.name for u in page] == ["adam", "Bob"] and total == 4
+    # "_" is a literal, not a LIKE wildcard; email matches only when asked for
+    assert [u.name for u in (await repo.search("e_", skip=0, limit=10, by_email=False))[0]] == ["Eve_1"]
+    assert (await repo.search("example.com", skip=0, limit=10, by_email=False))[1] == 0
+    assert (await repo.search("bob@", skip=0, limit=10, by_email=True))[1] == 1
+
+
 async def test_revoke_and_is_revoked(db: Database) -> None:
     (ada,) = await make_users(db, "Ada")
     repo = UserRepo(db)

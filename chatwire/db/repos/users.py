@@ -69,6 +69,23 @@ class UserRepo:
             q = select(User).where(*where).order_by(order, User.id).offset(skip).limit(limit)
             return list((await s.execute(q)).scalars()), total
 
+    async def search(
+        self, query: str, *, skip: int, limit: int, by_email: bool
+    ) -> tuple[builtins.list[User], int]:
+        """Users whose name (and, with `by_email`, email) contains `query`, case-insensitively, ordered by name;
+        with the total count of matches."""
+        cond = None
+        q = query.strip().lower()
+        if q:
+            cond = func.lower(User.name).contains(q, autoescape=True)
+            if by_email:
+                cond = cond | func.lower(User.email).contains(q, autoescape=True)
+        async with self.db.read() as s:
+            base = select(User) if cond is None else select(User).where(cond)
+            total = await s.execute(select(func.count()).select_from(base.subquery()))
+            page = base.order_by(func.lower(User.name), User.id).offset(skip).limit(limit)
+            return list((await s.execute(page)).scalars()), int(total.scalar_one())
+
     async def list_ids(self) -> builtins.list[str]:
         async with self.db.read() as s:
             return list((await s.execute(select(User.id))).scalars())
