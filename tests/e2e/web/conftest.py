@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -79,17 +80,10 @@ def _admin(url: str) -> dict[str, Any]:
     return admin
 
 
-@pytest.fixture(scope="session")
-def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
-    """A chatwire process on a free port serving web/dist; CHATWIRE_WEB_E2E_URL targets a running server instead."""
-    external = os.environ.get("CHATWIRE_WEB_E2E_URL")
-    if external:
-        yield WebServer(url=external.rstrip("/"), admin=_admin(external))
-        return
-    if not (WEB_DIST / "index.html").exists():
-        _missing("web/dist is not built: run `make web`")
+@contextlib.contextmanager
+def launch_server(data: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """A `chatwire serve` process on a free port serving web/dist, with its data in `data`; yields its URL."""
     port = free_port()
-    data = tmp_path_factory.mktemp("web-e2e")
     env = {
         **os.environ,
         "CHATWIRE_HOST": "127.0.0.1",
@@ -100,6 +94,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
         "CHATWIRE_JWT_SECRET": "web-e2e-" + uuid.uuid4().hex,
         "CHATWIRE_WEB_DIR": str(WEB_DIST),
         "CHATWIRE_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     log = (data / "server.log").open("wb")
     proc = subprocess.Popen(
@@ -122,7 +117,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
             time.sleep(0.1)
         else:
             raise RuntimeError("server did not start")
-        yield WebServer(url=url, admin=_admin(url))
+        yield url
     finally:
         proc.terminate()
         try:
@@ -130,6 +125,19 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    """A chatwire process on a free port serving web/dist; CHATWIRE_WEB_E2E_URL targets a running server instead."""
+    external = os.environ.get("CHATWIRE_WEB_E2E_URL")
+    if external:
+        yield WebServer(url=external.rstrip("/"), admin=_admin(external))
+        return
+    if not (WEB_DIST / "index.html").exists():
+        _missing("web/dist is not built: run `make web`")
+    with launch_server(tmp_path_factory.mktemp("web-e2e")) as url:
+        yield WebServer(url=url, admin=_admin(url))
 
 
 @pytest.fixture(scope="module")

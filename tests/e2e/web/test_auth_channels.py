@@ -40,7 +40,15 @@ def test_sign_up_then_sign_in(new_page: Any, web_server: WebServer) -> None:
 
     page.reload()  # the session survives a reload
     page.locator('[data-testid="connection"][data-state="connected"]').wait_for()
-    page.get_by_role("button", name="Sign out").click()
+    # Signing out sits behind the account menu and asks first; cancelling keeps the session.
+    page.get_by_role("button", name="Account menu for Grace Hopper").click()
+    page.get_by_role("menuitem", name="Sign out…").click()
+    page.get_by_role("dialog", name="Sign out?").get_by_role("button", name="Cancel").click()
+    page.locator('[data-testid="connection"][data-state="connected"]').wait_for()
+    assert page.evaluate("localStorage.getItem('chatwire.session')") is not None
+    page.get_by_role("button", name="Account menu for Grace Hopper").click()
+    page.get_by_role("menuitem", name="Sign out…").click()
+    page.get_by_role("dialog", name="Sign out?").get_by_role("button", name="Sign out").click()
     page.get_by_role("button", name="Sign in").wait_for()
 
     page.get_by_label("Email").fill(email)

@@ -95,6 +95,15 @@ def test_confirmation_dialog_answer_reaches_server(new_page: Any, web_server: We
     assert persisted_answer(web_server, user["token"], chat_id, message_id)["done"] is True
 
 
+def share_with(page: Any, name: str, email: str, level: str) -> None:
+    """Adds a person in the note's share panel through the user picker and sets their access."""
+    panel = page.get_by_test_id("share-panel")
+    panel.get_by_role("combobox", name="Add a person").fill(name)
+    panel.get_by_role("option").filter(has_text=email).click()
+    row = panel.get_by_test_id("grant").filter(has_text=name)
+    row.get_by_role("combobox", name=f"Access for {name}").select_option(level)
+
+
 def test_two_users_edit_one_note(new_page: Any, web_server: WebServer) -> None:
     bea = web_server.signup("Bea")
     cy = web_server.signup("Cy")
@@ -110,8 +119,8 @@ def test_two_users_edit_one_note(new_page: Any, web_server: WebServer) -> None:
     a.get_by_test_id("note-title").press("Enter")
     note_id = a.url.rsplit("/", 1)[-1]
     a.get_by_test_id("share").click()
-    a.get_by_test_id(f"grant-{bea['email']}").select_option("write")
-    a.get_by_test_id(f"grant-{cy['email']}").select_option("write")
+    share_with(a, "Bea", bea["email"], "write")
+    share_with(a, "Cy", cy["email"], "write")
     a.get_by_test_id("share-save").click()
     a.get_by_text("Sharing updated").wait_for()
 
@@ -166,5 +175,5 @@ def test_unknown_page_deep_link_after_sign_in(new_page: Any, web_server: WebServ
     page = new_page()
     sign_in(page, "admin@example.com")
     page.goto(f"/notes/{uuid.uuid4().hex}")
-    page.get_by_role("status").filter(has_text=re.compile("note|not found", re.I)).first.wait_for()
+    page.get_by_test_id("note-error").filter(has_text=re.compile("not found", re.I)).wait_for()
     assert httpx.get(f"{web_server.url}/notes/x").status_code == 200

@@ -11,6 +11,14 @@ export interface Toast {
   content: string;
 }
 
+export interface Confirmation {
+  title: string;
+  message: string;
+  action: string;
+  danger: boolean;
+  resolve: (ok: boolean) => void;
+}
+
 export interface PendingCall {
   id: number;
   call: EventCall;
@@ -32,6 +40,7 @@ class AppState {
   path = $state(location.pathname);
   toasts = $state<Toast[]>([]);
   calls = $state<PendingCall[]>([]);
+  confirmation = $state<Confirmation | null>(null);
   api = new Api(this.session?.token ?? null);
   conn: Connection | null = null;
   private toastSeq = 0;
@@ -47,6 +56,25 @@ class AppState {
     if (replace) history.replaceState(null, '', path);
     else history.pushState(null, '', path);
     this.path = path;
+  }
+
+  /** True while the live connection is up (sending works now). */
+  get online(): boolean {
+    return this.connection === 'connected' || this.connection === 'recovered';
+  }
+
+  /** A confirmation in the app's own dialog (keyboard and screen-reader friendly, unlike `window.confirm`). */
+  ask(message: string, { title = 'Are you sure?', action = 'Confirm', danger = false } = {}): Promise<boolean> {
+    this.confirmation?.resolve(false);
+    return new Promise((resolve) => {
+      this.confirmation = {
+        title, message, action, danger,
+        resolve: (ok) => {
+          this.confirmation = null;
+          resolve(ok);
+        }
+      };
+    });
   }
 
   toast(content: string, type = 'info'): void {

@@ -1,6 +1,6 @@
 // REST client for the subset of Open WebUI's API that chatwire serves (PROTOCOL.md section 6).
 
-import type { AccessControl, ChannelMessage, ChannelSummary, Model, Note, Session } from './types';
+import type { AccessControl, ChannelMessage, ChannelSummary, DirectoryUser, Model, Note, Session } from './types';
 
 export class ApiError extends Error {
   constructor(
@@ -59,8 +59,15 @@ export class Api {
   signout() {
     return this.request<unknown>('POST', '/api/v1/auths/signout');
   }
-  users() {
-    return this.request<{ id: string; name: string; email: string; role: string }[]>('GET', '/api/v1/users/');
+  /** The user directory (any signed-in user): names and ids; emails only of oneself, or for an admin. */
+  searchUsers(query: string, page = 1) {
+    return this.request<{ users: DirectoryUser[]; total: number }>(
+      'GET',
+      `/api/v1/users/search?query=${encodeURIComponent(query)}&page=${page}`
+    );
+  }
+  userInfo(id: string) {
+    return this.request<DirectoryUser>('GET', `/api/v1/users/${encodeURIComponent(id)}/info`);
   }
 
   // chats
@@ -69,6 +76,12 @@ export class Api {
   }
   chats() {
     return this.request<{ id: string; title: string; updated_at: number }[]>('GET', '/api/v1/chats/');
+  }
+  renameChat(id: string, title: string) {
+    return this.request<any>('POST', `/api/v1/chats/${encodeURIComponent(id)}`, { chat: { title } });
+  }
+  deleteChat(id: string) {
+    return this.request<boolean>('DELETE', `/api/v1/chats/${encodeURIComponent(id)}`);
   }
   chat(id: string) {
     return this.request<any>('GET', `/api/v1/chats/${encodeURIComponent(id)}`);
@@ -109,6 +122,18 @@ export class Api {
   }
   createChannel(body: { name: string; description?: string; type?: string | null; is_private?: boolean; user_ids?: string[] }) {
     return this.request<ChannelSummary>('POST', '/api/v1/channels/create', body);
+  }
+  members(channelId: string) {
+    return this.request<{ users: DirectoryUser[]; total: number }>('GET', `/api/v1/channels/${channelId}/members`);
+  }
+  addMembers(channelId: string, userIds: string[]) {
+    return this.request<ChannelSummary & { user_ids: string[] }>('POST', `/api/v1/channels/${channelId}/update/members/add`, { user_ids: userIds });
+  }
+  removeMembers(channelId: string, userIds: string[]) {
+    return this.request<ChannelSummary & { user_ids: string[] }>('POST', `/api/v1/channels/${channelId}/update/members/remove`, { user_ids: userIds });
+  }
+  deleteChannel(channelId: string) {
+    return this.request<boolean>('DELETE', `/api/v1/channels/${channelId}/delete`);
   }
   messages(channelId: string, skip = 0, limit = 50) {
     return this.request<ChannelMessage[]>('GET', `/api/v1/channels/${channelId}/messages?skip=${skip}&limit=${limit}`);

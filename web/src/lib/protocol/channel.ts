@@ -182,3 +182,22 @@ export function typingLine(state: ChannelsState, channelId: string | null = stat
   if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
   return 'Several people are typing…';
 }
+
+/**
+ * A channel's member list after a `presence` event (`{user_id, online}` in `events:channel`): the member's
+ * `is_active` follows it. Returns `members` itself for other events, other channels, or strangers.
+ */
+export function applyPresence<M extends { id: string; is_active?: boolean }>(
+  members: M[],
+  channelId: string | null,
+  event: ChannelEvent
+): M[] {
+  if (event?.data?.type !== 'presence' || event.channel_id !== channelId) return members;
+  const d: any = event.data.data;
+  if (!d || typeof d.user_id !== 'string' || typeof d.online !== 'boolean') return members;
+  const i = members.findIndex((m) => m.id === d.user_id);
+  if (i < 0 || Boolean(members[i].is_active) === d.online) return members;
+  const next = members.slice();
+  next[i] = { ...members[i], is_active: d.online };
+  return next;
+}

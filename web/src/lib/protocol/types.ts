@@ -175,3 +175,12 @@ export type ConnectionState =
   | 'recovered'
   | 'offline'
   | 'unauthorized';
+
+/** An entry of the user directory (`/api/v1/users/search`) or of a channel's member list. */
+export interface DirectoryUser {
+  id: string;
+  name: string;
+  is_active?: boolean;
+  email?: string;
+  role?: string;
+}
