@@ -53,14 +53,15 @@ def ask(tab: Any, text: str) -> None:
 
 
 def thread(tab: Any) -> list[tuple[str, str]]:
-    """The shown thread: (role, text) of each message, in order."""
+    """The shown thread: (role, text) of each message, in order (answers are rendered markdown: compared without
+    the whitespace at their ends)."""
     return [  # type: ignore[no-any-return]
         tuple(x)
         for x in tab.evaluate(
             """() => [...document.querySelectorAll('[data-testid=user-message],[data-testid=assistant-message]')]
                 .map(e => e.dataset.testid === 'user-message'
                     ? ['user', e.querySelector('[data-testid=user-content]').textContent]
-                    : ['assistant', e.querySelector('[data-testid=answer]').textContent])"""
+                    : ['assistant', e.querySelector('[data-testid=answer]').textContent.trim()])"""
         )
     ]
 
@@ -74,7 +75,7 @@ def wait_answers_done(tab: Any, count: int) -> None:
 
 
 def stored_thread(chat: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(m["role"], m["content"]) for m in chat["messages"]]
+    return [(m["role"], m["content"] if m["role"] == "user" else m["content"].strip()) for m in chat["messages"]]
 
 
 def test_question_stays_after_the_answer_in_both_tabs_and_after_reload(
