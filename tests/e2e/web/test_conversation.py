@@ -75,7 +75,9 @@ def wait_answers_done(tab: Any, count: int) -> None:
 
 
 def stored_thread(chat: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(m["role"], m["content"] if m["role"] == "user" else m["content"].strip()) for m in chat["messages"]]
+    return [
+        (m["role"], m["content"] if m["role"] == "user" else m["content"].strip()) for m in chat["messages"]
+    ]
 
 
 def test_question_stays_after_the_answer_in_both_tabs_and_after_reload(
