@@ -289,6 +289,12 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("web_dir", mode="before")
+    @classmethod
+    def _empty_web_dir(cls, value: object) -> object:
+        """An empty CHATWIRE_WEB_DIR means the bundled build, as documented (not the current folder)."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("database_url", mode="after")
     @classmethod
     def _database_driver(cls, value: str) -> str:

@@ -60,3 +60,9 @@ def test_admin_commands_never_create_a_database(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
     memory = Settings(data_dir=tmp_path, database_url="sqlite+aiosqlite:///:memory:", _env_file=None)  # type: ignore[call-arg]
     assert memory.sqlite_path is None
+
+
+def test_an_empty_web_dir_means_the_bundled_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`CHATWIRE_WEB_DIR=` (set but empty) is the documented default, never the current folder."""
+    monkeypatch.setenv("CHATWIRE_WEB_DIR", "")
+    assert Settings(_env_file=None).web_dir is None  # type: ignore[call-arg]
