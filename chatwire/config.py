@@ -89,7 +89,9 @@ class Settings(BaseSettings):
         description="Where collaborative documents' update logs live in fleet mode (redis: only if Redis is durable).",
     )
     fleet_max_payload_bytes: int = Field(
-        1_048_576, gt=0, description="Largest event that may cross processes through Redis (refused at emit)."
+        1_048_576,
+        gt=0,
+        description="Largest message published on Redis pub/sub; larger events travel by reference (stored, then fetched).",
     )
     jwt_secret: str = Field("", description="HS256 secret; empty = generated once into data_dir/jwt_secret.")
     token_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, description="Lifetime of issued tokens.")
