@@ -140,6 +140,17 @@ class ServerClient:
         result = await self._call("POST", f"/api/v1/presence/users/{user_id}/disconnect")
         return int(result["disconnected"])
 
+    async def room_presence(self, room: str) -> dict[str, Any]:
+        """Who is in `channel:{id}` (online members) or `note:{id}` (editors) now."""
+        result: dict[str, Any] = await self._call("GET", f"/api/v1/presence/rooms/{room}")
+        return result
+
+    async def room_events(self, room: str, since: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """One page of a recoverable room's history after offset `since` (scope `publish`)."""
+        params: dict[str, Any] = {"limit": limit, **({"since": since} if since else {})}
+        result: dict[str, Any] = await self._call("GET", f"/api/v1/server/rooms/{room}/events", params=params)
+        return result
+
     # outgoing webhooks (scope `webhooks`; verify deliveries with chatwire.client.webhooks.verify)
 
     async def create_webhook(self, url: str, events: list[str], description: str = "") -> dict[str, Any]:
