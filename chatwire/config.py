@@ -303,6 +303,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the outbox is checked for due deliveries (new ones wake it at once).",
     )
+    webhook_retention_seconds: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="How long delivered and dead webhook deliveries stay in the outbox.",
+    )
     webhook_endpoint_cache_seconds: float = Field(
         1.0, ge=0, description="How long the list of endpoints is cached per process; 0 reads it every event."
     )

@@ -198,7 +198,7 @@ class RedisEventLog:
         raw = await self.r.xrange(self.p + f"room:{room}", min=f"{seq}-0", max=f"{seq}-0")
         if not raw:
             return False, None
-        fields = {_s(k): v for k, v in raw[0][1].items()}
+        fields = {_s(k): v for k, v in (raw[0][1] or {}).items()}
         return True, orjson.loads(fields["d"])
 
     async def head(self) -> str:

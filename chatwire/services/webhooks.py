@@ -61,6 +61,7 @@ HEADER_SIGNATURE = "webhook-signature"
 HEADER_EVENT = "chatwire-event"
 HEADER_ATTEMPT = "chatwire-attempt"
 LEASE_GRACE_SECONDS = 5.0
+PRUNE_EVERY_SECONDS = 300.0
 MAX_URL = 2048
 
 # `await notify(kind, data)`: what the services that own the events call (one narrow hook each).
@@ -319,6 +320,7 @@ class DispatchSettings:
     backoff_max: float = 600.0
     poll_interval: float = 1.0
     batch: int = 100
+    retention: float = 7 * 24 * 3600.0  # delivered and dead rows are kept this long, for inspection
 
 
 class WebhookDispatcher:
@@ -387,8 +389,12 @@ class WebhookDispatcher:
 
     async def _run(self) -> None:
         delay = self.settings.poll_interval
+        next_prune = 0.0
         while True:
             try:
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+                    await self.repo.prune(now_ms() - int(self.settings.retention * 1000))
                 claimed = await self.poll_once()
                 delay = self.settings.poll_interval
             except asyncio.CancelledError:
@@ -498,18 +504,14 @@ class WebhookDispatcher:
             async with asyncio.timeout(self.settings.timeout):
                 response = await self._client.post(endpoint.url, content=body, headers=headers)
             status = response.status_code
-            if not 200 <= status < 300:
+            outcome = "delivered" if 200 <= status < 300 else "failed"
+            if outcome == "failed":
                 error = f"HTTP {status}: {response.text[:200]}"
-        except TimeoutError:
-            error = f"timed out after {self.settings.timeout:g} s"
+        except (TimeoutError, httpx.TimeoutException):
+            outcome, error = "timeout", f"timed out after {self.settings.timeout:g} s"
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
+            outcome, error = "failed", f"{type(exc).__name__}: {exc}"[:500]
         if self.observer is not None:
-            outcome = (
-                "delivered"
-                if error is None
-                else ("timeout" if status is None and "timed out" in (error or "") else "failed")
-            )
             self.observer(outcome, time.perf_counter() - started)
         return status, error
 

@@ -57,6 +57,15 @@ async def test_one_claim_at_a_time_and_an_expired_lease_is_claimable(db: Databas
     assert await repo.due(later + 50, 10, [ep]) == []  # a saturated endpoint is skipped
     stored = await repo.get_endpoint(ep)
     assert stored is not None and stored.consecutive_failures == 1 and stored.last_status == 500
+    # retention: only finished rows older than the bound go
+    await repo.enqueue([("d2", ep, "user.online", "{}")], now_ms())
+    third = await repo.claim("d2", "b", now_ms(), 1000)
+    assert third is not None
+    assert await repo.finish(
+        third, "b", status=DELIVERED, http_status=200, error=None, next_attempt_at=now_ms(), now_ms=now_ms()
+    )
+    assert await repo.prune(now_ms() + 10_000) == 1
+    assert await repo.get_delivery("d2") is None and await repo.get_delivery("d1") is not None
 
 
 async def test_rows_of_an_inactive_endpoint_wait(db: Database) -> None:

@@ -69,7 +69,11 @@ async def test_a_20_mb_completion_reaches_two_tabs_on_two_processes_whole(tmp_pa
             for tab in tabs:
                 assert (await tab.call("join-note", {"note_id": note["id"]}))["note_id"] == note["id"]
             key = fleet.api_key("publish")
-            big = {"done": True, "content": "The answer, with sources.", "sources": sources(20 << 20, 20)}
+            big: dict[str, Any] = {
+                "done": True,
+                "content": "The answer, with sources.",
+                "sources": sources(20 << 20, 20),
+            }
             async with ServerClient(fleet.servers[0].url, key, timeout=120) as api:
                 await api.chat_event(
                     ada["id"], chat["id"], "m1", "chat:message:delta", {"content": "before "}

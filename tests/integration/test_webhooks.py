@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -65,6 +65,10 @@ async def post(server: RunningServer, token: str, channel_id: str, content: str)
         r = await http.post(f"/api/v1/channels/{channel_id}/messages/post", json={"content": content})
         r.raise_for_status()
         return r.json()  # type: ignore[no-any-return]
+
+
+def is_message(content: str) -> Callable[[Any], bool]:
+    return lambda e: bool(e["data"]["type"] == "message" and e["data"]["data"]["content"] == content)
 
 
 async def test_delivery_is_signed_and_verifies_and_a_forgery_does_not(
@@ -180,13 +184,7 @@ async def test_a_hanging_endpoint_slows_neither_sockets_nor_other_endpoints(
                 for content in sent:
                     await post(server, ada["token"], channel, content)
                     # Each message reaches the member's socket while the stuck endpoint holds its slots.
-                    await tab.wait_for(
-                        "events:channel",
-                        lambda e, c=content: (
-                            e["data"]["type"] == "message" and e["data"]["data"]["content"] == c
-                        ),
-                        timeout=3,
-                    )
+                    await tab.wait_for("events:channel", is_message(content), timeout=3)
                 await receiver.wait(lambda r: len(r.delivered("/fine")) == 20, timeout=10)
                 fine = [c.json["data"]["message"]["content"] for c in receiver.delivered("/fine")]
                 assert sorted(fine) == sorted(sent)

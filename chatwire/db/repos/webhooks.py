@@ -221,6 +221,16 @@ class WebhookRepo:
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    async def prune(self, before_ms: int) -> int:
+        """Delete delivered and dead rows created before `before_ms` (the outbox's retention)."""
+        async with self.db.session() as s:
+            result = await s.execute(
+                delete(WebhookDelivery).where(
+                    WebhookDelivery.status.in_((DELIVERED, DEAD)), WebhookDelivery.created_at < before_ms
+                )
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     async def count_by_status(self) -> dict[str, int]:
         """Outbox rows per status (all endpoints)."""
         async with self.db.read() as s:
