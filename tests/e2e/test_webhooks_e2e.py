@@ -144,7 +144,11 @@ async def present(url: str, token: str, channel_id: str) -> set[str]:
 
 async def test_presence_across_two_processes_and_a_killed_process_leaves_no_ghosts(tmp_path: Path) -> None:
     await require_redis()
-    async with fleet_of(2, tmp_path, REDIS_URL) as fleet:
+    async with run_receiver() as receiver, fleet_of(2, tmp_path, REDIS_URL, FAST_RETRIES) as fleet:
+        async with ServerClient(fleet.servers[0].url, fleet.api_key("webhooks")) as api:
+            endpoint = await api.create_webhook(
+                receiver.endpoint(), ["user.online", "user.offline", "channel.message.posted"]
+            )
         ada, bob, cy = await fleet.signup("Ada"), await fleet.signup("Bob", 1), await fleet.signup("Cy", 1)
         async with fleet.servers[0].http(ada["token"]) as http:
             channel = await json_of(
@@ -176,6 +180,41 @@ async def test_presence_across_two_processes_and_a_killed_process_leaves_no_ghos
             await a.wait_for("events:presence", presence_of("leave", bob["id"]), timeout=PRESENCE_TTL * 5)
             assert time.monotonic() - killed < PRESENCE_TTL * 5
             assert await present(fleet.servers[0].url, ada["token"], cid) == {ada["id"]}
+            # The webhooks saw it all, each delivery once, from whichever process claimed it.
+            async with fleet.servers[0].http(ada["token"]) as http:
+                posted = await json_of(
+                    await http.post(f"/api/v1/channels/{cid}/messages/post", json={"content": "x"})
+                )
+
+            def seen(r: Any) -> list[tuple[str, str]]:
+                out = []
+                for c in r.delivered():
+                    event = verify(endpoint["secret"], c.headers, c.body)
+                    data = event["data"]
+                    out.append(
+                        (
+                            event["type"],
+                            data["user"]["id"] if "message" not in data else data["message"]["id"],
+                        )
+                    )
+                return out
+
+            await receiver.wait(
+                lambda r: ("user.offline", bob["id"]) in seen(r) and len(seen(r)) >= 6, timeout=20
+            )
+            await asyncio.sleep(0.5)
+            assert sorted(seen(receiver)) == sorted(
+                [
+                    ("user.online", ada["id"]),
+                    ("user.online", bob["id"]),
+                    ("user.online", cy["id"]),
+                    ("user.offline", cy["id"]),
+                    ("user.offline", bob["id"]),
+                    ("channel.message.posted", posted["id"]),
+                ]
+            )
+            ids = [c.headers["webhook-id"] for c in receiver.delivered()]
+            assert len(ids) == len(set(ids))
         finally:
             await a.close()
             await b.close()
