@@ -119,6 +119,9 @@ class RoomPresence:
 
     async def _changed(self, user_id: str, name: str, kind: str) -> None:
         person = {"id": user_id, "name": name}
+        # The webhook's outbox row first: once anyone has seen the change live, it is also queued durably.
+        if self.notify is not None:
+            await self.notify("user.online" if kind == "join" else "user.offline", {"user": person})
         for channel_id in await self.channels.repo.channel_ids_for_user(user_id):
             room = channel_room(channel_id)
             try:
@@ -127,5 +130,3 @@ class RoomPresence:
                 )
             except Exception:
                 log.exception("presence event not sent", extra={"room": room})
-        if self.notify is not None:
-            await self.notify("user.online" if kind == "join" else "user.offline", {"user": person})

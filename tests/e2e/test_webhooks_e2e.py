@@ -200,7 +200,7 @@ async def test_presence_across_two_processes_and_a_killed_process_leaves_no_ghos
                 return out
 
             await receiver.wait(
-                lambda r: ("user.offline", bob["id"]) in seen(r) and len(seen(r)) >= 6, timeout=20
+                lambda r: ("user.offline", bob["id"]) in seen(r) and len(seen(r)) >= 6, timeout=30
             )
             await asyncio.sleep(0.5)
             assert sorted(seen(receiver)) == sorted(
