@@ -359,12 +359,6 @@ class WebhookDispatcher:
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("webhook dispatcher already started")
-        self._client = httpx.AsyncClient(
-            transport=self._transport,
-            timeout=httpx.Timeout(self.settings.timeout),
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
-        )
         self._task = asyncio.create_task(self._run(), name="chatwire-webhooks")
 
     async def stop(self) -> None:
@@ -484,8 +478,19 @@ class WebhookDispatcher:
                 self._in_flight.pop(row.endpoint_id, None)
             self._wake.set()  # a slot is free: rows of this endpoint may be waiting
 
+    def _http(self) -> httpx.AsyncClient:
+        """The HTTP client, made at the first attempt: a process without webhooks never holds one (a live
+        client measurably slowed the in-process socket tests; it is not needed until there is something to send)."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=httpx.Timeout(self.settings.timeout),
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
+            )
+        return self._client
+
     async def _post(self, endpoint: WebhookEndpoint, row: WebhookDelivery) -> tuple[int | None, str | None]:
-        assert self._client is not None
         body = row.body.encode()
         timestamp = int(time.time())
         headers = {
@@ -502,7 +507,7 @@ class WebhookDispatcher:
         error: str | None = None
         try:
             async with asyncio.timeout(self.settings.timeout):
-                response = await self._client.post(endpoint.url, content=body, headers=headers)
+                response = await self._http().post(endpoint.url, content=body, headers=headers)
             status = response.status_code
             outcome = "delivered" if 200 <= status < 300 else "failed"
             if outcome == "failed":
