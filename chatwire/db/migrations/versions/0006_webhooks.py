@@ -1,7 +1,7 @@
 """webhooks: outgoing endpoints with their durable outbox, and incoming channel webhooks
 
 Revision ID: 0006_webhooks
-Revises: 0003_message_outcome
+Revises: 0008_message_pins
 Create Date: 2026-12-01 21:50:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_webhooks"
-down_revision = "0003_message_outcome"
+down_revision = "0008_message_pins"
 branch_labels = None
 depends_on = None
 
