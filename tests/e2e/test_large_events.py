@@ -56,7 +56,7 @@ async def test_a_20_mb_completion_reaches_two_tabs_on_two_processes_whole(tmp_pa
     env = {
         "CHATWIRE_MAX_PAYLOAD_BYTES": str(64 << 20)
     }  # the app's REST body may be large; the fleet limit is not
-    async with fleet_of(2, tmp_path, REDIS_URL, env) as fleet:
+    async with fleet_of(2, tmp_path, REDIS_URL, extra_env=env) as fleet:
         ada = await fleet.signup("Ada")
         async with fleet.servers[0].http(ada["token"]) as http:
             chat = await json_of(await http.post("/api/v1/chats/new", json={"chat": {"title": "RAG"}}))

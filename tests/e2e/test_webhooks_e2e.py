@@ -144,7 +144,7 @@ async def present(url: str, token: str, channel_id: str) -> set[str]:
 
 async def test_presence_across_two_processes_and_a_killed_process_leaves_no_ghosts(tmp_path: Path) -> None:
     await require_redis()
-    async with run_receiver() as receiver, fleet_of(2, tmp_path, REDIS_URL, FAST_RETRIES) as fleet:
+    async with run_receiver() as receiver, fleet_of(2, tmp_path, REDIS_URL, extra_env=FAST_RETRIES) as fleet:
         async with ServerClient(fleet.servers[0].url, fleet.api_key("webhooks")) as api:
             endpoint = await api.create_webhook(
                 receiver.endpoint(), ["user.online", "user.offline", "channel.message.posted"]
