@@ -20,7 +20,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatwire import __version__
-from chatwire.api import auths, channels, chats, completions, notes, server_api, system, users
+from chatwire.api import (
+    auths,
+    channels,
+    chats,
+    completions,
+    notes,
+    rooms,
+    server_api,
+    system,
+    users,
+    webhooks,
+)
 from chatwire.api import metrics as metrics_api
 from chatwire.backends.lock_memory import MemoryLock
 from chatwire.backends.sessions_memory import MemorySessionStore
@@ -153,6 +164,16 @@ def _pipeline_probe(services: Services, metrics: Metrics) -> Any:
     return probe
 
 
+def _webhook_probe(services: Services, metrics: Metrics) -> Any:
+    """A metrics probe that counts the webhook outbox's pending and dead rows at scrape time."""
+
+    async def probe() -> None:
+        counts = await services.webhooks.repo.count_by_status()
+        metrics.set_webhook_outbox(counts.get("pending", 0), counts.get("dead", 0))
+
+    return probe
+
+
 def create_app(settings: Settings | None = None) -> ASGIApp:
     """The whole server as one ASGI app: embedded (memory backends) or fleet member (Redis) by the settings."""
     settings = settings or Settings()
@@ -189,6 +210,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     if fleet is not None:
         fleet.wire_tasks(services.tasks)
     metrics.add_probe(_pipeline_probe(services, metrics))
+    metrics.add_probe(_webhook_probe(services, metrics))
     services.writer.flush_observer = metrics.observe_persistence_flush
     realtime = Realtime(sio, services)
 
@@ -200,6 +222,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         if fleet is not None:
             await fleet.start()
         await realtime.start()
+        if services.dispatcher is not None:
+            await services.dispatcher.start()
         _tune_gc()
         mode = "fleet" if fleet else "embedded"
         log.info(
@@ -214,6 +238,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         try:
             yield
         finally:
+            if services.dispatcher is not None:
+                await services.dispatcher.stop()
             await services.close_pipeline()
             await realtime.stop()
             if fleet is not None:
@@ -284,6 +310,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         return JSONResponse({"detail": errors, "code": ErrorCode.INVALID_PAYLOAD.value}, status_code=422)
 
     for router in (
+        webhooks.router,
+        rooms.router,
         auths.router,
         users.router,
         channels.router,

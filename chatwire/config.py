@@ -89,7 +89,9 @@ class Settings(BaseSettings):
         description="Where collaborative documents' update logs live in fleet mode (redis: only if Redis is durable).",
     )
     fleet_max_payload_bytes: int = Field(
-        1_048_576, gt=0, description="Largest event that may cross processes through Redis (refused at emit)."
+        1_048_576,
+        gt=0,
+        description="Largest message published on Redis pub/sub; larger events travel by reference (stored, then fetched).",
     )
     jwt_secret: str = Field("", description="HS256 secret; empty = generated once into data_dir/jwt_secret.")
     token_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, description="Lifetime of issued tokens.")
@@ -279,6 +281,36 @@ class Settings(BaseSettings):
         "user", description="Role of a provisioned user whose token carries no valid role."
     )
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at GET /metrics.")
+    # Outgoing webhooks (see README "Webhooks").
+    webhooks_enabled: bool = Field(True, description="Send the webhook outbox from this process.")
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest one webhook attempt may take (connect, send, answer)."
+    )
+    webhook_concurrency: int = Field(
+        4, ge=1, description="Attempts in flight per webhook endpoint on one process."
+    )
+    webhook_max_attempts: int = Field(
+        12, ge=1, description="Attempts of one delivery before it is marked dead."
+    )
+    webhook_backoff_base_seconds: float = Field(
+        1.0, gt=0, description="Delay after the first failed attempt; doubles with each failure."
+    )
+    webhook_backoff_max_seconds: float = Field(
+        600.0, gt=0, description="Longest delay between two attempts of one delivery."
+    )
+    webhook_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often the outbox is checked for due deliveries (new ones wake it at once).",
+    )
+    webhook_retention_seconds: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="How long delivered and dead webhook deliveries stay in the outbox.",
+    )
+    webhook_endpoint_cache_seconds: float = Field(
+        1.0, ge=0, description="How long the list of endpoints is cached per process; 0 reads it every event."
+    )
 
     @field_validator(
         "cors_origins", "transports", "external_algorithms", "redis_sentinel_hosts", mode="before"

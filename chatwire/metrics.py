@@ -152,6 +152,28 @@ class Metrics:
         self.event_log_size = Gauge(
             "chatwire_event_log_entries", "Events held for reconnect recovery on this process", registry=r
         )
+        self.webhook_attempts = Counter(
+            "chatwire_webhook_attempts",
+            "Outgoing webhook attempts of this process, by outcome (delivered, failed, timeout)",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_attempt_seconds = Histogram(
+            "chatwire_webhook_attempt_seconds",
+            "Duration of one outgoing webhook attempt",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            "chatwire_webhook_outbox_pending",
+            "Webhook deliveries waiting in the outbox (fleet-wide)",
+            registry=r,
+        )
+        self.webhook_dead = Gauge(
+            "chatwire_webhook_outbox_dead",
+            "Webhook deliveries given up after the last attempt (fleet-wide)",
+            registry=r,
+        )
         self.redis_up: Gauge | None = None  # registered on the first probe: absent without Redis
         # Labelled children by event name: `labels()` costs more than the increment itself on the hot path.
         self._in_children: dict[str, Any] = {}
@@ -218,6 +240,14 @@ class Metrics:
                 registry=self.registry,
             )
         self.redis_up.set(1 if up else 0)
+
+    def webhook_attempt(self, outcome: str, seconds: float) -> None:
+        self.webhook_attempts.labels(outcome).inc()
+        self.webhook_attempt_seconds.observe(seconds)
+
+    def set_webhook_outbox(self, pending: int, dead: int) -> None:
+        self.webhook_pending.set(pending)
+        self.webhook_dead.set(dead)
 
     # scrape-time sources
 

@@ -322,3 +322,34 @@ class CompletionForm(Model):
             if isinstance(mid, str) and 0 < len(mid) <= 128:
                 return mid
         return None
+
+
+# webhooks (chatwire/api/webhooks.py and the server API)
+
+WebhookEvent = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+WebhookUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048, strip_whitespace=True)]
+
+
+class WebhookEndpointForm(Model):
+    url: WebhookUrl
+    events: list[WebhookEvent] = Field(min_length=1, max_length=32)
+    description: Annotated[str, StringConstraints(max_length=255)] = ""
+
+
+class WebhookEndpointUpdateForm(Model):
+    url: WebhookUrl | None = None
+    events: list[WebhookEvent] | None = Field(None, min_length=1, max_length=32)
+    description: Annotated[str, StringConstraints(max_length=255)] | None = None
+    active: StrictBool | None = None
+    rotate_secret: StrictBool = False
+
+
+class ChannelWebhookForm(Model):
+    """Open WebUI's `ChannelWebhookForm`: the name messages are posted under, an optional image."""
+
+    name: Name
+    profile_image_url: Annotated[str, StringConstraints(max_length=100_000)] | None = None
+
+
+class WebhookMessageForm(Model):
+    content: Annotated[str, StringConstraints(min_length=1, max_length=1_000_000)]

@@ -143,6 +143,11 @@ class World:
         }
         return str((await self.as_owner("POST", "/api/chat/completions", body))["task_id"])
 
+    async def fresh_webhook(self) -> str:
+        """An incoming webhook of the shared channel."""
+        path = f"/api/v1/channels/{self.channel_id}/webhooks/create"
+        return str((await self.as_owner("POST", path, {"name": "fresh hook"}))["id"])
+
     async def fresh_token(self, who: str) -> str | None:
         """A token that may be spent (signed out) without touching the shared one."""
         if who not in self.ids:
@@ -380,6 +385,24 @@ def server_route(
     async def run(world: World, who: str) -> str:
         channel = await world.fresh_channel() if fresh else world.channel_id
         p = path.format(c=channel, u=world.ids["other"])
+        key = world.api_keys[who]
+        await world.mark()
+        async with world.http(headers={"X-API-Key": key} if key else None) as http:
+            if who == "user token":
+                http.headers["Authorization"] = f"Bearer {key}"
+                del http.headers["X-API-Key"]
+            return of_response(await http.request(method, p, json=body(world) if body else None))
+
+    return run
+
+
+def server_on_endpoint(method: str, path: str, body: Callable[[World], Any] | None = None) -> Runner:
+    """A server API call on an outgoing webhook endpoint made for this case (subscribed to nothing the matrix
+    does, so no delivery writes to the database while refusals are checked)."""
+
+    async def run(world: World, who: str) -> str:
+        endpoint = await world.services.webhooks.create("http://127.0.0.1:9/hook", ["note.updated"], "", None)
+        p = path.format(e=endpoint["id"])
         key = world.api_keys[who]
         await world.mark()
         async with world.http(headers={"X-API-Key": key} if key else None) as http:
@@ -736,6 +759,69 @@ ACTIONS: list[Action] = [
         note="public: restrict it at the proxy or turn it off (CHATWIRE_METRICS_ENABLED=false)",
     ),
     Action("rest", "GET /health", "-", {k: OK for k in USERS}, route("GET", "/health")),
+    # presence, history and incoming webhooks of channels and notes
+    Action(
+        "rest",
+        "GET /api/v1/channels/{id}/presence",
+        "channel",
+        users(MEMBERS, NM),
+        route("GET", "/api/v1/channels/{c}/presence"),
+    ),
+    Action(
+        "rest",
+        "GET /api/v1/channels/{id}/events",
+        "channel",
+        users(MEMBERS, NM),
+        route("GET", "/api/v1/channels/{c}/events"),
+    ),
+    Action(
+        "rest",
+        "GET /api/v1/notes/{id}/presence",
+        "note",
+        users(READERS, NF),
+        route("GET", "/api/v1/notes/{n}/presence"),
+    ),
+    Action(
+        "rest",
+        "GET /api/v1/channels/{id}/webhooks",
+        "channel",
+        users(OWNER_ADMIN, F),
+        route("GET", "/api/v1/channels/{c}/webhooks"),
+        note="the channel's creator or an admin (the answer holds the tokens)",
+    ),
+    Action(
+        "rest",
+        "POST /api/v1/channels/{id}/webhooks/create",
+        "channel",
+        users(OWNER_ADMIN, F),
+        route("POST", "/api/v1/channels/{c}/webhooks/create", lambda w: {"name": "hook"}),
+    ),
+    Action(
+        "rest",
+        "POST /api/v1/channels/{id}/webhooks/{wid}/update",
+        "webhook",
+        users(OWNER_ADMIN, F),
+        on_fresh(
+            "webhook", "POST", "/api/v1/channels/{c}/webhooks/{x}/update", lambda w: {"name": "renamed"}
+        ),
+    ),
+    Action(
+        "rest",
+        "DELETE /api/v1/channels/{id}/webhooks/{wid}/delete",
+        "webhook",
+        users(OWNER_ADMIN, F),
+        on_fresh("webhook", "DELETE", "/api/v1/channels/{c}/webhooks/{x}/delete"),
+    ),
+    Action(
+        "rest",
+        "POST /api/v1/channels/webhooks/{wid}/{token} (wrong token)",
+        "webhook",
+        users(set(), U),
+        on_fresh(
+            "webhook", "POST", "/api/v1/channels/webhooks/{x}/not-the-token", lambda w: {"content": "x"}
+        ),
+        note="the URL's token is the credential: a login does not replace it",
+    ),
     # server API (API keys)
     Action(
         "server",
@@ -807,6 +893,75 @@ ACTIONS: list[Action] = [
         "user",
         keys("presence"),
         server_route("POST", "/api/v1/presence/users/{u}/disconnect"),
+    ),
+    Action(
+        "server",
+        "GET /api/v1/presence/rooms/{room}",
+        "channel",
+        keys("presence"),
+        server_route("GET", "/api/v1/presence/rooms/channel:{c}"),
+    ),
+    Action(
+        "server",
+        "GET /api/v1/server/rooms/{room}/events",
+        "channel",
+        keys("publish"),
+        server_route("GET", "/api/v1/server/rooms/channel:{c}/events"),
+    ),
+    Action(
+        "server",
+        "POST /api/v1/server/webhooks",
+        "endpoint",
+        keys("webhooks"),
+        server_on_endpoint(
+            "POST",
+            "/api/v1/server/webhooks",
+            lambda w: {"url": "http://127.0.0.1:9/x", "events": ["note.updated"]},
+        ),
+        check_unchanged=True,
+    ),
+    Action(
+        "server",
+        "GET /api/v1/server/webhooks",
+        "-",
+        keys("webhooks"),
+        server_on_endpoint("GET", "/api/v1/server/webhooks"),
+    ),
+    Action(
+        "server",
+        "GET /api/v1/server/webhooks/{id}",
+        "endpoint",
+        keys("webhooks"),
+        server_on_endpoint("GET", "/api/v1/server/webhooks/{e}"),
+    ),
+    Action(
+        "server",
+        "PATCH /api/v1/server/webhooks/{id}",
+        "endpoint",
+        keys("webhooks"),
+        server_on_endpoint("PATCH", "/api/v1/server/webhooks/{e}", lambda w: {"active": False}),
+    ),
+    Action(
+        "server",
+        "DELETE /api/v1/server/webhooks/{id}",
+        "endpoint",
+        keys("webhooks"),
+        server_on_endpoint("DELETE", "/api/v1/server/webhooks/{e}"),
+    ),
+    Action(
+        "server",
+        "GET /api/v1/server/webhooks/{id}/deliveries",
+        "endpoint",
+        keys("webhooks"),
+        server_on_endpoint("GET", "/api/v1/server/webhooks/{e}/deliveries"),
+    ),
+    Action(
+        "server",
+        "POST /api/v1/server/webhooks/{id}/deliveries/{did}/retry",
+        "endpoint",
+        {**keys("webhooks"), "admin": NF},
+        server_on_endpoint("POST", "/api/v1/server/webhooks/{e}/deliveries/none/retry"),
+        note="admin: 404 for a delivery that does not exist",
     ),
 ]
 

@@ -12,7 +12,15 @@ from fastapi.exceptions import RequestValidationError
 
 from chatwire.api.deps import ServicesDep
 from chatwire.errors import ChatwireError, ErrorCode, forbidden
-from chatwire.protocol import Id, PublishForm, ServerChannelForm, ServerUserForm, UserIdsForm
+from chatwire.protocol import (
+    Id,
+    PublishForm,
+    ServerChannelForm,
+    ServerUserForm,
+    UserIdsForm,
+    WebhookEndpointForm,
+    WebhookEndpointUpdateForm,
+)
 from chatwire.services.api_keys import ApiCaller
 from chatwire.services.auth import user_json
 from chatwire.services.container import Services
@@ -104,6 +112,7 @@ def scoped(scope: str) -> Callable[[Request, Services], AsyncIterator[ServerCall
 PublishCall = Annotated[ServerCall, Depends(scoped("publish"))]
 ChannelsCall = Annotated[ServerCall, Depends(scoped("channels"))]
 PresenceCall = Annotated[ServerCall, Depends(scoped("presence"))]
+WebhooksCall = Annotated[ServerCall, Depends(scoped("webhooks"))]
 
 
 @router.post("/api/v1/events/publish")
@@ -172,3 +181,89 @@ async def presence(call: PresenceCall, user_id: Id | None = Query(None)) -> dict
 async def disconnect_user(user_id: str, call: PresenceCall) -> dict[str, Any]:
     call.target = f"user:{user_id}"
     return {"disconnected": await call.services.server_api.disconnect_user(user_id)}
+
+
+# outgoing webhooks (services/webhooks.py)
+
+
+@router.post("/api/v1/server/webhooks")
+async def create_webhook(form: WebhookEndpointForm, call: WebhooksCall) -> dict[str, Any]:
+    """Register an endpoint for event kinds; the answer carries its signing `secret` (shown here and on rotation
+    only)."""
+    call.target = f"webhook {form.url[:200]}"
+    return await call.services.webhooks.create(form.url, form.events, form.description, call.caller.key_id)
+
+
+@router.get("/api/v1/server/webhooks")
+async def list_webhooks(call: WebhooksCall) -> list[dict[str, Any]]:
+    call.target = "all"
+    return await call.services.webhooks.endpoints()
+
+
+@router.get("/api/v1/server/webhooks/{endpoint_id}")
+async def get_webhook(endpoint_id: str, call: WebhooksCall) -> dict[str, Any]:
+    call.target = f"webhook:{endpoint_id}"
+    return await call.services.webhooks.get(endpoint_id)
+
+
+@router.patch("/api/v1/server/webhooks/{endpoint_id}")
+async def update_webhook(
+    endpoint_id: str, form: WebhookEndpointUpdateForm, call: WebhooksCall
+) -> dict[str, Any]:
+    call.target = f"webhook:{endpoint_id}"
+    return await call.services.webhooks.update(
+        endpoint_id,
+        url=form.url,
+        events=form.events,
+        description=form.description,
+        active=form.active,
+        rotate_secret=form.rotate_secret,
+    )
+
+
+@router.delete("/api/v1/server/webhooks/{endpoint_id}")
+async def delete_webhook(endpoint_id: str, call: WebhooksCall) -> dict[str, Any]:
+    call.target = f"webhook:{endpoint_id}"
+    await call.services.webhooks.delete(endpoint_id)
+    return {"status": True}
+
+
+@router.get("/api/v1/server/webhooks/{endpoint_id}/deliveries")
+async def webhook_deliveries(
+    endpoint_id: str,
+    call: WebhooksCall,
+    status: str | None = Query(None, max_length=16),
+    limit: int = Query(50, ge=1, le=1000),
+) -> list[dict[str, Any]]:
+    """The endpoint's newest deliveries (optionally `?status=pending|delivered|dead`)."""
+    call.target = f"webhook:{endpoint_id}"
+    return await call.services.webhooks.deliveries(endpoint_id, status, limit)
+
+
+@router.post("/api/v1/server/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry")
+async def retry_delivery(endpoint_id: str, delivery_id: str, call: WebhooksCall) -> dict[str, Any]:
+    """Send a pending or dead delivery again now (same `webhook-id`)."""
+    call.target = f"webhook:{endpoint_id} {delivery_id}"
+    return await call.services.webhooks.redeliver(endpoint_id, delivery_id)
+
+
+# presence and history of rooms (services/room_presence.py, services/history.py)
+
+
+@router.get("/api/v1/presence/rooms/{room}")
+async def room_presence(room: str, call: PresenceCall) -> dict[str, Any]:
+    """Present users of `channel:{id}` (online members) or `note:{id}` (editors)."""
+    call.target = room
+    return await call.services.room_presence.room(room)
+
+
+@router.get("/api/v1/server/rooms/{room}/events")
+async def room_events(
+    room: str,
+    call: PublishCall,
+    since: str | None = Query(None, max_length=128),
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict[str, Any]:
+    """A recoverable room's (`user:{id}`, `channel:{id}`) events after offset `since`, paged."""
+    call.target = room
+    return await call.services.history.read(room, since, limit)

@@ -41,8 +41,10 @@ def is_recoverable(room: object) -> bool:
 
 
 def is_ephemeral(event: str, data: object) -> bool:
-    """Events that are never logged nor replayed: typing indicators (a replayed "X is typing" would be stale,
-    and they would crowd real messages out of a room's bounded history)."""
+    """Events that are never logged nor replayed: typing indicators and presence changes (a replayed "X is
+    typing" would be stale, and they would crowd real messages out of a room's bounded history)."""
+    if event == "events:presence":  # who is here now: a replay of old joins and leaves would mislead
+        return True
     return (
         event == "events:channel"
         and isinstance(data, dict)

@@ -192,6 +192,15 @@ class RedisEventLog:
         seq_i = int(_s(seq))
         return LogEntry(seq_i, format_offset(_s(epoch), seq_i), room, event, data, skip_sid)
 
+    async def data_of(self, room: str, seq: int) -> tuple[bool, Any]:
+        """The stored data of one entry, `(found, data)`: how a process fetches an event that was published
+        by reference because it is larger than the fleet's pub/sub limit (see transport/fleet.py)."""
+        raw = await self.r.xrange(self.p + f"room:{room}", min=f"{seq}-0", max=f"{seq}-0")
+        if not raw:
+            return False, None
+        fields = {_s(k): v for k, v in (raw[0][1] or {}).items()}
+        return True, orjson.loads(fields["d"])
+
     async def head(self) -> str:
         epoch = await self.epoch()
         seq = await self.r.get(self.p + "seq")

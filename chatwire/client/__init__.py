@@ -22,6 +22,7 @@ from typing import Any
 
 import socketio
 
+from chatwire.client.recovery import MAX_EVENT_BYTES
 from chatwire.client.rest import ChatwireHTTP
 from chatwire.services.reducer import ChatState, apply_event, new_message
 
@@ -111,7 +112,10 @@ class ChatwireClient:
         self.url = url.rstrip("/")
         self.token = token
         self.sio = socketio.AsyncClient(
-            reconnection=reconnection, reconnection_delay=1, reconnection_delay_max=5
+            reconnection=reconnection,
+            reconnection_delay=1,
+            reconnection_delay_max=5,
+            websocket_extra_options={"max_msg_size": MAX_EVENT_BYTES},
         )
         self.user: dict[str, Any] | None = None
         self._chat_handlers: list[ChatHandler] = []

@@ -12,6 +12,10 @@ from typing import Any
 
 import socketio
 
+# The largest single event chatwire's Python clients accept from the server (one websocket message): an answer
+# with its sources can be tens of megabytes, and chatwire delivers every event whole.
+MAX_EVENT_BYTES = 256 << 20
+
 
 class RecoveryMixin:
     """Mix into a python-socketio AsyncClient subclass (before it in the bases) to recover like the JS client."""
@@ -75,4 +79,9 @@ class RecoveryMixin:
 
 
 class RecoveringClient(RecoveryMixin, socketio.AsyncClient):
-    """python-socketio's AsyncClient with chatwire's connection state recovery."""
+    """python-socketio's AsyncClient with chatwire's connection state recovery; it also accepts events up to
+    `MAX_EVENT_BYTES` (aiohttp's default refuses websocket messages over 4 MiB)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        options = {"max_msg_size": MAX_EVENT_BYTES, **kwargs.pop("websocket_extra_options", {})}
+        super().__init__(*args, websocket_extra_options=options, **kwargs)

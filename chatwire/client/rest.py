@@ -86,3 +86,32 @@ class ChatwireHTTP:
                 "POST", f"/api/v1/chats/{chat_id}/messages/{message_id}/event", {"type": type, "data": data}
             )
         )
+
+    async def channel_presence(self, channel_id: str) -> dict[str, Any]:
+        """The channel's members with a live session: `{room, users: [{id, name, sessions}], count}`."""
+        return await self._request("GET", f"/api/v1/channels/{channel_id}/presence")  # type: ignore[no-any-return]
+
+    async def note_presence(self, note_id: str) -> dict[str, Any]:
+        """Who has the note's document open."""
+        return await self._request("GET", f"/api/v1/notes/{note_id}/presence")  # type: ignore[no-any-return]
+
+    async def channel_events(
+        self, channel_id: str, since: str | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        """One page of the channel's history after offset `since` (`{events, next, more, head, gone}`)."""
+        query = f"?limit={limit}" + (f"&since={since}" if since else "")
+        return await self._request("GET", f"/api/v1/channels/{channel_id}/events{query}")  # type: ignore[no-any-return]
+
+    async def channel_history(
+        self, channel_id: str, since: str, page: int = 100
+    ) -> list[dict[str, Any]] | None:
+        """Every event of the channel after `since`, all pages; None when that history is gone (reload)."""
+        events: list[dict[str, Any]] = []
+        while True:
+            body = await self.channel_events(channel_id, since, page)
+            if body["gone"]:
+                return None
+            events.extend(body["events"])
+            if not body["more"]:
+                return events
+            since = body["next"]

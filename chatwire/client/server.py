@@ -140,6 +140,58 @@ class ServerClient:
         result = await self._call("POST", f"/api/v1/presence/users/{user_id}/disconnect")
         return int(result["disconnected"])
 
+    async def room_presence(self, room: str) -> dict[str, Any]:
+        """Who is in `channel:{id}` (online members) or `note:{id}` (editors) now."""
+        result: dict[str, Any] = await self._call("GET", f"/api/v1/presence/rooms/{room}")
+        return result
+
+    async def room_events(self, room: str, since: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """One page of a recoverable room's history after offset `since` (scope `publish`)."""
+        params: dict[str, Any] = {"limit": limit, **({"since": since} if since else {})}
+        result: dict[str, Any] = await self._call("GET", f"/api/v1/server/rooms/{room}/events", params=params)
+        return result
+
+    # outgoing webhooks (scope `webhooks`; verify deliveries with chatwire.client.webhooks.verify)
+
+    async def create_webhook(self, url: str, events: list[str], description: str = "") -> dict[str, Any]:
+        """Register an endpoint; the answer's `secret` (whsec_...) signs its deliveries (shown only here)."""
+        result: dict[str, Any] = await self._call(
+            "POST", "/api/v1/server/webhooks", {"url": url, "events": events, "description": description}
+        )
+        return result
+
+    async def webhooks(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", "/api/v1/server/webhooks")
+        return result
+
+    async def webhook(self, endpoint_id: str) -> dict[str, Any]:
+        """One endpoint with its `stats`: last status and error, failures, delivered and pending counts."""
+        result: dict[str, Any] = await self._call("GET", f"/api/v1/server/webhooks/{endpoint_id}")
+        return result
+
+    async def update_webhook(self, endpoint_id: str, **changes: Any) -> dict[str, Any]:
+        """Change `url`, `events`, `description`, `active`, or `rotate_secret=True`."""
+        result: dict[str, Any] = await self._call("PATCH", f"/api/v1/server/webhooks/{endpoint_id}", changes)
+        return result
+
+    async def delete_webhook(self, endpoint_id: str) -> None:
+        await self._call("DELETE", f"/api/v1/server/webhooks/{endpoint_id}")
+
+    async def webhook_deliveries(
+        self, endpoint_id: str, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
+        result: list[dict[str, Any]] = await self._call(
+            "GET", f"/api/v1/server/webhooks/{endpoint_id}/deliveries", params=params
+        )
+        return result
+
+    async def retry_delivery(self, endpoint_id: str, delivery_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", f"/api/v1/server/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry"
+        )
+        return result
+
 
 def room_message(emitter_id: str, room: str, event: str, data: Any) -> bytes:
     """The fleet bus message of a room emit, as the FleetManager reads it (orjson bytes)."""

@@ -18,7 +18,7 @@ from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.util import new_id
 
 KEY_PREFIX = "cwk_"
-SCOPES = ("publish", "channels", "presence", "admin")  # admin may do everything
+SCOPES = ("publish", "channels", "presence", "webhooks", "admin")  # admin may do everything
 
 
 def hash_key(key: str) -> str:

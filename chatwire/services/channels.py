@@ -58,6 +58,8 @@ class ChannelService:
         self.users = users
         self.broker = broker
         self.rooms = rooms
+        # Outgoing webhooks (services/webhooks.py): told about each stored change, after its live event.
+        self.notify: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
 
     # access
 
@@ -268,6 +270,9 @@ class ChannelService:
         out = []
         for m in messages:
             author = authors.get(m.user_id)
+            hook = (m.meta or {}).get("webhook")
+            if isinstance(hook, dict) and hook.get("id"):  # posted by an incoming webhook: its own identity
+                author = User(id=str(hook["id"]), name=str(hook.get("name") or "Webhook"), role="webhook")
             out.append(
                 {
                     "id": m.id,
@@ -303,6 +308,30 @@ class ChannelService:
             },
             room=channel_room(channel_id),
         )
+
+    async def _notify(self, kind: str, channel_id: str, message: dict[str, Any], actor: User) -> None:
+        if self.notify is not None:
+            await self.notify(kind, {"channel_id": channel_id, "message": message, "user": user_brief(actor)})
+
+    async def post_as_webhook(
+        self, channel_id: str, identity: dict[str, Any], content: str, author_id: str
+    ) -> dict[str, Any]:
+        """Store and emit a message of an incoming webhook: it speaks as `identity` (`{id, name, role}`), kept
+        in the message's `meta.webhook` as Open WebUI does; the webhook's creator is the stored author."""
+        channel = await self.get_channel(channel_id)
+        message = await self.repo.post_message(
+            channel_id=channel.id,
+            user_id=author_id,
+            content=content,
+            parent_id=None,
+            data=None,
+            meta={"webhook": {"id": identity["id"], "name": identity["name"]}},
+        )
+        body = await self._message_json(message)
+        actor = User(id=identity["id"], name=identity["name"], role="webhook")
+        await self._emit(channel_id, message.id, "message", body, actor)
+        await self._notify("channel.message.posted", channel_id, body, actor)
+        return body
 
     async def _message_in(self, channel_id: str, message_id: str) -> ChannelMessage:
         message = await self.repo.get_message(message_id)
@@ -343,6 +372,7 @@ class ChannelService:
         extra = {"temp_id": temp_id} if temp_id else {}
         body = await self._message_json(message, **extra)
         await self._emit(channel_id, message.id, "message", body, user)
+        await self._notify("channel.message.posted", channel_id, body, user)
         if parent_id is not None:
             parent_now = await self._message_in(channel_id, parent_id)
             await self._emit(
@@ -364,6 +394,7 @@ class ChannelService:
         await self.repo.update_message(message_id, content, data)
         body = await self._message_json(await self._message_in(channel_id, message_id))
         await self._emit(channel_id, message_id, "message:update", body, user)
+        await self._notify("channel.message.updated", channel_id, body, user)
         return body
 
     async def delete_message(self, channel_id: str, message_id: str, user: User) -> None:
@@ -377,6 +408,7 @@ class ChannelService:
         body = await self._message_json(message)
         await self.repo.delete_message(message)
         await self._emit(channel_id, message_id, "message:delete", body, user)
+        await self._notify("channel.message.deleted", channel_id, body, user)
         if message.parent_id is not None:
             parent = await self.repo.get_message(message.parent_id)
             if parent is not None:
@@ -398,6 +430,9 @@ class ChannelService:
         if changed:
             kind = "message:reaction:add" if add else "message:reaction:remove"
             await self._emit(channel_id, message_id, kind, body, user)
+            await self._notify(
+                "channel.reaction.added" if add else "channel.reaction.removed", channel_id, body, user
+            )
         return body
 
     async def pin(self, channel_id: str, message_id: str, user: User, pinned: bool) -> dict[str, Any]:

@@ -557,7 +557,9 @@ class CollabService:
                 note = await self.notes.require(note_id, pending.user, "write")
                 data = dict(note.data or {})
                 data["content"] = pending.content
-                await self.notes.repo.update(note_id, data=data)
+                saved = await self.notes.repo.update(note_id, data=data)
+                if saved is not None:
+                    await self.notes.report_updated(saved, pending.user, "editor")
             except ChatwireError as exc:
                 log.info(
                     "note content not saved",

@@ -19,6 +19,7 @@ from chatwire.db.repos.channels import ChannelRepo
 from chatwire.db.repos.chats import ChatRepo, MessageStore
 from chatwire.db.repos.notes import NoteRepo
 from chatwire.db.repos.users import UserRepo
+from chatwire.db.repos.webhooks import WebhookRepo
 from chatwire.metrics import Metrics
 from chatwire.services.api_keys import ApiKeyService
 from chatwire.services.auth import AuthService, SigninThrottle
@@ -29,13 +30,16 @@ from chatwire.services.completions import CompletionService
 from chatwire.services.directory import UserDirectory
 from chatwire.services.events import ChatEvents
 from chatwire.services.external_auth import ExternalVerifier
+from chatwire.services.history import RoomHistory
 from chatwire.services.models import DemoModel, OpenAIUpstream
 from chatwire.services.notes import NoteService
 from chatwire.services.persistence import MessageWriter
 from chatwire.services.presence import PresenceService
+from chatwire.services.room_presence import RoomPresence
 from chatwire.services.rooms import Rooms
 from chatwire.services.server_api import ServerApiService
 from chatwire.services.tasks import TaskRegistry
+from chatwire.services.webhooks import ChannelWebhooks, DispatchSettings, WebhookDispatcher, WebhookService
 from chatwire.util import now_s
 
 
@@ -64,6 +68,11 @@ class Services:
     completions: CompletionService
     host_id: str
     lock: Lock
+    webhooks: WebhookService
+    channel_webhooks: ChannelWebhooks
+    dispatcher: WebhookDispatcher | None
+    room_presence: RoomPresence
+    history: RoomHistory
     bus: Bus | None = None
 
     @classmethod
@@ -129,6 +138,32 @@ class Services:
         )
         chats = ChatService(chat_repo, broker, eventlog)
         chats.pipeline = events
+        metrics = metrics or Metrics()
+        webhook_repo = WebhookRepo(db)
+        webhooks = WebhookService(webhook_repo, cache_seconds=settings.webhook_endpoint_cache_seconds)
+        dispatcher = (
+            WebhookDispatcher(
+                webhook_repo,
+                host_id,
+                DispatchSettings(
+                    timeout=settings.webhook_timeout_seconds,
+                    concurrency=settings.webhook_concurrency,
+                    max_attempts=settings.webhook_max_attempts,
+                    backoff_base=settings.webhook_backoff_base_seconds,
+                    backoff_max=settings.webhook_backoff_max_seconds,
+                    poll_interval=settings.webhook_poll_seconds,
+                    retention=settings.webhook_retention_seconds,
+                ),
+                observer=metrics.webhook_attempt,
+            )
+            if settings.webhooks_enabled
+            else None
+        )
+        if dispatcher is not None:
+            webhooks.wake = dispatcher.wake
+        channels.notify = webhooks.notify
+        notes.notify = webhooks.notify
+        writer.finished = webhooks.completion_finished_notifier(chat_repo.get)
         return cls(
             settings=settings,
             db=db,
@@ -147,7 +182,12 @@ class Services:
             bus=bus,
             api_keys=ApiKeyService(ApiKeyRepo(db)),
             server_api=ServerApiService(broker, sessions, users, channels, chat_repo, events),
-            metrics=metrics or Metrics(),
+            metrics=metrics,
+            webhooks=webhooks,
+            channel_webhooks=ChannelWebhooks(webhook_repo, channels),
+            dispatcher=dispatcher,
+            room_presence=RoomPresence(sessions, users, broker, channels, notes, webhooks.notify),
+            history=RoomHistory(eventlog, channels),
             collab=CollabService(
                 docs,
                 notes,

@@ -91,6 +91,8 @@ class NoteService:
         self.deleted_hooks: list[Callable[[str], Awaitable[None]]] = []
         # Told (note_id) after an update that replaced the note's `data` (the collaborative document resets).
         self.content_replaced_hooks: list[Callable[[str], Awaitable[None]]] = []
+        # Outgoing webhooks (services/webhooks.py): told about each stored update of a note.
+        self.notify: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
 
     async def require(self, note_id: str, user: User, permission: str) -> Note:
         note = await self.repo.get(note_id)
@@ -182,7 +184,16 @@ class NoteService:
                     log.exception("content-replaced hook failed", extra={"note_id": note_id})
         body = note_json(note)
         await self.broker.emit(NOTE_EVENT, body, room=note_room(note_id))
+        await self.report_updated(note, user, "rest")
         return body
+
+    async def report_updated(self, note: Note, user: User, source: str) -> None:
+        """Tell the webhooks that a note was stored: by a REST update (`rest`) or an editor's save (`editor`)."""
+        if self.notify is not None:
+            await self.notify(
+                "note.updated",
+                {"note": note_json(note), "user": {"id": user.id, "name": user.name}, "source": source},
+            )
 
     async def update_access(
         self, note_id: str, user: User, access_control: dict[str, Any] | None

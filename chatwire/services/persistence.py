@@ -73,6 +73,7 @@ class _Slot:
     # The events applied to `state`/`chat_dirty` since the last successful write (given up as one batch).
     batch: list[dict[str, Any]] = field(default_factory=list)
     retried: bool = False  # `batch` was queued again once after a give-up
+    reported: bool = False  # the message's end was told to `finished` (or it was stored done before)
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:
@@ -143,6 +144,8 @@ class MessageWriter:
         self.stats = WriterStats()
         # Called with the duration of each database write (metrics: chatwire_persistence_flush_seconds).
         self.flush_observer: Callable[[float], None] | None = None
+        # Called once with (chat_id, message_id, final state) when a message is stored done (outgoing webhooks).
+        self.finished: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._closing = False
         self._stopped = False
@@ -234,11 +237,23 @@ class MessageWriter:
                 if not slot.pending:
                     slot.idle.set()
                     if (slot.state is not None and slot.state.get("done")) or slot.orphan:
+                        await self._report_finished(slot)
                         return  # a finished message needs no cache; a later event reloads it
         finally:
             if self._slots.get(key) is slot and not slot.pending:
                 del self._slots[key]
             slot.idle.set()
+
+    async def _report_finished(self, slot: _Slot) -> None:
+        if self.finished is None or slot.orphan or slot.state is None or slot.reported:
+            return
+        slot.reported = True
+        try:
+            await self.finished(slot.chat_id, slot.message_id, slot.state)
+        except Exception:
+            log.exception(
+                "finished hook failed", extra={"chat_id": slot.chat_id, "message_id": slot.message_id}
+            )
 
     async def _drain(self, slot: _Slot) -> None:
         delay = 0.05
@@ -329,6 +344,7 @@ class MessageWriter:
                 )
                 return
             slot.state = {"content": row.content, "done": row.done}
+            slot.reported = bool(row.done)
             for name, col in PATCH_COLUMNS.items():
                 if name != "done":
                     slot.state[name] = getattr(row, col)

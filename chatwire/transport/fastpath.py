@@ -180,7 +180,10 @@ class Sink:
             self.drain_task = asyncio.ensure_future(self._drain())
 
     def _check_bounds(self) -> None:
-        if len(self.backlog) > self.limits[1] or self.backlog_bytes > self.limits[2]:
+        # The oldest frame does not count against the byte bound: one event larger than the bound (a 20 MB
+        # answer with its sources) waits its turn instead of forcing a reload; what queues behind it counts.
+        behind = self.backlog_bytes - (len(self.backlog[0][0]) if self.backlog else 0)
+        if len(self.backlog) > self.limits[1] or behind > self.limits[2]:
             self.backlog.clear()
             self.backlog_bytes = 0
             self.on_overflow(self)

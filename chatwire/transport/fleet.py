@@ -8,6 +8,13 @@ disconnects). A process with no member of a room never receives, decodes or enco
 
 Naming rule: a room name containing ':' is a room (`user:`, `channel:`, `note:`, `doc_note:`); anything else is a
 session id, located through the SessionStore.
+
+Large events: an operation over `max_payload_bytes` (the fleet limit, 1 MiB by default) is never published itself,
+so it cannot trip Redis's pub/sub output buffer limit. A logged event (recoverable rooms) is stored whole in the
+shared log as always, and the publication carries a reference (`ref`) instead of the data: each receiving process
+reads the entry back from the log before delivering it. Anything else is put in the BlobStore (chunked, with a
+TTL) and a `blob` reference is published. Receivers resolve references inside the bus handler, one message at a
+time, so a large event keeps its place in its room's order; local sessions receive the event whole.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 import orjson
 import socketio
 
+from chatwire.backends.blobs import BlobStore
 from chatwire.backends.bus import Bus
 from chatwire.backends.eventlog import LogEntry, format_offset, is_ephemeral, is_recoverable, parse_offset
 from chatwire.errors import ChatwireError, ErrorCode
@@ -30,6 +38,9 @@ from chatwire.transport.recovery import RecoveringManager
 log = logging.getLogger("chatwire.fleet")
 
 Locate = Callable[[str], Awaitable[str | None]]
+
+# How long a large operation's bytes stay in the BlobStore: far longer than any receiver needs to fetch them.
+BLOB_TTL_SECONDS = 60.0
 
 # What a session that may have missed events is told (as the fast path tells a slow reader): refetch your chats.
 RELOAD_EVENT: dict[str, Any] = {
@@ -66,6 +77,10 @@ class FleetManager(RecoveringManager):
         self.request_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[bool]]] = {}
         # Fleet-wide membership of document rooms (set by the fleet set-up; see backends/roster_redis.py).
         self.roster: Any = None
+        # Where operations over the fleet limit travel (set by the fleet set-up; None: they are refused).
+        self.blobs: BlobStore | None = None
+        self.large_sent = 0  # operations sent by reference (metrics, tests)
+        self.large_received = 0
         self._requests: dict[str, tuple[asyncio.Future[bool], list[int]]] = {}
         # The log position this process has delivered (or skipped, at start) up to: a gap catch-up starts here.
         self._caught_up = 0
@@ -91,13 +106,26 @@ class FleetManager(RecoveringManager):
     def _is_local(self, sid: str, namespace: str) -> bool:
         return self.eio_sid_from_sid(sid, namespace) is not None
 
-    def _encode(self, message: dict[str, Any]) -> bytes:
+    @staticmethod
+    def _dumps(message: dict[str, Any]) -> bytes:
         try:
-            raw = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
+            return orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
         except TypeError as exc:
             raise ChatwireError(
                 ErrorCode.INVALID_PAYLOAD, f"event data cannot cross processes: {exc}"
             ) from exc
+
+    async def _pack(self, message: dict[str, Any]) -> bytes:
+        """The bus message for an operation: itself, or, over the fleet limit, a reference to its bytes."""
+        raw = self._dumps(message)
+        if len(raw) <= self.max_payload_bytes or self.blobs is None:
+            return self._encode(message) if len(raw) > self.max_payload_bytes else raw
+        key = await self.blobs.put(raw, BLOB_TTL_SECONDS)
+        self.large_sent += 1
+        return self._dumps({"t": "blob", "h": self.host_id, "k": key, "n": len(raw)})
+
+    def _encode(self, message: dict[str, Any]) -> bytes:
+        raw = self._dumps(message)
         if len(raw) > self.max_payload_bytes:
             raise ChatwireError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
@@ -110,7 +138,7 @@ class FleetManager(RecoveringManager):
         host = await self.locate(sid)
         if host is None or host == self.host_id:
             return False
-        return await self.bus.publish(f"host:{host}", self._encode(message)) > 0
+        return await self.bus.publish(f"host:{host}", await self._pack(message)) > 0
 
     async def _room_changed(self, namespace: str, room: Any, had: bool) -> None:
         if not isinstance(room, str) or not is_room_name(room):
@@ -236,7 +264,7 @@ class FleetManager(RecoveringManager):
         ):
             await self._log_and_publish(event, args, multi, room, skip_sid)
             return
-        raw = self._encode(
+        raw = await self._pack(
             {
                 "t": "emit",
                 "h": self.host_id,
@@ -263,7 +291,11 @@ class FleetManager(RecoveringManager):
         No local delivery here: this process gets the event back from its own subscription (when it has members
         in the room), so every process, this one included, delivers a room's events in sequence order."""
         skip = skip_sid if isinstance(skip_sid, str) else None
-        body = self._encode({"room": room, "e": event, "d": args, "m": multi, "s": skip})
+        body = self._dumps({"room": room, "e": event, "d": args, "m": multi, "s": skip})
+        if len(body) > self.max_payload_bytes:
+            # Published by reference: receivers read the data back from the log entry (see the module doc).
+            body = self._dumps({"room": room, "e": event, "ref": True, "m": multi, "s": skip})
+            self.large_sent += 1
         data = tuple(args) if multi else args
         await self.eventlog.append_and_publish(  # type: ignore[union-attr]
             room, event, data, skip_sid=skip, channel=self.bus.channel_name(f"room:{room}"), message=body
@@ -277,6 +309,15 @@ class FleetManager(RecoveringManager):
         if seq <= self.delivered_seq:
             return  # already delivered by a gap catch-up (a room's entries arrive in seq order otherwise)
         msg = orjson.loads(body)
+        if msg.get("ref"):
+            found, data_of = await self.eventlog.data_of(msg["room"], seq)  # type: ignore[union-attr]
+            if not found:
+                log.warning(
+                    "large event gone from the log before delivery", extra={"room": msg["room"], "seq": seq}
+                )
+                return
+            msg["d"] = data_of
+            self.large_received += 1
         data = tuple(msg["d"]) if msg.get("m") else msg["d"]
         entry = LogEntry(seq, format_offset(epoch.decode(), seq), msg["room"], msg["e"], data, msg.get("s"))
         self.received += 1
@@ -337,6 +378,16 @@ class FleetManager(RecoveringManager):
         msg = orjson.loads(payload)
         if msg.get("h") == self.host_id:
             return
+        if msg.get("t") == "blob":
+            raw = await self.blobs.get(msg["k"]) if self.blobs is not None else None
+            if raw is None:
+                log.warning(
+                    "large fleet message expired before delivery",
+                    extra={"topic": topic, "bytes": msg.get("n")},
+                )
+                return
+            self.large_received += 1
+            msg = orjson.loads(raw)
         self.received += 1
         kind = msg.get("t")
         ns = msg.get("ns", "/")

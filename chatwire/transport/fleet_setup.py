@@ -8,6 +8,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from chatwire.backends.blobs_redis import RedisBlobStore
 from chatwire.backends.bus_redis import RedisBus
 from chatwire.backends.docstore_redis import RedisDocStore
 from chatwire.backends.eventlog_redis import RedisEventLog
@@ -45,6 +46,7 @@ class FleetBackends:
         self.manager = FleetManager(
             self.bus, host_id, self._locate, settings.fleet_max_payload_bytes, settings.event_call_timeout
         )
+        self.manager.blobs = RedisBlobStore(self.client, prefix, chunk_bytes=settings.fleet_max_payload_bytes)
 
     async def _primary_id(self) -> str:
         return await self.target.primary_id(self.client, self.eventlog.p + "epoch")

@@ -12,7 +12,7 @@ import socketio
 from chatwire.config import Settings
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.services.container import Services
-from chatwire.transport import channels, chats, collab, session
+from chatwire.transport import channels, chats, collab, presence, session
 from chatwire.transport.context import Context, socket_handler
 from chatwire.transport.fastpath import OrjsonShim
 from chatwire.transport.recovery import RecoveringManager, RecoveringServer, Recovery
@@ -68,6 +68,7 @@ class Realtime:
         services.metrics.set_sessions_provider(self._sessions_by_transport)
         services.metrics.set_rooms_provider(self._rooms_by_kind)
         collab.register(sio, self.ctx)
+        presence.register(self.ctx)
         self.recovery = Recovery(sio, self.ctx) if isinstance(sio, RecoveringServer) else None
 
         @sio.on("*")
@@ -140,6 +141,7 @@ class Realtime:
                 if await lock.acquire(CLEANUP_LOCK, owner, interval * 3):
                     expired = await self.services.sessions.purge_expired()
                     await self.services.presence.sessions_ended(expired)
+                    await self.services.room_presence.sessions_expired(expired)
             except asyncio.CancelledError:
                 raise
             except Exception:

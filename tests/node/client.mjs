@@ -9,7 +9,9 @@
 //     "join": true,                        emit user-join {auth: {token}} on every connect (as Open WebUI does)
 //     "auth": {...},                       extra handshake auth fields (merged after token)
 //     "reconnection": false,               let the client reconnect by itself (default false)
-//     "timeout": 5000                      default ack timeout in ms
+//     "timeout": 5000,                     default ack timeout in ms
+//     "digest_over": 100000                an event whose first argument's JSON is longer than this is printed
+//                                          as {"digest": {"bytes", "sha256"}, "data": {"type"}} instead (large events)
 //   }
 //
 // Output: one JSON object per line on stdout, in the order things happen:
@@ -31,6 +33,7 @@
 //   {"close": true}             disconnect and exit
 // Closing stdin also disconnects and exits.
 
+import { createHash } from "node:crypto";
 import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
 
@@ -63,7 +66,16 @@ socket.on("connect", () => {
 });
 socket.on("connect_error", (err) => out({ type: "connect_error", message: err.message, data: err.data ?? null }));
 socket.on("disconnect", (reason) => out({ type: "disconnect", reason }));
-socket.onAny((event, ...args) => out({ type: "event", event, args }));
+socket.onAny((event, ...args) => {
+  if (options.digest_over && args.length) {
+    const text = JSON.stringify(args[0]);
+    if (text.length > options.digest_over) {
+      const digest = { bytes: Buffer.byteLength(text), sha256: createHash("sha256").update(text).digest("hex") };
+      args = [{ digest, data: { type: args[0]?.data?.type ?? null } }, ...args.slice(1)];
+    }
+  }
+  out({ type: "event", event, args });
+});
 
 function run(line) {
   let cmd;
