@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 
 from chatwire.engine import EngineConfig, Socket, SocketServer
+from chatwire.engine.wsprotocol import EngineWebSocketProtocol
 
 
 def main() -> None:
@@ -38,7 +39,8 @@ def main() -> None:
         )
         return {"ok": True}
 
-    uvicorn.run(server.asgi, host="127.0.0.1", port=port, log_level="warning", ws_per_message_deflate=False)
+    # chatwire's own WebSocket protocol: each session's frames of one loop turn leave in one write
+    uvicorn.run(server.asgi, host="127.0.0.1", port=port, log_level="warning", ws=EngineWebSocketProtocol)
 
 
 if __name__ == "__main__":

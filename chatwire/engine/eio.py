@@ -32,6 +32,9 @@ Frame = str | bytes
 
 OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = "0123456"
 RECORD_SEPARATOR = "\x1e"
+# An ASGI extension of chatwire's own WebSocket protocol (chatwire/engine/wsprotocol.py): a list of frames in one
+# message, written to the socket together. Without it in the scope every frame is its own `websocket.send`.
+SEND_BATCH = "chatwire.websocket.send_batch"
 NOOP_EVERY = 0.1  # seconds between noops that release a poll while an upgrade is under way
 
 # Engine.IO's own error codes for rejected HTTP requests (the reference server's numbering).
@@ -650,10 +653,17 @@ class EngineServer:
             await writer
 
     async def _ws_writer(self, session: Session, send: Send) -> None:
+        batch = SEND_BATCH in session.scope.get("extensions", {})
         try:
             while True:
                 await session.wait_output()
                 frames = session.take()
+                if batch:  # the server takes the whole list in one message (and one write)
+                    if frames:
+                        await send({"type": SEND_BATCH, "frames": frames})
+                    if session.state is EioState.CLOSED:
+                        break
+                    continue
                 for frame in frames:
                     if isinstance(frame, str):
                         await send({"type": "websocket.send", "text": frame})

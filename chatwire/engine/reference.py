@@ -50,10 +50,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument(
-        "--ws", default="auto", help="uvicorn WebSocket implementation (auto, websockets, wsproto)"
+        "--ws",
+        default="chatwire",
+        help="WebSocket protocol: chatwire (chatwire/engine/wsprotocol.py, the default), or one of uvicorn's own "
+        "(auto, websockets, websockets-sansio, wsproto)",
     )
     args = parser.parse_args(argv)
-    uvicorn.run(build().asgi, host=args.host, port=args.port, ws=args.ws, log_level="warning", lifespan="on")
+    ws: Any = args.ws
+    if ws == "chatwire":
+        from chatwire.engine.wsprotocol import EngineWebSocketProtocol
+
+        ws = EngineWebSocketProtocol
+    uvicorn.run(build().asgi, host=args.host, port=args.port, ws=ws, log_level="warning", lifespan="on")
 
 
 if __name__ == "__main__":

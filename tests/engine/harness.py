@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ import uvicorn
 from chatwire.engine.eio import EngineConfig
 from chatwire.engine.reference import REFERENCE_CONFIG, build
 from chatwire.engine.server import ConnectionRefused, Socket, SocketServer
+from chatwire.engine.wsprotocol import EngineWebSocketProtocol
 from tests.conftest import free_port, requirement_missing
 
 WS_DRIVER = Path(__file__).parents[1] / "node" / "ws_frames.mjs"
@@ -117,14 +119,18 @@ class PostCounter:
 
 @contextlib.asynccontextmanager
 async def running_engine(
-    config: EngineConfig = REFERENCE_CONFIG, connect_timeout_ms: int = 1000, ws: str = "auto"
+    config: EngineConfig = REFERENCE_CONFIG, connect_timeout_ms: int = 1000, ws: str | None = None
 ) -> AsyncIterator[Engine]:
+    """The engine on uvicorn; `ws` None means chatwire's own WebSocket protocol (CHATWIRE_ENGINE_WS=auto|wsproto|...
+    runs the whole directory on one of uvicorn's instead)."""
+    chosen = ws or os.environ.get("CHATWIRE_ENGINE_WS", "chatwire")
+    protocol: Any = EngineWebSocketProtocol if chosen == "chatwire" else chosen
     server = build(config, connect_timeout_ms)
     add_test_handlers(server)
     port = free_port()
     posts = PostCounter(server.asgi)
     uv = uvicorn.Server(
-        uvicorn.Config(posts, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws=ws)
+        uvicorn.Config(posts, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws=protocol)
     )
     task = asyncio.create_task(uv.serve())
     for _ in range(500):

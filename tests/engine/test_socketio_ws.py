@@ -250,9 +250,9 @@ async def test_rooms_reach_members_only() -> None:
     assert not any("heard" in t for t in texts(shouter))
 
 
-@pytest.mark.parametrize("ws", ["websockets-sansio", "wsproto"])
+@pytest.mark.parametrize("ws", ["chatwire", "websockets-sansio", "wsproto"])
 async def test_same_wire_behaviour_on_each_uvicorn_websocket_protocol(ws: str) -> None:
-    """The engine relies on ASGI alone: each of uvicorn's WebSocket implementations must give the same frames."""
+    """The engine relies on ASGI alone: chatwire's own protocol and each of uvicorn's must give the same frames."""
     async with running_engine(ws=ws) as engine:
         events = await ws_frames(
             engine.ws(),

@@ -1,0 +1,441 @@
+"""chatwire's own WebSocket server protocol for uvicorn: asyncio.Protocol outside, ASGI inside, coalesced writes.
+
+uvicorn takes a protocol class through its public `ws=` option and hands it the upgraded connection (the raw
+request bytes, then the socket). This class parses and frames with the public Sans-I/O API of `websockets`
+(`websockets.server.ServerProtocol`, `websockets.frames`) and runs the ASGI app with the WebSocket scope.
+
+What it adds over uvicorn's own protocols: every frame the app sends during one event-loop turn is buffered and the
+whole buffer leaves in one `transport.write` at the end of the turn, so a fan-out that queues several frames for a
+session costs one system call for that socket, not one per frame. The `chatwire.websocket.send_batch` extension
+(advertised in the scope) lets the app hand a list of frames in one message. Backpressure both ways: when the
+transport's buffer is above its high-water mark, `send` waits until it drains; when the app does not keep up with
+received messages, reading from the socket pauses.
+
+No WebSocket-level keepalive pings are sent (Engine.IO has its own heartbeat); a client's ping is answered with a
+pong by the sans-I/O layer. No compression is negotiated (Node socket.io's default too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import http
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import unquote
+
+from websockets.datastructures import Headers
+from websockets.frames import Close, Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from chatwire.engine.eio import SEND_BATCH
+
+log = logging.getLogger(__name__)
+
+Message = MutableMapping[str, Any]
+READ_HIGH = 64  # received messages queued for the app before reading from the socket pauses
+READ_LOW = 16  # ... and resumes
+FLUSH_NOW = 256 * 1024  # bytes buffered within one turn that are written at once instead of at the turn's end
+CLOSE_TIMEOUT = 5.0  # seconds to wait for the peer to end TCP after our close frame
+
+
+class WebSocketClosed(OSError):
+    """`send` on a connection that is closed or closing (ASGI asks for an IOError subclass)."""
+
+
+def frame_bytes(frame: str | bytes) -> bytes:
+    """One unmasked, uncompressed server frame (text for str, binary for bytes)."""
+    if isinstance(frame, str):
+        return Frame(Opcode.TEXT, frame.encode()).serialize(mask=False)
+    return Frame(Opcode.BINARY, frame).serialize(mask=False)
+
+
+class _FrameCache:
+    """The engine appends the same frame object to every recipient's outbox: encode it once per broadcast."""
+
+    __slots__ = ("data", "frame")
+
+    def __init__(self) -> None:
+        self.frame: str | bytes | None = None
+        self.data = b""
+
+    def encode(self, frame: str | bytes) -> bytes:
+        if frame is not self.frame:
+            self.data = frame_bytes(frame)
+            self.frame = frame
+        return self.data
+
+
+_cache = _FrameCache()
+
+
+class EngineWebSocketProtocol(asyncio.Protocol):
+    """One upgraded connection: handshake, frames in and out, close handshake, and the ASGI app's task.
+
+    Built by uvicorn as `cls(config=..., server_state=..., app_state=...)`; uses `config.loaded_app`,
+    `config.ws_max_size`, `config.root_path`, `server_state.connections/tasks/default_headers` (all public)."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any] | None = None) -> None:
+        self.app: Callable[..., Awaitable[None]] = config.loaded_app
+        self.root_path: str = config.root_path
+        self.server_state = server_state
+        self.app_state = app_state if app_state is not None else {}
+        self.ws = ServerProtocol(max_size=config.ws_max_size)
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.request: Request | None = None
+        self.accepted = False
+        self.handshake_done = False  # accepted, or an HTTP response sent instead
+        self.closed_sent = False
+        self.lost = False
+        self.disconnect_code: int | None = None
+        self.inbox: deque[Message] = deque()
+        self.inbox_waiter: asyncio.Future[None] | None = None
+        self.reading_paused = False
+        self.writing_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.out: list[bytes] = []
+        self.out_size = 0
+        self.flush_scheduled = False
+        self.fragments: list[bytes] = []
+        self.fragment_opcode: Opcode | None = None
+        self.response_start: Message | None = None
+        self.close_timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server_state.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        self.handle_events()
+        self.pump()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self.handle_events()
+        self.pump()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.server_state.connections.discard(self)
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+        self.disconnected(1006)
+        self.release_drain()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self.release_drain()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: close an open WebSocket with 1012 (service restart), anything else at once."""
+        if self.accepted and not self.closed_sent and self.ws.state is State.OPEN:
+            self.ws.send_close(1012, "server shutdown")
+            self.closed_sent = True
+            self.pump()
+        elif self.transport is not None:
+            self.transport.close()
+
+    # --- incoming ------------------------------------------------------------------------------------------------
+    def handle_events(self) -> None:
+        for event in self.ws.events_received():
+            if isinstance(event, Request):
+                self.start_app(event)
+            elif isinstance(event, Frame):
+                self.handle_frame(event)
+        if self.ws.state is State.CLOSING and self.ws.close_sent is not None and not self.closed_sent:
+            # the sans-I/O layer failed the connection (protocol error, 1009, bad UTF-8...) or echoed a close
+            self.closed_sent = True
+            self.disconnected(self.ws.close_sent.code)
+
+    def handle_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self.deliver(opcode, bytes(frame.data))
+            else:
+                self.fragment_opcode = opcode
+                self.fragments = [bytes(frame.data)]
+        elif opcode is Opcode.CONT:
+            self.fragments.append(bytes(frame.data))
+            if frame.fin and self.fragment_opcode is not None:
+                data, self.fragments = b"".join(self.fragments), []
+                kind, self.fragment_opcode = self.fragment_opcode, None
+                self.deliver(kind, data)
+        elif opcode is Opcode.CLOSE:
+            self.disconnected(Close.parse(frame.data).code)
+
+    def deliver(self, opcode: Opcode, data: bytes) -> None:
+        if opcode is Opcode.TEXT:
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self.ws.fail(1007, "invalid UTF-8")
+                self.closed_sent = True
+                self.disconnected(1007)
+                return
+            self.enqueue({"type": "websocket.receive", "text": text})
+        else:
+            self.enqueue({"type": "websocket.receive", "bytes": data})
+
+    def enqueue(self, message: Message) -> None:
+        if self.disconnect_code is not None:
+            return
+        self.inbox.append(message)
+        waiter = self.inbox_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if len(self.inbox) >= READ_HIGH and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def disconnected(self, code: int) -> None:
+        if self.disconnect_code is not None:
+            return
+        self.inbox.append({"type": "websocket.disconnect", "code": code})
+        self.disconnect_code = code
+        waiter = self.inbox_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def receive(self) -> Message:
+        """ASGI receive: `websocket.connect`, then each message, then `websocket.disconnect` (repeated after that)."""
+        while not self.inbox:
+            if self.disconnect_code is not None:
+                return {"type": "websocket.disconnect", "code": self.disconnect_code}
+            waiter = self.loop.create_future()
+            self.inbox_waiter = waiter
+            try:
+                await waiter
+            finally:
+                self.inbox_waiter = None
+        message = self.inbox.popleft()
+        if (
+            self.reading_paused
+            and len(self.inbox) <= READ_LOW
+            and self.transport is not None
+            and not self.lost
+        ):
+            self.reading_paused = False
+            self.transport.resume_reading()
+        return message
+
+    # --- outgoing ------------------------------------------------------------------------------------------------
+    def pump(self) -> None:
+        """Move what the sans-I/O layer wants written (handshake response, pongs, close frames) to the socket."""
+        for data in self.ws.data_to_send():
+            if data:
+                self.buffer(data)
+            else:  # end of stream: a server closes TCP once the close handshake (or a refusal) is done
+                self.flush()
+                if self.transport is not None:
+                    self.transport.close()
+                return
+        if self.ws.close_expected() and self.close_timer is None and not self.lost:
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.abort)
+        self.flush()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def buffer(self, data: bytes) -> None:
+        self.out.append(data)
+        self.out_size += len(data)
+        if self.out_size >= FLUSH_NOW:
+            self.flush()
+        elif not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Everything buffered this turn leaves in one write."""
+        self.flush_scheduled = False
+        if not self.out:
+            return
+        data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
+        self.out = []
+        self.out_size = 0
+        if self.transport is not None and not self.lost and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def release_drain(self) -> None:
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        while self.writing_paused and not self.lost:
+            waiter = self.drain_waiter
+            if waiter is None or waiter.done():
+                waiter = self.drain_waiter = self.loop.create_future()
+            await waiter
+
+    def write_frames(self, frames: list[Any]) -> None:
+        if self.closed_sent or self.lost or self.ws.state is not State.OPEN:
+            raise WebSocketClosed("websocket is closed")
+        encode = _cache.encode
+        for frame in frames:
+            self.buffer(encode(frame))
+
+    async def send(self, message: Message) -> None:
+        """ASGI send, plus `chatwire.websocket.send_batch` ({"frames": [str | bytes, ...]})."""
+        kind = message["type"]
+        if kind == "websocket.send" and self.accepted:
+            text = message.get("text")
+            self.write_frames([text if text is not None else bytes(message.get("bytes") or b"")])
+            if self.writing_paused:
+                await self.drain()
+        elif kind == SEND_BATCH and self.accepted:
+            self.write_frames(list(message["frames"]))
+            if self.writing_paused:
+                await self.drain()
+        elif kind == "websocket.accept" and not self.handshake_done:
+            self.accept(message)
+        elif kind == "websocket.close":
+            if not self.handshake_done:
+                self.respond(self.ws.reject(http.HTTPStatus.FORBIDDEN, "WebSocket connection refused\n"))
+            elif self.accepted and not self.closed_sent and self.ws.state is State.OPEN:
+                self.closed_sent = True
+                self.ws.send_close(int(message.get("code") or 1000), str(message.get("reason") or ""))
+                self.disconnected(int(message.get("code") or 1000))
+                self.pump()
+            else:
+                raise WebSocketClosed("websocket is closed")
+        elif (
+            kind == "websocket.http.response.start"
+            and not self.handshake_done
+            and self.response_start is None
+        ):
+            self.response_start = message
+        elif (
+            kind == "websocket.http.response.body"
+            and self.response_start is not None
+            and not self.handshake_done
+        ):
+            if not message.get("more_body", False):
+                start = self.response_start
+                status = int(start["status"])
+                headers = Headers(
+                    [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+                )
+                body = bytes(message.get("body") or b"")
+                headers["Content-Length"] = str(len(body))
+                headers["Connection"] = "close"
+                self.respond(Response(status, _phrase(status), headers, body))
+        elif self.lost or self.closed_sent:
+            raise WebSocketClosed("websocket is closed")
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} in this websocket state")
+
+    def accept(self, message: Message) -> None:
+        assert self.request is not None
+        response = self.ws.accept(self.request)
+        if response.status_code == 101:
+            subprotocol = message.get("subprotocol")
+            if subprotocol:
+                response.headers["Sec-WebSocket-Protocol"] = subprotocol
+            for name, value in message.get("headers") or []:
+                response.headers[name.decode("latin-1")] = value.decode("latin-1")
+            self.accepted = True
+        self.respond(response)
+        if not self.accepted:
+            self.disconnected(1006)
+
+    def respond(self, response: Response) -> None:
+        for name, value in self.server_state.default_headers:
+            key = name.decode("latin-1")
+            if key.lower() not in ("date",) and key not in response.headers:
+                response.headers[key] = value.decode("latin-1")
+        if "Date" not in response.headers:
+            response.headers["Date"] = email.utils.formatdate(usegmt=True)
+        self.handshake_done = True
+        self.ws.send_response(response)
+        if response.status_code != 101:
+            self.disconnected(1006)
+        self.pump()
+
+    # --- the app -------------------------------------------------------------------------------------------------
+    def start_app(self, request: Request) -> None:
+        self.request = request
+        assert self.transport is not None
+        raw_path, _, query = request.path.partition("?")
+        headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in request.headers.raw_items()
+        ]
+        subprotocols = [
+            p.strip()
+            for v in request.headers.get_all("Sec-WebSocket-Protocol")
+            for p in v.split(",")
+            if p.strip()
+        ]
+        path = unquote(raw_path)
+        root = self.root_path
+        scope: dict[str, Any] = {
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "scheme": "wss" if self.transport.get_extra_info("sslcontext") else "ws",
+            "server": _address(self.transport.get_extra_info("sockname")),
+            "client": _address(self.transport.get_extra_info("peername")),
+            "root_path": root,
+            "path": root + path,
+            "raw_path": (root + raw_path).encode(),
+            "query_string": query.encode(),
+            "headers": headers,
+            "subprotocols": subprotocols,
+            "state": dict(self.app_state),
+            "extensions": {"websocket.http.response": {}, SEND_BATCH: {}},
+        }
+        self.inbox.append({"type": "websocket.connect"})
+        self.task = self.loop.create_task(self.run_app(scope))
+        self.server_state.tasks.add(self.task)
+        self.task.add_done_callback(self.server_state.tasks.discard)
+
+    async def run_app(self, scope: dict[str, Any]) -> None:
+        try:
+            await self.app(scope, self.receive, self.send)
+        except Exception:
+            log.exception("exception in the ASGI websocket app")
+            if not self.handshake_done:
+                self.respond(self.ws.reject(http.HTTPStatus.INTERNAL_SERVER_ERROR, "Internal Server Error\n"))
+            elif self.accepted and not self.closed_sent and self.ws.state is State.OPEN:
+                self.closed_sent = True
+                self.ws.send_close(1011, "")
+                self.pump()
+            return
+        if not self.handshake_done:
+            self.respond(self.ws.reject(http.HTTPStatus.FORBIDDEN, "WebSocket connection refused\n"))
+        elif self.accepted and not self.closed_sent and self.ws.state is State.OPEN:
+            self.closed_sent = True
+            self.ws.send_close(1000, "")
+            self.pump()
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _address(info: Any) -> tuple[str, int] | None:
+    if isinstance(info, tuple) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    return None
+
+
+__all__ = ["SEND_BATCH", "EngineWebSocketProtocol", "WebSocketClosed", "frame_bytes"]
