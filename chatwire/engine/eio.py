@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import itertools
 import json
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -33,8 +35,12 @@ Frame = str | bytes
 OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = "0123456"
 RECORD_SEPARATOR = "\x1e"
 # An ASGI extension of chatwire's own WebSocket protocol (chatwire/engine/wsprotocol.py): a list of frames in one
-# message, written to the socket together. Without it in the scope every frame is its own `websocket.send`.
+# message, written to the socket together ("flush": true writes them at once, so later frames take another write).
+# Without it in the scope every frame is its own `websocket.send`.
 SEND_BATCH = "chatwire.websocket.send_batch"
+# Seconds between a frame pushed `alone` (a CONNECT reply) and the write after it, so a client that reads one
+# frame per listener (the protocol's compliance suite does) gets them in separate reads, as from Node's server.
+ALONE_GAP = float(os.environ.get("CHATWIRE_ENGINE_ALONE_GAP", "0.01"))
 NOOP_EVERY = 0.1  # seconds between noops that release a poll while an upgrade is under way
 
 # Engine.IO's own error codes for rejected HTTP requests (the reference server's numbering).
@@ -76,6 +82,7 @@ class Session:
     """One Engine.IO session: its state machine, its outbox of encoded frames, and its heartbeat timers."""
 
     __slots__ = (
+        "_boundaries",
         "_noop_timer",
         "_outbox",
         "_ping_timer",
@@ -102,6 +109,7 @@ class Session:
         self.handler_state: Any = None
         self.close_reason: str | None = None
         self._outbox: list[Frame] = []
+        self._boundaries: list[int] = []  # outbox positions after which a WebSocket write must end
         self._waiter: asyncio.Future[None] | None = None
         self._ping_timer: Timer | None = None
         self._timeout_timer: Timer | None = None
@@ -140,11 +148,16 @@ class Session:
             return
         self._wake()
 
-    def push_many(self, frames: Sequence[Frame]) -> None:
-        """Queue several frames that belong together (a packet and its binary attachments)."""
+    def push_many(self, frames: Sequence[Frame], *, alone: bool = False) -> None:
+        """Queue several frames that belong together (a packet and its binary attachments).
+
+        `alone`: on a WebSocket these frames end a write of their own, so what follows them starts a new one (used
+        for handshake replies, which some clients read one listener at a time, as Node's server sends them)."""
         if self.state is EioState.CLOSED:
             return
         self._outbox.extend(frames)
+        if alone:
+            self._boundaries.append(len(self._outbox))
         if len(self._outbox) > self.engine.config.max_buffered_frames:
             self.close("send buffer full")
             return
@@ -172,7 +185,19 @@ class Session:
     def take(self) -> list[Frame]:
         """Hand over everything queued so far."""
         out, self._outbox = self._outbox, []
+        self._boundaries.clear()
         return out
+
+    def take_writes(self) -> list[list[Frame]]:
+        """Everything queued so far, cut into the WebSocket writes it must take (one, unless `alone` frames)."""
+        if not self._boundaries:
+            return [self.take()] if self._outbox else []
+        cuts = [0, *self._boundaries]
+        out = self.take()
+        writes = [out[a:b] for a, b in itertools.pairwise(cuts) if b > a]
+        if cuts[-1] < len(out):
+            writes.append(out[cuts[-1] :])
+        return writes
 
     # --- heartbeat -----------------------------------------------------------------------------------------------
     def start_heartbeat(self) -> None:
@@ -657,13 +682,16 @@ class EngineServer:
         try:
             while True:
                 await session.wait_output()
-                frames = session.take()
-                if batch:  # the server takes the whole list in one message (and one write)
-                    if frames:
-                        await send({"type": SEND_BATCH, "frames": frames})
+                if batch:  # the server takes a whole list in one message (and one write)
+                    writes = session.take_writes()
+                    for n, frames in enumerate(writes, 1):
+                        if n > 1:  # what follows a handshake reply waits a moment (see ALONE_GAP)
+                            await asyncio.sleep(ALONE_GAP)
+                        await send({"type": SEND_BATCH, "frames": frames, "flush": n < len(writes)})
                     if session.state is EioState.CLOSED:
                         break
                     continue
+                frames = session.take()
                 for frame in frames:
                     if isinstance(frame, str):
                         await send({"type": "websocket.send", "text": frame})

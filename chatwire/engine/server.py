@@ -385,7 +385,7 @@ class Connection:
         for room in list(socket.rooms):
             namespace.join(socket, room)
         held = socket.release_pending()
-        self.session.push_many(_frames(CONNECT, nsp, {"sid": socket.sid}))
+        self.session.push_many(_frames(CONNECT, nsp, {"sid": socket.sid}), alone=True)
         if held:
             self.session.push_many(held)
         if self.state is SioState.AWAITING_CONNECT:

@@ -7,7 +7,8 @@ request bytes, then the socket). This class parses and frames with the public Sa
 What it adds over uvicorn's own protocols: every frame the app sends during one event-loop turn is buffered and the
 whole buffer leaves in one `transport.write` at the end of the turn, so a fan-out that queues several frames for a
 session costs one system call for that socket, not one per frame. The `chatwire.websocket.send_batch` extension
-(advertised in the scope) lets the app hand a list of frames in one message. Backpressure both ways: when the
+(advertised in the scope) lets the app hand a list of frames in one message; with `"flush": true` they are written
+at once, so the frames after them take a write of their own. Backpressure both ways: when the
 transport's buffer is above its high-water mark, `send` waits until it drains; when the app does not keep up with
 received messages, reading from the socket pauses.
 
@@ -23,7 +24,7 @@ import http
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 from websockets.datastructures import Headers
@@ -109,8 +110,8 @@ class EngineWebSocketProtocol(asyncio.Protocol):
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # no isinstance check: uvloop's transports have the Transport methods without subclassing asyncio's
+        self.transport = cast(asyncio.Transport, transport)
         self.server_state.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -300,6 +301,8 @@ class EngineWebSocketProtocol(asyncio.Protocol):
                 await self.drain()
         elif kind == SEND_BATCH and self.accepted:
             self.write_frames(list(message["frames"]))
+            if message.get("flush"):
+                self.flush()  # these frames end a write; what comes next starts another
             if self.writing_paused:
                 await self.drain()
         elif kind == "websocket.accept" and not self.handshake_done:

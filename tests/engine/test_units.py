@@ -8,11 +8,12 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chatwire.engine import packets
-from chatwire.engine.eio import decode_payload, encode_payload
+from chatwire.engine.eio import EngineConfig, decode_payload, encode_payload
 from chatwire.engine.state import (
     EIO_TRANSITIONS,
     SIO_TRANSITIONS,
@@ -176,3 +177,26 @@ def test_engine_imports_only_the_standard_library_and_itself() -> None:
                 if path.name == "wsprotocol.py" and name in sans_io:
                     continue
                 assert name.split(".")[0] in allowed | {"__future__"}, f"{path.name} imports {name}"
+
+
+def test_frames_pushed_alone_end_a_websocket_write_and_polling_ignores_the_cut() -> None:
+    from types import SimpleNamespace
+
+    from chatwire.engine.eio import Session
+    from chatwire.engine.state import EioState
+
+    engine: Any = SimpleNamespace(config=EngineConfig())
+    session = Session(engine, "s", {}, EioState.WEBSOCKET)
+    session.push("42a")
+    session.push_many(["40reply"], alone=True)
+    session.push("42auth")
+    session.push("42more")
+    assert session.take_writes() == [["42a", "40reply"], ["42auth", "42more"]]
+    assert session.take_writes() == []
+    session.push_many(["40x"], alone=True)
+    assert session.take_writes() == [["40x"]]
+    session.push_many(["40y"], alone=True)
+    session.push("42z")
+    assert session.take() == ["40y", "42z"]  # a poll carries everything at once
+    session.push("42w")
+    assert session.take_writes() == [["42w"]]

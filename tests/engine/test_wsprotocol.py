@@ -285,6 +285,10 @@ async def test_frames_sent_in_one_loop_turn_leave_in_one_write() -> None:
         await send({"type": "websocket.send", "bytes": b"\x00\x01"})
         await receive()  # "batch"
         await send({"type": SEND_BATCH, "frames": ["4a", b"\x02", "4b"]})
+        await receive()  # "alone"
+        await send({"type": SEND_BATCH, "frames": ["40reply"], "flush": True})  # written at once, on its own
+        await send({"type": SEND_BATCH, "frames": ["42auth"]})
+        await send({"type": "websocket.send", "text": "42next"})
         await receive()
 
     peer = Peer(recorder(burst)[1])
@@ -306,6 +310,13 @@ async def test_frames_sent_in_one_loop_turn_leave_in_one_write() -> None:
     peer.pull()
     assert len(peer.transport.writes) == 3
     assert peer.texts()[-2:] == ["4a", "4b"]
+    peer.client.send_text(b"alone")
+    peer.push()
+    await turns()
+    peer.pull()
+    assert len(peer.transport.writes) == 5  # the flushed batch, then the two frames after it together
+    assert peer.transport.writes[3] == frame_bytes("40reply")
+    assert peer.texts()[-3:] == ["40reply", "42auth", "42next"]
 
 
 async def test_backpressure_send_waits_while_writing_is_paused_and_reading_pauses_when_the_app_lags() -> None:
