@@ -45,6 +45,12 @@ async def get_chat(chat_id: str, user: UserDep, services: ServicesDep) -> dict[s
     return await services.chats.get(chat_id, user)
 
 
+@router.get("/{chat_id}/tags")
+async def chat_tags(chat_id: str, user: UserDep, services: ServicesDep) -> list[dict[str, Any]]:
+    """The chat's own tags (from `chat:tags` events) in Open WebUI's TagModel shape."""
+    return await services.chats.chat_tags(chat_id, user)
+
+
 @router.post("/{chat_id}")
 async def update_chat(
     chat_id: str, form: NewChatForm, user: UserDep, services: ServicesDep

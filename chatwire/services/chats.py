@@ -18,6 +18,11 @@ from chatwire.util import now_s
 CHAT_EVENT = "events"
 
 
+def _tag(name: str, user_id: str) -> dict[str, Any]:
+    """A tag in Open WebUI's TagModel shape (its id is the lower-cased name with underscores)."""
+    return {"id": name.replace(" ", "_").lower(), "name": name, "user_id": user_id, "meta": None}
+
+
 class ChatService:
     def __init__(self, repo: ChatRepo, broker: Broker, events: EventLog | None = None) -> None:
         self.repo = repo
@@ -89,10 +94,13 @@ class ChatService:
 
     async def tags(self, user: User) -> list[dict[str, Any]]:
         """The tags of the user's chats in Open WebUI's TagModel shape."""
-        return [
-            {"id": name.replace(" ", "_").lower(), "name": name, "user_id": user.id, "meta": None}
-            for name in await self.repo.tags_of_user(user.id)
-        ]
+        return [_tag(name, user.id) for name in await self.repo.tags_of_user(user.id)]
+
+    async def chat_tags(self, chat_id: str, user: User) -> list[dict[str, Any]]:
+        """One chat's tags (kept in `meta.tags`), in the same shape as `tags`; owner or admin."""
+        chat = await self.own_chat(chat_id, user)
+        names = (chat.meta or {}).get("tags") or []
+        return [_tag(name, chat.user_id) for name in names if isinstance(name, str) and name]
 
     async def _owned(self, chat_id: str, user: User) -> Chat:
         chat = await self.repo.get(chat_id)

@@ -299,3 +299,30 @@ async def test_chat_rooms_join_leave_and_typing(server: RunningServer) -> None:
     finally:
         for c in (one, two, intruder):
             await c.close()
+
+
+# chats
+
+
+async def test_a_chats_own_tags_come_from_its_tag_events(server: RunningServer) -> None:
+    """`GET /api/v1/chats/{id}/tags` (the chat page's tag row): the tags a `chat:tags` event stored, owner only."""
+    ada, bob, _ = await _people(server)
+    chat = await _post(server, ada, "/api/v1/chats/new", {"chat": {"title": "tagged"}})
+    assert await _get(server, ada, f"/api/v1/chats/{chat['id']}/tags") == []
+    await _post(
+        server,
+        ada,
+        f"/api/v1/chats/{chat['id']}/messages/m1/event",
+        {"type": "chat:tags", "data": {"tags": ["Work Notes", "ideas"]}},
+    )
+    for _ in range(100):  # the writer stores chat-level fields asynchronously
+        tags = await _get(server, ada, f"/api/v1/chats/{chat['id']}/tags")
+        if tags:
+            break
+        await asyncio.sleep(0.05)
+    assert tags == [
+        {"id": "work_notes", "name": "Work Notes", "user_id": ada["id"], "meta": None},
+        {"id": "ideas", "name": "ideas", "user_id": ada["id"], "meta": None},
+    ]
+    assert {t["id"] for t in await _get(server, ada, "/api/v1/chats/all/tags")} == {"work_notes", "ideas"}
+    await _refused(server, bob, "GET", f"/api/v1/chats/{chat['id']}/tags", 404)
