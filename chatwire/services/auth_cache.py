@@ -37,6 +37,7 @@ class RevocationSet:
         self._revoked: dict[str, int] = {}
         self._loaded_at: float | None = None
         self._loading: asyncio.Future[None] | None = None
+        self._invalidations = 0  # a read that started before an invalidation does not count as fresh
         # False while the fleet bus cannot deliver (the set may miss another process's revocations).
         self.trusted: Callable[[], bool] = lambda: True
         self.loads = 0  # how many times the table was read (tests, metrics)
@@ -51,45 +52,48 @@ class RevocationSet:
     def invalidate(self) -> None:
         """Messages may have been lost (bus gap): read the table again before the next answer."""
         self._loaded_at = None
+        self._invalidations += 1
 
     async def is_revoked(self, jti: str) -> bool:
         if jti in self._revoked:
             return True
         if not self.trusted():
             return await self._check(jti)
-        loaded = self._loaded_at
-        if loaded is None or time.monotonic() - loaded > self.refresh_seconds:
+        for _ in range(3):  # a read overtaken by an invalidation does not answer: read again
+            loaded = self._loaded_at
+            if loaded is not None and time.monotonic() - loaded <= self.refresh_seconds:
+                return jti in self._revoked
             await self._reload()
-            if jti in self._revoked:
-                return True
-        return False
+        return await self._check(jti)
 
     async def _reload(self) -> None:
-        """One read of the table however many connects wait for it."""
-        if self._loading is not None:
-            await asyncio.shield(self._loading)
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._loading = future
-        try:
-            started = time.monotonic()
-            rows = await self._load()
-            now = now_s()
-            fresh = {jti: exp for jti, exp in rows if exp >= now}
-            # Keep what arrived while the read ran (a revocation committed after the read's snapshot).
-            for jti, exp in self._revoked.items():
-                if exp >= now:
-                    fresh.setdefault(jti, exp)
-            self._revoked = fresh
+        """One read of the table however many connects wait for it; the read runs in its own task, so a waiter
+        that is cancelled (its client went away) does not cancel it for the others."""
+        if self._loading is None:
+            task = asyncio.ensure_future(self._read())
+            self._loading = task
+            task.add_done_callback(self._loaded)
+        await asyncio.shield(self._loading)
+
+    def _loaded(self, task: asyncio.Future[None]) -> None:
+        self._loading = None
+        if not task.cancelled():
+            task.exception()  # retrieved: the waiters re-raise it; nobody logs "never retrieved"
+
+    async def _read(self) -> None:
+        started = time.monotonic()
+        invalidations = self._invalidations
+        rows = await self._load()
+        now = now_s()
+        fresh = {jti: exp for jti, exp in rows if exp >= now}
+        # Keep what arrived while the read ran (a revocation committed after the read's snapshot).
+        for jti, exp in self._revoked.items():
+            if exp >= now:
+                fresh.setdefault(jti, exp)
+        self._revoked = fresh
+        if invalidations == self._invalidations:
             self._loaded_at = started
-            self.loads += 1
-            future.set_result(None)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
-            raise
-        finally:
-            self._loading = None
+        self.loads += 1
 
 
 class TokenCache:
