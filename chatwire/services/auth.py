@@ -327,7 +327,13 @@ class AuthService:
             self._spawn(self.fleet_notify("user_changed", {"user_id": user_id}))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:  # the other processes' rows then expire by the cache's TTL
+                log.warning("user change notice not sent", exc_info=True)
+
+        task = asyncio.ensure_future(guarded())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
