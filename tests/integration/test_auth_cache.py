@@ -176,3 +176,18 @@ async def test_fleet_gap_distrusts_the_set_until_reloaded(tmp_path: Any) -> None
         b.services.auth.fleet_gap()
         assert (await refused(b.url, ada["token"]))["message"] == "token revoked"
         await warm.close()
+
+
+async def test_a_connect_after_a_role_change_registers_the_new_role(server: RunningServer) -> None:
+    """The warm row is dropped by the change: the next socket session is registered as `pending`."""
+    await server.signup("Ada")
+    bob = await server.signup("Bob")
+    warm = await RecordingClient(server.url).connect(bob["token"])
+    info = await server.services.sessions.get(warm.sio.get_sid())
+    assert info is not None and info.role == "user"
+    await server.services.users.update_profile(bob["id"], role="pending")
+    again = await RecordingClient(server.url).connect(bob["token"])
+    info = await server.services.sessions.get(again.sio.get_sid())
+    assert info is not None and info.role == "pending"
+    await warm.close()
+    await again.close()
