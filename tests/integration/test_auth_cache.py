@@ -191,3 +191,23 @@ async def test_a_connect_after_a_role_change_registers_the_new_role(server: Runn
     assert info is not None and info.role == "pending"
     await warm.close()
     await again.close()
+
+
+async def test_pending_after_a_role_change_gets_no_channel_room(server: RunningServer) -> None:
+    """A warm user row turned `pending`: the next user-join enters the user room only (hostile lane's rule)."""
+    ada = await server.signup("Ada")
+    bob = await server.signup("Bob")
+    async with server.http(ada["token"]) as http:
+        r = await http.post(
+            "/api/v1/channels/create", json={"name": "c", "type": "group", "user_ids": [bob["id"]]}
+        )
+        assert r.status_code == 200, r.text
+    warm = await RecordingClient(server.url).connect(bob["token"])
+    rooms = await server.services.broker.rooms_of(warm.sio.get_sid())
+    assert any(r.startswith("channel:") for r in rooms)
+    await server.services.users.update_profile(bob["id"], role="pending")
+    again = await RecordingClient(server.url).connect(bob["token"])
+    rooms = await server.services.broker.rooms_of(again.sio.get_sid())
+    assert rooms == [f"user:{bob['id']}"], rooms
+    await warm.close()
+    await again.close()
