@@ -31,7 +31,8 @@ EVENTS = {10: 10000, 100: 3000, 1000: 400}
 
 
 def ensure_node_modules() -> None:
-    if not (NODE_DIR / "node_modules" / "socket.io").exists():
+    needed = ("socket.io", "socket.io-client", "jsonwebtoken")  # keep in step with bench/node/package.json
+    if not all((NODE_DIR / "node_modules" / name).exists() for name in needed):
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR, check=True)
 
 

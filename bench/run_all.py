@@ -30,6 +30,7 @@ FULL: dict[str, list[str]] = {
     "fleet": ["-m", "bench.fleet"],
     "persistence": ["bench/persistence.py", "--tokens", "20000"],
     "collab": ["-m", "bench.collab_bench"],
+    "connect-storm": ["-m", "bench.connect_storm", "--n", "5000"],
 }
 QUICK: dict[str, list[str]] = {
     "fanout": ["-m", "bench.fanout", "--sizes", "10,100"],
@@ -38,6 +39,7 @@ QUICK: dict[str, list[str]] = {
     "fleet": ["-m", "bench.fleet", "--events", "300", "--idle-events", "1000"],
     "persistence": ["bench/persistence.py", "--tokens", "2000"],
     "collab": ["-m", "bench.collab_bench", "--edits", "1000"],
+    "connect-storm": ["-m", "bench.connect_storm", "--n", "500", "--users", "20"],
 }
 TITLES = {
     "fanout": "1. Fan-out: `events:channel` typing to rooms of 10, 100 and 1,000 members",
@@ -46,6 +48,7 @@ TITLES = {
     "fleet": "4. Fleet: 3 processes sharing Redis",
     "persistence": "5. Persistence of one streamed answer",
     "collab": "6. Collaborative notes: ingest and cold join",
+    "connect-storm": "9. Connect storm: 5,000 authenticated clients at once, vs the same JWT check in the peers",
     "baseline-fanout": "7. Before/after: fan-out at 100 members, this checkout vs the baseline source",
     "baseline-connections": "8. Before/after: idle connections, this checkout vs the baseline source",
 }
@@ -67,7 +70,14 @@ BASELINE: dict[str, list[str]] = {
         "chatwire,chatwire-baseline,python-socketio",
     ],
 }
-JSON_CAPABLE = {"fanout", "streaming", "connections", "baseline-fanout", "baseline-connections"}
+JSON_CAPABLE = {
+    "fanout",
+    "streaming",
+    "connections",
+    "connect-storm",
+    "baseline-fanout",
+    "baseline-connections",
+}
 
 
 def machine() -> list[str]:
@@ -129,6 +139,19 @@ def headline(data: dict[str, Any]) -> list[str]:
             f"- streaming: {s['cpu_us_per_token']:.0f} us server CPU per token, p99 token latency "
             f"{s['p99']:.0f} ms, {s['writes']:,.0f} database writes for {s['generated']:,} tokens"
         )
+    storm = data.get("connect-storm")
+    if storm and "chatwire" in storm:
+        for phase in ("cold", "warm"):
+            cw = storm["chatwire"][phase]
+            peers = "".join(
+                f", {p} {storm[p][phase]['perSecond']:,.0f}/s and {storm[p][phase]['cpu_ms_per_connect']:.2f} ms"
+                for p in ("python-socketio", "node")
+                if p in storm
+            )
+            lines.append(
+                f"- connect storm ({phase}): chatwire {cw['perSecond']:,.0f} connects/s and "
+                f"{cw['cpu_ms_per_connect']:.2f} ms server CPU per authenticated connect{peers}"
+            )
     base = data.get("baseline-fanout")
     if base and "chatwire-baseline" in base:
         cw = base["chatwire"]["100"]["saturated"]["deliveriesPerSecond"]

@@ -209,6 +209,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         metrics.add_probe(_redis_probe(settings, metrics))
     if fleet is not None:
         fleet.wire_tasks(services.tasks)
+        fleet.wire_auth(services.auth)
     metrics.add_probe(_pipeline_probe(services, metrics))
     metrics.add_probe(_webhook_probe(services, metrics))
     services.writer.flush_observer = metrics.observe_persistence_flush

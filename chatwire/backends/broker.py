@@ -20,6 +20,10 @@ class Broker(Protocol):
 
     async def enter_room(self, sid: str, room: str) -> None: ...
 
+    async def enter_rooms(self, sid: str, rooms: list[str]) -> None:
+        """Enter every room of `rooms` (in one step where the backend can)."""
+        ...
+
     async def leave_room(self, sid: str, room: str) -> None: ...
 
     async def close_room(self, room: str) -> None:

@@ -23,6 +23,10 @@ class MemoryBroker:
     async def enter_room(self, sid: str, room: str) -> None:
         self.rooms.setdefault(room, set()).add(sid)
 
+    async def enter_rooms(self, sid: str, rooms: list[str]) -> None:
+        for room in rooms:
+            await self.enter_room(sid, room)
+
     async def leave_room(self, sid: str, room: str) -> None:
         self.rooms.get(room, set()).discard(sid)
 

@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from chatwire.db.models import User
 from chatwire.db.repos.users import UserRepo
 from chatwire.errors import ChatwireError, ErrorCode
+from chatwire.services.auth_cache import RevocationSet, TokenCache, UserCache
 from chatwire.services.external_auth import (
     DEFAULT_NAMESPACE,
     RESERVED_USER_IDS,
@@ -255,10 +256,15 @@ class AuthService:
         self.token_ttl = token_ttl
         self.default_role = default_role
         self._hasher = PasswordHasher()
-        # user id -> (loaded at, row): connects reuse a row read moments ago (a burst of tabs, a reconnect storm)
-        # and the sessions of one user share one object. Revocation is still checked on every call.
-        self._recent: dict[str, tuple[float, User]] = {}
-        self.recent_user_seconds = 2.0
+        # The connect path's memory (see auth_cache.py): revocations mirrored from the database, verified claims,
+        # user rows. Socket connects and joins use the cached rows; REST reads the row every time.
+        self.revocations = RevocationSet(users.revoked_tokens, users.is_revoked)
+        self.tokens = TokenCache()
+        self.user_cache = UserCache()
+        users.changed_hooks.append(self.forget_user)
+        # Fleet mode: announce a revocation or user change to the other processes (set by the fleet wiring).
+        self.fleet_notify: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+        self._background: set[asyncio.Future[None]] = set()
 
     # tokens
 
@@ -270,6 +276,9 @@ class AuthService:
         return jwt.encode(claims, self.secret, algorithm="HS256"), exp
 
     def decode(self, token: str) -> dict[str, Any]:
+        cached = self.tokens.get(token)
+        if cached is not None:
+            return cached
         try:
             claims = jwt.decode(token, self.secret, algorithms=["HS256"], options={"require": ["exp", "id"]})
         except jwt.ExpiredSignatureError as exc:
@@ -278,20 +287,21 @@ class AuthService:
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "invalid token") from exc
         if not isinstance(claims.get("id"), str):
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "invalid token")
+        self.tokens.put(token, claims)
         return claims
 
     async def authenticate(self, token: Any, *, recent_user: bool = False) -> Identity:
         """The identity a token proves; raises `unauthorized` for a bad, expired, revoked or orphan token.
 
-        `recent_user`: the user row may come from a read of the last `recent_user_seconds` (socket connects);
-        the revocation check always reads the database."""
+        `recent_user`: the user row may come from the user cache (socket connects and joins); revocation is
+        answered by the revocation set, which every sign-out in the fleet updates before it returns."""
         if not isinstance(token, str) or not token:
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "missing token")
-        if self.external is not None and not self._is_own(token, self.external):
+        if self.external is not None and not (token in self.tokens or self._is_own(token, self.external)):
             return await self._authenticate_external(self.external, token)
         claims = self.decode(token)
         jti = claims.get("jti") if isinstance(claims.get("jti"), str) else None
-        if jti is not None and await self.users.is_revoked(jti):
+        if jti is not None and await self.revocations.is_revoked(jti):
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "token revoked")
         user = await self._user(claims["id"], recent_user)
         if user is None:
@@ -299,23 +309,52 @@ class AuthService:
         return Identity(user=user, jti=jti, expires_at=claims.get("exp"))
 
     async def _user(self, user_id: str, recent: bool) -> User | None:
-        now = time.monotonic()
         if recent:
-            hit = self._recent.get(user_id)
-            if hit is not None and now - hit[0] < self.recent_user_seconds:
-                return hit[1]
+            hit = self.user_cache.get(user_id)
+            if hit is not None:
+                return hit
+        generation = self.user_cache.generation(user_id)
         user = await self.users.get(user_id)
         if user is not None:
-            if len(self._recent) > 10_000:
-                self._recent = {
-                    k: v for k, v in self._recent.items() if now - v[0] < self.recent_user_seconds
-                }
-            self._recent[user_id] = (now, user)
+            self.user_cache.put(user_id, user, generation)
         return user
 
     def forget_user(self, user_id: str) -> None:
-        """Drop a cached row after a change to the user (rename, role)."""
-        self._recent.pop(user_id, None)
+        """Drop a cached row after a change to the user (rename, role, deletion), here and on every other
+        process of a fleet (UserRepo calls this for every change it writes)."""
+        self.user_cache.forget(user_id)
+        if self.fleet_notify is not None:
+            self._spawn(self.fleet_notify("user_changed", {"user_id": user_id}))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:  # the other processes' rows then expire by the cache's TTL
+                log.warning("user change notice not sent", exc_info=True)
+
+        task = asyncio.ensure_future(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # fleet messages (see FleetBackends.wire_auth)
+
+    def fleet_revoked(self, payload: dict[str, Any]) -> None:
+        """Another process revoked a token."""
+        jti, exp = payload.get("jti"), payload.get("expires_at")
+        if isinstance(jti, str) and isinstance(exp, int):
+            self.revocations.add(jti, exp)
+
+    def fleet_user_changed(self, payload: dict[str, Any]) -> None:
+        """Another process changed a user row."""
+        user_id = payload.get("user_id")
+        if isinstance(user_id, str):
+            self.user_cache.forget(user_id)
+
+    def fleet_gap(self) -> None:
+        """The bus lost messages: nothing learnt from it is trusted until read again."""
+        self.revocations.invalidate()
+        self.user_cache.clear()
 
     def _is_own(self, token: str, external: ExternalVerifier) -> bool:
         """Whether a token is chatwire's own: HS256, no issuer (or not the external one), our signature,
@@ -355,7 +394,7 @@ class AuthService:
     async def _authenticate_external(self, external: ExternalVerifier, token: str) -> Identity:
         """Verify an external token and return its user, provisioning it on first sight."""
         claims = external.verify(token)
-        if claims.jti is not None and await self.users.is_revoked(claims.jti):
+        if claims.jti is not None and await self.revocations.is_revoked(claims.jti):
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "token revoked")
         user = await self._external_row(claims.user_id)
         if user is None:
@@ -409,10 +448,15 @@ class AuthService:
         return user
 
     async def revoke(self, identity: Identity) -> None:
-        if identity.jti is not None:
-            await self.users.revoke(
-                identity.jti, identity.user.id, identity.expires_at or now_s() + self.token_ttl
-            )
+        """Revoke the token: in the database, in this process's set, then on every other process of a fleet (the
+        call returns once the message is on the bus, so the token is refused everywhere from then on)."""
+        if identity.jti is None:
+            return
+        expires_at = identity.expires_at or now_s() + self.token_ttl
+        await self.users.revoke(identity.jti, identity.user.id, expires_at)
+        self.revocations.add(identity.jti, expires_at)
+        if self.fleet_notify is not None:
+            await self.fleet_notify("revoked", {"jti": identity.jti, "expires_at": expires_at})
 
     # accounts
 

@@ -29,6 +29,15 @@ class SioBroker:
     async def enter_room(self, sid: str, room: str) -> None:
         await self.sio.enter_room(sid, room, namespace=NAMESPACE)
 
+    async def enter_rooms(self, sid: str, rooms: list[str]) -> None:
+        """Enter all `rooms` in one step where the manager can batch (fleet: one bus subscription)."""
+        batch = getattr(self.sio.manager, "enter_rooms", None)
+        if batch is not None:
+            await batch(sid, NAMESPACE, rooms)
+            return
+        for room in rooms:
+            await self.sio.enter_room(sid, room, namespace=NAMESPACE)
+
     async def leave_room(self, sid: str, room: str) -> None:
         await self.sio.leave_room(sid, room, namespace=NAMESPACE)
 

@@ -84,6 +84,9 @@ class FleetManager(RecoveringManager):
         self._requests: dict[str, tuple[asyncio.Future[bool], list[int]]] = {}
         # The log position this process has delivered (or skipped, at start) up to: a gap catch-up starts here.
         self._caught_up = 0
+        # One-way fleet notices (e.g. a token revoked): kind -> local handler; and what to run after a bus gap.
+        self.notice_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self.gap_hooks: list[Callable[[], None]] = []
 
     # lifecycle
 
@@ -172,6 +175,35 @@ class FleetManager(RecoveringManager):
             if parsed is not None and sid in self.entered:
                 bound = self.entered[sid]
                 bound[room] = max(bound.get(room, 0), parsed[1])
+
+    async def enter_rooms(self, sid: str, namespace: str, rooms: list[str]) -> None:
+        """`enter_room` for many rooms at once (user-join): one bus subscription for all new topics, one read of
+        the log head for all newly subscribed recoverable rooms."""
+        if not self._is_local(sid, namespace):
+            for room in rooms:
+                await self.enter_room(sid, namespace, room)
+            return
+        topics: list[str] = []
+        fresh: list[str] = []
+        for room in rooms:
+            had = room in self.rooms.get(namespace, {})
+            self.basic_enter_room(sid, namespace, room)
+            if not had and is_room_name(room):
+                topics.append(f"room:{room}")
+                if is_recoverable(room):
+                    fresh.append(room)
+        if topics:
+            await self.bus.subscribe(*topics)
+        if self.roster is not None:
+            for room in rooms:
+                if is_rostered(room):
+                    await self.roster.add(room, sid)
+        if fresh and self._shared_log():
+            parsed = parse_offset(await self.eventlog.head())  # type: ignore[union-attr]
+            if parsed is not None and sid in self.entered:
+                bound = self.entered[sid]
+                for room in fresh:
+                    bound[room] = max(bound.get(room, 0), parsed[1])
 
     async def leave_room(self, sid: str, namespace: str, room: str) -> None:
         if not self._is_local(sid, namespace):
@@ -325,6 +357,10 @@ class FleetManager(RecoveringManager):
         if tasks:
             await asyncio.wait(tasks)
 
+    async def notify_others(self, kind: str, payload: dict[str, Any]) -> None:
+        """Tell every other process `kind`; returns once the notice is on the bus (their handlers run on receipt)."""
+        await self.bus.publish("all", self._encode({"t": "note", "k": kind, "p": payload, "h": self.host_id}))
+
     async def ask_others(self, kind: str, payload: dict[str, Any], timeout: float = 5.0) -> bool:
         """Ask every other process to handle `kind`; True as soon as one says it did, False when none did."""
         rid = f"{self.host_id}:{next(self._call_ids)}"
@@ -409,6 +445,13 @@ class FleetManager(RecoveringManager):
             self._spawn(self._answer_request(msg))
         elif kind == "res":
             self._on_response(msg)
+        elif kind == "note":
+            notice = self.notice_handlers.get(msg.get("k", ""))
+            if notice is not None:
+                try:
+                    notice(msg.get("p") or {})
+                except Exception:
+                    log.exception("fleet notice failed", extra={"kind": msg.get("k")})
         elif kind == "reply":
             pending = self._calls.pop(msg["id"], None)
             if pending is not None:
@@ -420,6 +463,8 @@ class FleetManager(RecoveringManager):
         listener reads on, which then skips what was caught up). Then tell each local user room to reload its
         chats (the same `chat:reload` a slow reader gets): events that are not logged (stream deltas of other
         rooms, documents) cannot be caught up, and a browser must never show a silently incomplete answer."""
+        for hook in self.gap_hooks:  # first: what this process learnt from the bus is not trusted any more
+            hook()
         await self._catch_up()
         rooms = [r for r in self.rooms.get("/", {}) if isinstance(r, str) and r.startswith("user:")]
         log.warning("bus gap: local user rooms told to reload", extra={"rooms": len(rooms)})

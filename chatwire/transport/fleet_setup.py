@@ -85,6 +85,15 @@ class FleetBackends:
         self.manager.request_handlers["stop_task"] = stop_here
         self.manager.request_handlers["stop_chat"] = stop_chat_here
 
+    def wire_auth(self, auth: Any) -> None:
+        """Keep every process's revocation set and user cache current: sign-outs and user changes are announced on
+        the bus; while the bus cannot deliver, or after it lost messages, the database answers."""
+        auth.fleet_notify = self.manager.notify_others
+        auth.revocations.trusted = lambda: self.bus.healthy
+        self.manager.notice_handlers["revoked"] = auth.fleet_revoked
+        self.manager.notice_handlers["user_changed"] = auth.fleet_user_changed
+        self.manager.gap_hooks.append(auth.fleet_gap)
+
     async def _locate(self, sid: str) -> str | None:
         info = await self.sessions.get(sid)
         return info.host if info is not None and info.host else None

@@ -103,13 +103,13 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
     @sio.on("user-join")
     @socket_handler(ctx, "user-join", UserJoin)
     async def user_join(ctx: Context, sid: str, payload: UserJoin) -> dict[str, Any]:
-        identity = await services.auth.authenticate(payload.auth.token)
+        # The row may come from the user cache (changes drop it fleet-wide): a connect storm reads each user once.
+        identity = await services.auth.authenticate(payload.auth.token, recent_user=True)
         await authenticate_session(ctx, sio, sid, identity)
         user = identity.user
         # A pending account hears its own user room only (approval, sign-out), no channel.
         rooms = await services.channels.room_names_for(user.id) if has_access(user) else []
-        for room in rooms:
-            await services.broker.enter_room(sid, room)
+        await services.broker.enter_rooms(sid, rooms)
         ack: dict[str, Any] = {"id": user.id, "name": user.name}
         for hook in ctx.join_hooks:
             extra = await hook(sid, user, payload)
@@ -123,8 +123,7 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
     async def join_channels(ctx: Context, sid: str, payload: JoinChannels) -> dict[str, Any]:
         user = await _user_for(ctx, sid, payload.auth.token if payload.auth else None)
         rooms = await services.channels.room_names_for(user.id)
-        for room in rooms:
-            await services.broker.enter_room(sid, room)
+        await services.broker.enter_rooms(sid, rooms)
         return {"rooms": len(rooms)}
 
     @sio.on("join-note")

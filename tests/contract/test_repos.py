@@ -103,6 +103,25 @@ async def test_revoke_and_is_revoked(db: Database) -> None:
     assert await repo.is_revoked("jti-1") and await repo.is_revoked("jti-3")
 
 
+async def test_revoked_tokens_lists_the_unexpired_ones(db: Database) -> None:
+    (ada,) = await make_users(db, "Ada")
+    repo = UserRepo(db)
+    soon = now_s() + 3600
+    await repo.revoke("jti-past", ada.id, now_s() - 10)
+    await repo.revoke("jti-a", ada.id, soon)  # sweeps jti-past
+    await repo.revoke("jti-b", ada.id, soon + 1)
+    assert sorted(await repo.revoked_tokens()) == [("jti-a", soon), ("jti-b", soon + 1)]
+
+
+async def test_user_changes_call_the_changed_hooks(db: Database) -> None:
+    (ada,) = await make_users(db, "Ada")
+    repo = UserRepo(db)
+    seen: list[str] = []
+    repo.changed_hooks.append(seen.append)
+    await repo.update_profile(ada.id, role="pending")
+    assert seen == [ada.id]
+
+
 # channels
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,12 @@ FIRST_USER_LOCK = 0x63770001
 class UserRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Called with the user id after any change to a user row (caches of rows drop it).
+        self.changed_hooks: builtins.list[Callable[[str], None]] = []
+
+    def _changed(self, user_id: str) -> None:
+        for hook in self.changed_hooks:
+            hook(user_id)
 
     async def count(self) -> int:
         async with self.db.read() as s:
@@ -164,6 +171,7 @@ class UserRepo:
         """Update name/role (or other columns) of a user and return the fresh row."""
         async with self.db.session() as s:
             await s.execute(update(User).where(User.id == user_id).values(updated_at=now_s(), **values))
+        self._changed(user_id)
         return await self.get(user_id)
 
     async def touch(self, user_id: str, at: int) -> None:
@@ -175,6 +183,12 @@ class UserRepo:
             if await s.get(RevokedToken, jti) is None:
                 s.add(RevokedToken(jti=jti, user_id=user_id, expires_at=expires_at))
             await s.execute(delete(RevokedToken).where(RevokedToken.expires_at < now_s()))
+
+    async def revoked_tokens(self) -> builtins.list[tuple[str, int]]:
+        """Every revoked token that has not expired yet: (jti, expires_at)."""
+        async with self.db.read() as s:
+            q = select(RevokedToken.jti, RevokedToken.expires_at).where(RevokedToken.expires_at >= now_s())
+            return [(str(jti), int(exp)) for jti, exp in (await s.execute(q)).all()]
 
     async def is_revoked(self, jti: str) -> bool:
         async with self.db.read() as s:
