@@ -1,4 +1,4 @@
-"""The chat event reducer: how one `events` item changes a message, exactly by PROTOCOL.md section 4.
+"""The chat event reducer: how one `events` item changes a message, exactly by docs/PROTOCOL.md section 4.
 
 Pure functions, no I/O. The server's persistence and the Python SDK (`chatwire.client`) both reduce with this
 module, so what a client rebuilds from the stream and what the database holds agree by construction.

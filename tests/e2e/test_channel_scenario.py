@@ -1,5 +1,5 @@
 """End to end: a real `chatwire serve` process, two official Node socket.io-client 4.x clients and one
-python-socketio client live through a channel's life; each sees every `events:channel` event of PROTOCOL.md
+python-socketio client live through a channel's life; each sees every `events:channel` event of docs/PROTOCOL.md
 section 4 with its documented payload."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every REST route of PROTOCOL.md section 6 that exists, with its refusals; a refused request changes nothing."""
+"""Every REST route of docs/PROTOCOL.md section 6 that exists, with its refusals; a refused request changes nothing."""
 
 from __future__ import annotations
 

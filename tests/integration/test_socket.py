@@ -1,4 +1,4 @@
-"""Socket events of PROTOCOL.md sections 1-3, each fix, and the limits that keep a connection alive."""
+"""Socket events of docs/PROTOCOL.md sections 1-3, each fix, and the limits that keep a connection alive."""
 
 from __future__ import annotations
 

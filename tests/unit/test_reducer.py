@@ -1,4 +1,4 @@
-"""The reducer follows PROTOCOL.md's type table, event by event."""
+"""The reducer follows docs/PROTOCOL.md's type table, event by event."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-// REST client for the subset of Open WebUI's API that chatwire serves (PROTOCOL.md section 6).
+// REST client for the subset of Open WebUI's API that chatwire serves (docs/PROTOCOL.md section 6).
 
 import type { AccessControl, ChannelMessage, ChannelSummary, DirectoryUser, Model, Note, Session } from './types';
 

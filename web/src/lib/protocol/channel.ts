@@ -1,4 +1,4 @@
-// Pure reducer of `events:channel`: the client side of PROTOCOL.md section 4's channel table.
+// Pure reducer of `events:channel`: the client side of docs/PROTOCOL.md section 4's channel table.
 
 import type { ChannelEvent, ChannelMessage, ChannelsState, ChannelSummary, Reaction } from './types';
 

@@ -1,4 +1,4 @@
-// Pure reducer of the chat event stream: the "client effect" column of PROTOCOL.md section 4, `events`.
+// Pure reducer of the chat event stream: the "client effect" column of docs/PROTOCOL.md section 4, `events`.
 
 import type { ChatEvent, ChatMessage, ChatState } from './types';
 

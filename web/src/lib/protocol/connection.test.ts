@@ -116,7 +116,7 @@ describe('Connection', () => {
     expect(chatEvents).toEqual([]);
   });
 
-  it('emits the client events of PROTOCOL.md section 3', () => {
+  it('emits the client events of docs/PROTOCOL.md section 3', () => {
     const { fake, conn } = setup();
     conn.typing('ch', true);
     conn.markChannelRead('ch');

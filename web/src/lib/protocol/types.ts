@@ -1,4 +1,4 @@
-// Wire types of chatwire's Socket.IO protocol (PROTOCOL.md sections 3-4) and of the REST shapes the client reads.
+// Wire types of chatwire's Socket.IO protocol (docs/PROTOCOL.md sections 3-4) and of the REST shapes the client reads.
 
 export interface UserBrief {
   id: string;
