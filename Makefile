@@ -57,10 +57,12 @@ run: $(RUN_STAMP) $(WEB_BUILD)
 
 lint: $(STAMP)
 	$(BIN)/ruff check chatwire tests $(wildcard bench)
+	$(BIN)/mypy chatwire
 	$(BIN)/ruff format --check chatwire tests $(wildcard bench)
 
 test: $(STAMP) $(NODE_STAMP) $(WEB_BUILD)
 	$(BIN)/ruff check chatwire tests $(wildcard bench)
+	$(BIN)/mypy chatwire
 	cd web && npm run typecheck --silent && npx vitest run
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory compat

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         default_factory=lambda: ["*"], description="Allowed CORS origins, comma separated; * allows all."
     )
     transports: Annotated[list[Literal["websocket", "polling"]], NoDecode] = Field(
-        default_factory=lambda: ["websocket"],
+        default=["websocket"],
         description="Engine.IO transports, comma separated: websocket (default), polling (needs sticky sessions).",
     )
     ping_interval: float = Field(25.0, gt=0, description="Engine.IO ping interval in seconds.")

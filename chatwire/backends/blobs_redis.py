@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import uuid
 
-import redis.asyncio as aioredis
+from chatwire.backends.redis_client import AnyRedis
 
 
 class RedisBlobStore:
-    def __init__(self, client: aioredis.Redis, prefix: str, chunk_bytes: int = 1 << 20) -> None:
+    def __init__(self, client: AnyRedis, prefix: str, chunk_bytes: int = 1 << 20) -> None:
         self.r = client
         self.p = prefix + "blob:"
         self.chunk_bytes = chunk_bytes

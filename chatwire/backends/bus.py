@@ -35,6 +35,10 @@ class Bus(Protocol):
         """Send to every subscriber of `topic`; returns how many processes received it (best effort)."""
         ...
 
+    def channel_name(self, topic: str) -> str:
+        """The name the transport underneath uses for `topic` (for scripts that publish on the bus themselves)."""
+        ...
+
     @property
     def healthy(self) -> bool:
         """False while the process cannot receive (connection lost, resubscribing)."""

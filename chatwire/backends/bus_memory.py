@@ -66,6 +66,9 @@ class MemoryBus:
             bus._queue.put_nowait((topic, payload))
         return len(subs)
 
+    def channel_name(self, topic: str) -> str:
+        return topic
+
     @property
     def healthy(self) -> bool:
         return self._task is not None and not self._task.done()

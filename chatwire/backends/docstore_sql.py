@@ -84,13 +84,13 @@ class SqlDocStore:
             rows = [(doc, data, created) for doc, data, _future in batch]
             return await writer.run(lambda conn: _insert_rows(conn, rows))
         async with self.db.session() as s:
-            rows = [
+            updates = [
                 DocUpdate(document_id=doc, data=data, is_snapshot=False, created_at=created)
                 for doc, data, _future in batch
             ]
-            s.add_all(rows)
+            s.add_all(updates)
             await s.flush()
-            return [int(row.seq) for row in rows]
+            return [int(row.seq) for row in updates]
 
     async def load(self, document_id: str) -> StoredDoc:
         async with self.db.read() as s:

@@ -292,7 +292,7 @@ class FastPath:
                 sink = Sink(proto, self.limits, self._overflow, self.batcher)
                 eio_socket = getattr(self.server.eio, "sockets", {}).get(eio_sid)
                 queue = getattr(eio_socket, "queue", None)
-                if hasattr(queue, "before_put"):
+                if queue is not None and hasattr(queue, "before_put"):
                     queue.before_put = sink.flush
         self._sinks[eio_sid] = sink
         return sink

@@ -291,6 +291,7 @@ class FleetManager(RecoveringManager):
             callback is None
             and namespace == "/"
             and self._shared_log()
+            and room is not None
             and is_recoverable(room)
             and not is_ephemeral(event, args)
         ):
