@@ -180,9 +180,12 @@ class Sink:
             self.drain_task = asyncio.ensure_future(self._drain())
 
     def _check_bounds(self) -> None:
-        # The oldest frame does not count against the byte bound: one event larger than the bound (a 20 MB
-        # answer with its sources) waits its turn instead of forcing a reload; what queues behind it counts.
-        behind = self.backlog_bytes - (len(self.backlog[0][0]) if self.backlog else 0)
+        # The oldest frame does not count against the byte bound when it is one event as sent (a 20 MB answer
+        # with its sources waits its turn instead of forcing a reload); what queues behind it counts. A merged
+        # run of deltas always counts: merging grows it without end for a socket that never reads.
+        oldest = self.backlog[0] if self.backlog else None
+        exempt = len(oldest[0]) if oldest is not None and oldest[1] is None else 0
+        behind = self.backlog_bytes - exempt
         if len(self.backlog) > self.limits[1] or behind > self.limits[2]:
             self.backlog.clear()
             self.backlog_bytes = 0
