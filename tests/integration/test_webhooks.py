@@ -101,7 +101,12 @@ async def test_delivery_is_signed_and_verifies_and_a_forgery_does_not(
         forged = {**call.headers, "webhook-id": "msg_other"}
         with pytest.raises(WebhookVerificationError):
             verify(secret, forged, call.body)
-        stats = (await api.webhook(endpoint["id"]))["stats"]
+        # The receiver has answered; the outcome is recorded just after, so wait for it (bounded).
+        for _ in range(200):
+            stats = (await api.webhook(endpoint["id"]))["stats"]
+            if stats["delivered"] == 1:
+                break
+            await asyncio.sleep(0.05)
         assert stats["last_status"] == 200 and stats["delivered"] == 1 and stats["pending"] == 0
         [delivery] = await api.webhook_deliveries(endpoint["id"])
         assert delivery["id"] == event["id"] and delivery["status"] == "delivered"
