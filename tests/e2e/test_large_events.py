@@ -108,11 +108,16 @@ async def test_a_20_mb_completion_reaches_two_tabs_on_two_processes_whole(tmp_pa
                 assert before < completion < after
                 noted = await tab.wait_event("events:note", lambda e: "digest" in e, timeout=60)
                 assert noted["digest"] == digest(note_event)
-            async with fleet.servers[1].http(ada["token"]) as http:
+            # The emitting process's writer stores the message; a read there waits for it (a consistent
+            # snapshot). Another process reads the same database once that write has landed.
+            async with fleet.servers[0].http(ada["token"]) as http:
                 stored = await json_of(await http.get(f"/api/v1/chats/{chat['id']}"))
             message = stored["chat"]["history"]["messages"]["m1"]
             assert message["done"] is True and len(message["sources"]) == 20
             assert message["sources"][7] == big["sources"][7]
+            async with fleet.servers[1].http(ada["token"]) as http:
+                elsewhere = await json_of(await http.get(f"/api/v1/chats/{chat['id']}"))
+            assert elsewhere["chat"]["history"]["messages"]["m1"] == message
         finally:
             for tab in tabs:
                 await tab.close()
