@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import free_port
+from tests.health import wait_healthy
 
 
 @dataclass
@@ -73,17 +73,7 @@ async def serve_process(
         )
     server = ServerProcess(f"http://127.0.0.1:{port}", port, data_dir, log_path, proc)
     try:
-        deadline = time.monotonic() + startup_timeout
-        async with httpx.AsyncClient(timeout=2) as client:
-            while True:
-                if proc.returncode is not None:
-                    raise RuntimeError(f"chatwire serve exited with {proc.returncode}:\n{server.log()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{server.url}/health")).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"chatwire serve did not become healthy:\n{server.log()}")
-                await asyncio.sleep(0.1)
+        await wait_healthy(server.url, lambda: proc.returncode, timeout=startup_timeout, log=server.log)
         yield server
     finally:
         if proc.returncode is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import free_port
+from tests.health import wait_healthy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,18 +46,8 @@ class ServerProcess:
             stdout=log,
             stderr=log,
         )
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited early:\n{self.log()}")
-                try:
-                    if (await client.get(f"{self.url}/health", timeout=1)).status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start:\n{self.log()}")
+        await wait_healthy(self.url, self.proc.poll, timeout=timeout, log=self.log)
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""

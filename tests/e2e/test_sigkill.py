@@ -10,28 +10,14 @@ import sys
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from chatwire.client import ChatwireClient, ChatwireHTTP
 from chatwire.services.models import demo_answer
 from tests.conftest import free_port
+from tests.health import wait_healthy
 
 pytestmark = pytest.mark.e2e
-
-
-async def wait_healthy(url: str, proc: asyncio.subprocess.Process) -> None:
-    async with httpx.AsyncClient() as http:
-        for _ in range(300):
-            if proc.returncode is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            try:
-                if (await http.get(f"{url}/health", timeout=1)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("server did not start")
 
 
 async def test_sigkill_mid_generation_leaves_a_prefix(tmp_path: Path) -> None:
@@ -59,7 +45,7 @@ async def test_sigkill_mid_generation_leaves_a_prefix(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     client: ChatwireClient | None = None
     try:
-        await wait_healthy(url, proc)
+        await wait_healthy(url, lambda: proc.returncode)
         async with ChatwireHTTP(url) as http:
             user = await http.signup("Ada", "ada@example.com", "pw-secret-1")
             chat_id = (await http.new_chat("killed"))["id"]

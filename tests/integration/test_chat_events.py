@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from chatwire.config import Settings
@@ -66,17 +67,19 @@ async def test_three_emitters_three_tabs_5000_deltas_agree_with_database(server:
         await emitters[0]({"type": "chat:completion", "data": {"done": True}})
         for tab in tabs:
             await tab.wait_for("events", is_done(message_id), timeout=60)
-        seen = [deltas(tab, message_id) for tab in tabs]
-        assert len(seen[0]) == total
+        # A tab that falls behind on a loaded machine may get runs of deltas merged (the slow-reader rule), so the
+        # tabs are compared on the text they rebuilt, token by token.
+        seen = ["".join(deltas(tab, message_id)) for tab in tabs]
         assert seen[0] == seen[1] == seen[2]
+        tokens = [(int(k), int(i)) for k, i in re.findall(r"<(\d):(\d+)>", seen[0])]
+        assert len(tokens) == total and "".join(f"<{k}:{i}>" for k, i in tokens) == seen[0]
         # Each emitter's own events keep their order, and the three streams really interleaved.
         for k in range(3):
-            own = [int(d[1:-1].split(":")[1]) for d in seen[0] if d.startswith(f"<{k}:")]
-            assert own == list(range(k, total, 3))
-        assert seen[0] != sorted(seen[0], key=lambda d: int(d[1]))
+            assert [i for kk, i in tokens if kk == k] == list(range(k, total, 3))
+        assert tokens != sorted(tokens)
         await server.services.writer.flush()
         stored = await stored_message(server, user["token"], chat_id, message_id)
-        assert stored["content"] == "".join(seen[0])
+        assert stored["content"] == seen[0]
         assert stored["done"] is True
         # Coalesced: far fewer writes than events.
         assert server.services.writer.stats.writes < total / 10

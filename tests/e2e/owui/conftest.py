@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.e2e.owui.proxy import OWUI_VERSION, OwuiProxy
+from tests.health import wait_healthy_sync
 
 ROOT = Path(__file__).resolve().parents[3]
 CACHE = Path(os.environ.get("CHATWIRE_OWUI_CACHE", ROOT / ".venv" / "owui-cache"))
@@ -99,19 +99,6 @@ class Deployment:
             return {**r.json(), "password": PASSWORD}
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"chatwire exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("chatwire did not start")
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """One chatwire process (SQLite, demo model at a slow token rate so a test can act mid-answer) behind the proxy."""
@@ -145,7 +132,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     url = f"http://127.0.0.1:{port}"
     proxy: OwuiProxy | None = None
     try:
-        _wait_healthy(url, proc, log)
+        wait_healthy_sync(url, proc.poll, log=log.read_text)
         with httpx.Client(base_url=url, timeout=10) as c:
             body = {"name": "Ada Admin", "email": "admin@example.com", "password": PASSWORD}
             r = c.post("/api/v1/auths/signup", json=body)

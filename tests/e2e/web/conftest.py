@@ -6,7 +6,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.health import wait_healthy_sync
 
 ROOT = Path(__file__).resolve().parents[3]
 WEB_DIST = ROOT / "web" / "dist"
@@ -106,17 +106,7 @@ def launch_server(data: Path, extra_env: dict[str, str] | None = None) -> Iterat
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(data / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not start")
+        wait_healthy_sync(url, proc.poll, log=(data / "server.log").read_text)
         yield url
     finally:
         proc.terminate()
