@@ -204,6 +204,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         eventlog=fleet.eventlog if fleet else None,
         docstore=fleet.docstore if fleet else None,
         metrics=metrics,
+        attempt_logs=fleet.attempt_log if fleet else None,
     )
     if settings.redis_url:
         metrics.add_probe(_redis_probe(settings, metrics))

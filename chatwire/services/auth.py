@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
-from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +13,8 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from chatwire.backends.attempts import AttemptLog
+from chatwire.backends.attempts_memory import MemoryAttemptLog
 from chatwire.db.models import User
 from chatwire.db.repos.users import UserRepo
 from chatwire.errors import ChatwireError, ErrorCode
@@ -159,74 +159,35 @@ class Throttled(ChatwireError):
         self.retry_after = max(1, int(retry_after + 0.999))
 
 
-class SlidingWindow:
-    """Failures per key within the last `window` seconds: at most `limit` timestamps a key and `max_keys` keys
-    (the least recently failed goes first), so a flood of keys costs bounded memory and O(1) per check."""
-
-    def __init__(self, limit: int, window: float, max_keys: int = 100_000) -> None:
-        self.limit = limit
-        self.window = window
-        self.max_keys = max_keys
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._hits)
-
-    def retry_after(self, key: str, now: float) -> float | None:
-        """Seconds until `key` may try again, or None when it is under its limit (0 = no limit)."""
-        hits = self._hits.get(key)
-        if not self.limit or hits is None:
-            return None
-        while hits and hits[0] <= now - self.window:
-            hits.popleft()
-        if not hits:
-            del self._hits[key]
-            return None
-        return hits[0] + self.window - now if len(hits) >= self.limit else None
-
-    def add(self, key: str, now: float) -> None:
-        if not self.limit:
-            return
-        hits = self._hits.get(key)
-        if hits is None:
-            hits = self._hits[key] = deque(maxlen=self.limit)
-            while len(self._hits) > self.max_keys:
-                self._hits.popitem(last=False)
-        else:
-            self._hits.move_to_end(key)
-        hits.append(now)
-
-    def clear(self, key: str) -> None:
-        self._hits.pop(key, None)
-
-
 class SigninThrottle:
     """Sign-in guessing limits: failed attempts per account (email) and per client IP in a sliding window.
 
-    Checked before the password hash is computed, so a refused attempt costs a dict look-up, not argon2. Held
-    in the process (in a fleet each process counts its own attempts)."""
+    Checked before the password hash is computed, so a refused attempt costs a look-up, not argon2. The counts
+    live in an AttemptLog: in the process when embedded, in Redis for a fleet (one limit across its processes)."""
 
-    def __init__(self, account_limit: int, ip_limit: int, window: float) -> None:
-        self.accounts = SlidingWindow(account_limit, window)
-        self.ips = SlidingWindow(ip_limit, window)
+    def __init__(self, accounts: AttemptLog, ips: AttemptLog) -> None:
+        self.accounts = accounts
+        self.ips = ips
 
-    def check(self, email: str, ip: str | None) -> None:
-        now = time.monotonic()
-        wait = self.accounts.retry_after(email.lower(), now)
+    @classmethod
+    def in_memory(cls, account_limit: int, ip_limit: int, window: float) -> SigninThrottle:
+        return cls(MemoryAttemptLog(account_limit, window), MemoryAttemptLog(ip_limit, window))
+
+    async def check(self, email: str, ip: str | None) -> None:
+        wait = await self.accounts.retry_after(email.lower())
         if wait is not None:
             raise Throttled("too many failed sign-ins for this account; retry later", wait)
-        wait = self.ips.retry_after(ip, now) if ip else None
+        wait = await self.ips.retry_after(ip) if ip else None
         if wait is not None:
             raise Throttled("too many failed sign-ins from this address; retry later", wait)
 
-    def failed(self, email: str, ip: str | None) -> None:
-        now = time.monotonic()
-        self.accounts.add(email.lower(), now)
+    async def failed(self, email: str, ip: str | None) -> None:
+        await self.accounts.add(email.lower())
         if ip:
-            self.ips.add(ip, now)
+            await self.ips.add(ip)
 
-    def succeeded(self, email: str) -> None:
-        self.accounts.clear(email.lower())
+    async def succeeded(self, email: str) -> None:
+        await self.accounts.clear(email.lower())
 
 
 class AuthService:
@@ -247,7 +208,7 @@ class AuthService:
         self.external_namespace = external_namespace or (
             external.namespace if external is not None else DEFAULT_NAMESPACE
         )
-        self.throttle = throttle or SigninThrottle(10, 50, 300.0)
+        self.throttle = throttle or SigninThrottle.in_memory(10, 50, 300.0)
         self.external = external
         self.external_default_role = external_default_role
         # Run once for each user created from an external identity (e.g. join the open channels).
@@ -487,16 +448,16 @@ class AuthService:
     async def signin(self, email: str, password: str, ip: str | None = None) -> User:
         """The account of `email` if `password` is right; failures count against the account and `ip`, and
         past their limits the attempt is refused with `rate_limited` before any hashing."""
-        self.throttle.check(email, ip)
+        await self.throttle.check(email, ip)
         user = await self.users.get_by_email(email)
         bad = ChatwireError(ErrorCode.UNAUTHORIZED, "wrong email or password")
         if user is None or not user.password_hash:
-            self.throttle.failed(email, ip)
+            await self.throttle.failed(email, ip)
             raise bad
         try:
             await asyncio.to_thread(self._hasher.verify, user.password_hash, password)
         except (VerificationError, InvalidHashError) as exc:
-            self.throttle.failed(email, ip)
+            await self.throttle.failed(email, ip)
             raise bad from exc
-        self.throttle.succeeded(email)
+        await self.throttle.succeeded(email)
         return user

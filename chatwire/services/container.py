@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chatwire.backends.attempts import AttemptLogFactory
+from chatwire.backends.attempts_memory import memory_attempt_log
 from chatwire.backends.broker import Broker
 from chatwire.backends.bus import Bus
 from chatwire.backends.docstore import DocStore
@@ -89,7 +91,11 @@ class Services:
         metrics: Metrics | None = None,
         eventlog: EventLog | None = None,
         docstore: DocStore | None = None,
+        attempt_logs: AttemptLogFactory | None = None,
     ) -> Services:
+        """All services over the given backends; `attempt_logs` makes the sign-in guessing counters (in
+        memory when None; a fleet passes Redis-backed ones, so its processes share one limit)."""
+        attempt_log: AttemptLogFactory = attempt_logs or memory_attempt_log
         users = UserRepo(db)
         if eventlog is None:
             eventlog = MemoryEventLog(
@@ -107,7 +113,10 @@ class Services:
             external_default_role=settings.external_default_role,
             external_namespace=settings.external_issuer or None,
             throttle=SigninThrottle(
-                settings.signin_account_attempts, settings.signin_ip_attempts, settings.signin_window_seconds
+                attempt_log(
+                    "signin-account", settings.signin_account_attempts, settings.signin_window_seconds
+                ),
+                attempt_log("signin-ip", settings.signin_ip_attempts, settings.signin_window_seconds),
             ),
         )
         auth.provisioned_hooks.append(channels.join_public_channels)

@@ -8,6 +8,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from chatwire.backends.attempts_redis import RedisAttemptLog
 from chatwire.backends.blobs_redis import RedisBlobStore
 from chatwire.backends.bus_redis import RedisBus
 from chatwire.backends.docstore_redis import RedisDocStore
@@ -24,7 +25,7 @@ class FleetBackends:
     def __init__(self, settings: Settings, host_id: str) -> None:
         self.target = target = RedisTarget.from_settings(settings)
         self.client = target.client()
-        prefix = settings.redis_prefix
+        self.prefix = prefix = settings.redis_prefix
         cluster = target.cluster
         self.sessions = RedisSessionStore(
             self.client, prefix, settings.presence_ttl_seconds, settings.usage_ttl_seconds, cluster=cluster
@@ -47,6 +48,10 @@ class FleetBackends:
             self.bus, host_id, self._locate, settings.fleet_max_payload_bytes, settings.event_call_timeout
         )
         self.manager.blobs = RedisBlobStore(self.client, prefix, chunk_bytes=settings.fleet_max_payload_bytes)
+
+    def attempt_log(self, name: str, limit: int, window: float) -> RedisAttemptLog:
+        """Sign-in failure counts shared by the fleet (an AttemptLogFactory)."""
+        return RedisAttemptLog(self.client, self.prefix, name, limit, window)
 
     async def _primary_id(self) -> str:
         return await self.target.primary_id(self.client, self.eventlog.p + "epoch")
