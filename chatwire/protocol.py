@@ -6,9 +6,11 @@ interoperate), except where a field would change behaviour.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -171,6 +173,32 @@ class AddUserForm(SignupForm):
 
 def _empty_as_none(value: Any) -> Any:
     return None if value == "" else value
+
+
+def _image_url(value: str | None) -> str | None:
+    """An avatar a browser may load: a same-origin path, http(s), or an inline raster image; nothing scriptable."""
+    if value is None or value == "":
+        return value
+    if value.startswith("/") and not value.startswith("//"):
+        return value
+    if value.lower().startswith(("http://", "https://")):
+        return value
+    if re.match(r"data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=]*\Z", value):
+        return value
+    raise ValueError("profile_image_url must be a path, an http(s) URL or a data:image/ URL")
+
+
+class UserUpdateForm(Model):
+    """An admin's edit of a user (Open WebUI's `POST /api/v1/users/{id}/update`): only the fields given change."""
+
+    role: Literal["admin", "user", "pending"] | None = None
+    name: Name | None = None
+    email: Annotated[EmailStr | None, BeforeValidator(_empty_as_none)] = None
+    profile_image_url: Annotated[
+        Annotated[str, StringConstraints(max_length=1024)] | None, AfterValidator(_image_url)
+    ] = None
+    # Open WebUI's form sends "" when the password is left alone.
+    password: Annotated[Password | None, BeforeValidator(_empty_as_none)] = None
 
 
 def _none_as(default: Any) -> BeforeValidator:

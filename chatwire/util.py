@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 import uuid
 from collections.abc import Iterable
@@ -15,6 +16,22 @@ import orjson
 def new_id() -> str:
     """A fresh random id (UUID4 string), the id format Open WebUI uses."""
     return str(uuid.uuid4())
+
+
+def new_ordered_id() -> str:
+    """A fresh UUID that sorts by creation time (version 7: 48 bits of Unix milliseconds, then random bits), in
+    the same UUID string format as `new_id`. Users get these, so that ties of their second-resolution
+    `created_at` break in sign-up order."""
+    ms = time.time_ns() // 1_000_000
+    value = (ms & ((1 << 48) - 1)) << 80 | secrets.randbits(80)
+    value = value & ~(0xF << 76) | (0x7 << 76)  # version 7
+    value = value & ~(0x3 << 62) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
 
 
 def now_s() -> int:

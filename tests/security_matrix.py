@@ -1059,10 +1059,19 @@ with back-off, then the batch is given up, its events with unstorable text are d
 on the row as stored, and the loss is logged (`message write given up; events not persisted`) and counted; other
 messages and readers of the chat never wait on it.
 
-Sign-in limits live in each process's memory (a fleet of n processes allows n times the attempts); their tables
-keep at most 100,000 accounts and 100,000 addresses, the least recently failed going first. Behind a reverse proxy
+Sign-in limits are one limit for the whole deployment. Embedded, they live in the process's memory, whose tables
+keep at most 100,000 accounts and 100,000 addresses, the least recently failed going first. In a fleet they live
+in Redis (a sorted set per account or address, hashed, timed by the Redis server's clock and expiring with the
+window), so failures spread over the processes behind a load balancer add up. Behind a reverse proxy
 the unfinished-connection bound counts the proxy's address (the TCP peer): let the proxy bound slow clients
 itself (nginx: `client_header_timeout`) and raise the bound or set it to 0.
+
+Tokens: a sign-out revokes one token (its `jti`, fleet-wide). An admin's "sign out all devices"
+(`POST /api/v1/users/{id}/sessions/revoke`) or new password for a user sets the user's cut-off
+(`users.tokens_valid_after`, in ms): every token of ours issued before it is refused (tokens carry `iat_ms`; older
+ones are judged by `iat`), on every process at once, since the change drops the user's cached row fleet-wide, and the
+user's live sessions end. A role change ends the live sessions too: they reconnect with what the new role allows (a
+`pending` account keeps only its own room). API keys and external tokens are not affected (the app controls those).
 
 Identities: an external token's user is `{id claim}@{issuer}` (`CHATWIRE_EXTERNAL_ISSUER`, or `external` when
 none is set; `x-` and a hash when that would be longer than 64 characters or the issuer holds `@`), so it can

@@ -1,4 +1,5 @@
-"""/api/v1/auths: sign up, sign in, who am I, add user (admin), sign out (revokes the token)."""
+"""/api/v1/auths: sign up, sign in, who am I, add user (admin), whom to ask for access, sign out (revokes the
+token)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,13 @@ async def add_user(form: AddUserForm, _admin: AdminDep, services: ServicesDep) -
     user = await services.auth.add_user(form.name, str(form.email), form.password, form.role)
     await services.channels.join_public_channels(user)
     return session_json(services, user)
+
+
+@router.get("/admin/details")
+async def admin_details(_identity: IdentityDep, services: ServicesDep) -> dict[str, Any]:
+    """Whom to ask for access (Open WebUI's pending-account page shows it): the primary admin's name and email."""
+    first = await services.users.list(0, 1)
+    return {"name": first[0].name, "email": first[0].email} if first else {"name": None, "email": None}
 
 
 @router.post("/signout")

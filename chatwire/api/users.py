@@ -1,5 +1,5 @@
-"""/api/v1/users: the user list (admin), as chatwire's plain list or Open WebUI's paged `{users, total}`, and the
-directory every signed-in user may search."""
+"""/api/v1/users: the user list (admin), as chatwire's plain list or Open WebUI's paged `{users, total}`, an admin's
+edit of a user, and the directory every signed-in user may search."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 
 from chatwire.api.deps import MAX_SKIP, AdminDep, ServicesDep, UserDep
+from chatwire.errors import not_found
+from chatwire.protocol import UserUpdateForm
 from chatwire.services.auth import user_json
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -55,3 +57,34 @@ async def list_users(
         limit=PAGE_SIZE,
     )
     return {"users": [{**user_json(u), "group_ids": []} for u in users], "total": total}
+
+
+@router.post("/{user_id}/update")
+async def update_user(
+    user_id: str, form: UserUpdateForm, admin: AdminDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Open WebUI's admin edit of a user. A new role or password ends the user's live sessions everywhere (the
+    tabs reconnect with the new role: a user made `pending` keeps only its own room)."""
+    user, end_sessions = await services.auth.admin_update(
+        admin, user_id, **form.model_dump(exclude_none=True)
+    )
+    if end_sessions:
+        await services.disconnect_user(user_id)
+    return user_json(user)
+
+
+@router.post("/{user_id}/sessions/revoke")
+async def sign_out_everywhere(user_id: str, admin: AdminDep, services: ServicesDep) -> bool:
+    """Open WebUI's "Sign out all devices": every token chatwire issued to the user so far is refused, on every
+    process, and its live sessions end. API keys are not tokens of a user and stay valid."""
+    await services.auth.sign_out_everywhere(admin, user_id)
+    await services.disconnect_user(user_id)
+    return True
+
+
+@router.get("/{user_id}/groups")
+async def user_groups(user_id: str, _admin: AdminDep, services: ServicesDep) -> list[dict[str, Any]]:
+    """The user's groups (Open WebUI's edit-user dialog reads them): chatwire has no groups, so none."""
+    if await services.users.get(user_id) is None:
+        raise not_found("user")
+    return []

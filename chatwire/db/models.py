@@ -38,6 +38,8 @@ class User(Base):
     last_active_at: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+    # Unix ms: chatwire's own tokens issued before it are refused ("sign out all devices", a new password).
+    tokens_valid_after: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class RevokedToken(Base):

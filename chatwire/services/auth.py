@@ -12,6 +12,7 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.exc import IntegrityError
 
 from chatwire.backends.attempts import AttemptLog
 from chatwire.backends.attempts_memory import MemoryAttemptLog
@@ -26,7 +27,7 @@ from chatwire.services.external_auth import (
     ExternalVerifier,
     external_user_id,
 )
-from chatwire.util import new_id, now_s, text_problem
+from chatwire.util import new_id, now_ms, now_s, text_problem
 
 ROLES = ("admin", "user", "pending")
 # Roles that may use the service; any other (`pending`) may only sign in and hear its own `user:` room.
@@ -159,6 +160,15 @@ class Throttled(ChatwireError):
         self.retry_after = max(1, int(retry_after + 0.999))
 
 
+def _issued_ms(claims: dict[str, Any]) -> int:
+    """When a token of ours was issued, in Unix ms (0 when it carries no usable `iat`: refused by any cut-off)."""
+    for name, scale in (("iat_ms", 1), ("iat", 1000)):
+        value = claims.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return int(value * scale)
+    return 0
+
+
 class SigninThrottle:
     """Sign-in guessing limits: failed attempts per account (email) and per client IP in a sliding window.
 
@@ -231,9 +241,11 @@ class AuthService:
 
     def issue_token(self, user: User) -> tuple[str, int]:
         """A signed token for `user` and its expiry (epoch seconds)."""
-        now = now_s()
-        exp = now + self.token_ttl
-        claims = {"id": user.id, "jti": new_id(), "iat": now, "exp": exp}
+        ms = now_ms()
+        exp = ms // 1000 + self.token_ttl
+        # `iat_ms`: the issue time to the millisecond, compared with the user's `tokens_valid_after` cut-off
+        # (`iat` stays whole seconds, rounded down, so no verifier sees it in the future).
+        claims = {"id": user.id, "jti": new_id(), "iat": ms // 1000, "iat_ms": ms, "exp": exp}
         return jwt.encode(claims, self.secret, algorithm="HS256"), exp
 
     def decode(self, token: str) -> dict[str, Any]:
@@ -267,6 +279,8 @@ class AuthService:
         user = await self._user(claims["id"], recent_user)
         if user is None:
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "unknown user")
+        if user.tokens_valid_after and _issued_ms(claims) < user.tokens_valid_after:
+            raise ChatwireError(ErrorCode.UNAUTHORIZED, "token revoked (signed out everywhere)")
         return Identity(user=user, jti=jti, expires_at=claims.get("exp"))
 
     async def _user(self, user_id: str, recent: bool) -> User | None:
@@ -435,6 +449,77 @@ class AuthService:
             role=self.default_role,
             first_is_admin=True,
         )
+
+    async def admin_update(
+        self,
+        actor: User,
+        user_id: str,
+        *,
+        role: str | None = None,
+        name: str | None = None,
+        email: str | None = None,
+        profile_image_url: str | None = None,
+        password: str | None = None,
+    ) -> tuple[User, bool]:
+        """An admin's edit of a user: only the given fields change. The first account (the primary admin) is
+        edited only by itself and stays an admin. Returns the fresh row and whether the user's live sessions must
+        end (its role or password changed: its tabs reconnect with what the new row allows)."""
+        user, primary = await self._managed(actor, user_id)
+        if primary and role is not None and role != "admin":
+            raise ChatwireError(ErrorCode.FORBIDDEN, "the primary admin stays an admin")
+        changes: dict[str, Any] = {}
+        if role is not None and role != user.role:
+            changes["role"] = role
+        if name is not None and name != user.name:
+            changes["name"] = name
+        if profile_image_url is not None and profile_image_url != user.profile_image_url:
+            changes["profile_image_url"] = profile_image_url
+        if email is not None and email.lower() != user.email:
+            taken = await self.users.get_by_email(email)
+            if taken is not None and taken.id != user_id:
+                raise ChatwireError(ErrorCode.CONFLICT, "email already registered")
+            changes["email"] = email.lower()
+        if password is not None:  # whoever had the old password is signed out too
+            changes["password_hash"] = await self._hash(password)
+            changes["tokens_valid_after"] = now_ms()
+        if not changes:
+            return user, False
+        try:
+            fresh = await self.users.update_profile(user_id, **changes)
+        except IntegrityError as exc:  # the email was taken meanwhile
+            raise ChatwireError(ErrorCode.CONFLICT, "email already registered") from exc
+        if fresh is None:
+            raise ChatwireError(ErrorCode.NOT_FOUND, "user not found")
+        log.info(
+            "user updated by an admin",
+            extra={
+                "user_id": user_id,
+                "actor": actor.id,
+                "fields": sorted(k for k in changes if k != "password_hash"),
+            },
+        )
+        return fresh, "role" in changes or "password_hash" in changes
+
+    async def _managed(self, actor: User, user_id: str) -> tuple[User, bool]:
+        """The user an admin acts on, and whether it is the primary admin (the first account), which only itself
+        may change."""
+        if actor.role != "admin":
+            raise ChatwireError(ErrorCode.FORBIDDEN, "admin only")
+        user = await self.users.get(user_id)
+        if user is None:
+            raise ChatwireError(ErrorCode.NOT_FOUND, "user not found")
+        first = await self.users.list(0, 1)
+        primary = bool(first) and first[0].id == user_id
+        if primary and actor.id != user_id:
+            raise ChatwireError(ErrorCode.FORBIDDEN, "only the primary admin may change the primary admin")
+        return user, primary
+
+    async def sign_out_everywhere(self, actor: User, user_id: str) -> None:
+        """Refuse every token of ours issued to `user_id` until now, on every process (the row's cut-off; the
+        user cache is dropped fleet-wide)."""
+        await self._managed(actor, user_id)
+        await self.users.update_profile(user_id, tokens_valid_after=now_ms())
+        log.info("user signed out everywhere", extra={"user_id": user_id, "actor": actor.id})
 
     async def add_user(self, name: str, email: str, password: str, role: str) -> User:
         if role not in ROLES:

@@ -224,6 +224,11 @@ class Services:
         await self.completions.close()
         await self.writer.close()
 
+    async def disconnect_user(self, user_id: str) -> None:
+        """End every live session of a user, on every process (its tabs reconnect with the changed row)."""
+        for sid in await self.sessions.sids_of(user_id):
+            await self.broker.disconnect(sid)
+
     async def disconnect_token(self, user_id: str, jti: str | None) -> None:
         """End the live sessions that authenticated with a revoked token."""
         if jti is None:

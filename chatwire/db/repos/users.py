@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from chatwire.db.engine import Database
 from chatwire.db.models import RevokedToken, User
 from chatwire.errors import ChatwireError, ErrorCode
-from chatwire.util import new_id, now_s
+from chatwire.util import new_ordered_id, now_s
 
 # Key of the PostgreSQL advisory lock that serialises "is this the first user?" across sessions and processes.
 FIRST_USER_LOCK = 0x63770001
@@ -137,7 +137,7 @@ class UserRepo:
                 if existing == 0:
                     role = "admin"
             user = User(
-                id=user_id or new_id(),
+                id=user_id or new_ordered_id(),
                 name=name,
                 email=email.lower(),
                 password_hash=password_hash,

@@ -124,7 +124,7 @@ STATIC_ROUTES: dict[tuple[str, str], Static] = {
     ("GET", "/api/v1/models/"): lambda r: [],
     ("GET", "/api/v1/models/list"): lambda r: {"items": [], "total": 0},
     ("GET", "/api/v1/models/base"): lambda r: [],
-    ("GET", "/api/v1/auths/admin/config"): lambda r: {"SHOW_ADMIN_DETAILS": False, "ENABLE_SIGNUP": True},
+    ("GET", "/api/v1/auths/admin/config"): lambda r: {"SHOW_ADMIN_DETAILS": True, "ENABLE_SIGNUP": True},
     ("GET", "/api/v1/terminals/"): lambda r: [],
     ("GET", "/api/v1/memories/"): lambda r: [],
 }

@@ -123,6 +123,46 @@ def test_admin_users_page_lists_users(
     assert crashes(tab) == [], tab.errors
 
 
+def test_admin_edits_a_user_and_the_users_open_tab_learns_it(
+    deployment: Deployment, open_tab: Callable[..., Tab], people: People
+) -> None:
+    cara = deployment.add_user("Cara")
+    cara_tab = open_tab(cara)
+    cara_tab.page.wait_for_selector("#chat-input", timeout=TIMEOUT)
+    tab = open_tab(people.admin)
+    page = tab.page
+    page.goto(deployment.url + "/admin/users")
+    row = page.locator("tr").filter(has_text=cara["email"])
+    row.get_by_role("button", name="Edit User").click()
+    page.get_by_label("Name", exact=True).fill("Cara Lane")
+    page.get_by_label("Role", exact=True).select_option("pending")
+    tab.shot("admin-edit-user")
+    seen = len(deployment.proxy.forwarded)
+    page.get_by_role("button", name="Save").click()
+    row = page.locator("tr").filter(has_text=cara["email"])
+    row.get_by_text("Cara Lane").wait_for(timeout=TIMEOUT)
+    row.get_by_role("button", name="Change User Role").filter(has_text=re.compile("pending", re.I)).wait_for(
+        timeout=TIMEOUT
+    )
+    with deployment.api(people.admin["token"]) as c:
+        stored = c.get("/api/v1/users/", params={"page": 1, "query": cara["email"]}).json()["users"][0]
+    assert (stored["name"], stored["role"]) == ("Cara Lane", "pending")
+    # Cara's tab: a reload shows the frontend's own pending-account screen, with whom to ask.
+    cara_tab.page.reload()
+    cara_tab.page.get_by_text("Account Activation Pending").wait_for(timeout=TIMEOUT)
+    cara_tab.page.get_by_text(people.admin["email"]).wait_for(timeout=TIMEOUT)
+    cara_tab.shot("pending-account")
+    # Since the save, what Cara's tab asked for beyond its own account was refused with 403, as it should be for a
+    # pending account; those refusals are checked here and kept out of the log that the last test reads.
+    mine = deployment.proxy.forwarded[seen:]
+    refused = [call for call in mine if call[2] >= 400]
+    assert refused and all(status == 403 for _, _, status in refused), refused
+    assert ("GET", "/api/v1/auths/admin/details", 200) in mine
+    del deployment.proxy.forwarded[seen:]
+    deployment.proxy.forwarded.extend(call for call in mine if call[2] < 400)
+    assert crashes(tab) == [] and crashes(cara_tab) == [], tab.errors + cara_tab.errors
+
+
 def test_a_plain_user_is_kept_out_of_the_admin_users_list(deployment: Deployment, people: People) -> None:
     with deployment.api(people.bob["token"]) as c:
         r = c.get("/api/v1/users/", params={"page": 1})
