@@ -60,6 +60,19 @@ async def channel_with(server: RunningServer, owner: dict[str, Any], *members: d
         return str(r.json()["id"])
 
 
+async def settled(
+    api: ServerClient, endpoint_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 10
+) -> dict[str, Any]:
+    """The endpoint once `done(endpoint)` holds: a receiver's answer is recorded just after it is sent, so a test
+    that saw the request arrive waits (bounded) for the outcome to be written."""
+    info = await api.webhook(endpoint_id)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done(info) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+        info = await api.webhook(endpoint_id)
+    return info
+
+
 async def post(server: RunningServer, token: str, channel_id: str, content: str) -> dict[str, Any]:
     async with server.http(token) as http:
         r = await http.post(f"/api/v1/channels/{channel_id}/messages/post", json={"content": content})
@@ -101,12 +114,7 @@ async def test_delivery_is_signed_and_verifies_and_a_forgery_does_not(
         forged = {**call.headers, "webhook-id": "msg_other"}
         with pytest.raises(WebhookVerificationError):
             verify(secret, forged, call.body)
-        # The receiver has answered; the outcome is recorded just after, so wait for it (bounded).
-        for _ in range(200):
-            stats = (await api.webhook(endpoint["id"]))["stats"]
-            if stats["delivered"] == 1:
-                break
-            await asyncio.sleep(0.05)
+        stats = (await settled(api, endpoint["id"], lambda e: e["stats"]["delivered"] == 1))["stats"]
         assert stats["last_status"] == 200 and stats["delivered"] == 1 and stats["pending"] == 0
         [delivery] = await api.webhook_deliveries(endpoint["id"])
         assert delivery["id"] == event["id"] and delivery["status"] == "delivered"
@@ -132,7 +140,7 @@ async def test_failing_receiver_gets_retries_with_the_same_id_until_it_answers(
         assert [c.headers["chatwire-attempt"] for c in posted] == ["1", "2", "3", "4"]
         for c in posted:
             verify(endpoint["secret"], c.headers, c.body)
-        info = await api.webhook(endpoint["id"])
+        info = await settled(api, endpoint["id"], lambda e: e["stats"]["delivered"] == 1)
         assert info["stats"]["failed_attempts"] == 3 and info["stats"]["consecutive_failures"] == 0
         [delivery] = await api.webhook_deliveries(endpoint["id"], status="delivered")
         assert delivery["attempts"] == 4 and delivery["last_status"] == 200
@@ -197,7 +205,9 @@ async def test_a_hanging_endpoint_slows_neither_sockets_nor_other_endpoints(
                 assert len(stuck) == 2  # the per-endpoint concurrency: the rest waits in the outbox
                 listed = {e["url"]: e for e in await api.webhooks()}
                 assert listed[receiver.endpoint("/stuck")]["stats"]["pending"] == 20
-                assert listed[receiver.endpoint("/fine")]["stats"]["pending"] == 0
+                fine_endpoint = listed[receiver.endpoint("/fine")]
+                fine_endpoint = await settled(api, fine_endpoint["id"], lambda e: e["stats"]["pending"] == 0)
+                assert fine_endpoint["stats"]["pending"] == 0
         finally:
             await tab.close()
 
@@ -260,8 +270,9 @@ async def test_every_event_kind_reaches_its_subscribers(hooked: RunningServer, r
         stored_message = stored["chat"]["history"]["messages"][out["message_id"]]
         assert finished["content"] == stored_message["content"] and finished["content"]
         assert finished["chat_id"] == chat["id"] and finished["user_id"] == ada["id"] and finished["done"]
-        info = await api.webhook(endpoint["id"])
-        assert info["stats"]["delivered"] == len(receiver.delivered())
+        count = len(receiver.delivered())
+        info = await settled(api, endpoint["id"], lambda e: e["stats"]["delivered"] >= count)
+        assert info["stats"]["delivered"] == count
 
 
 async def test_endpoint_registration_refuses_bad_input_and_needs_the_scope(hooked: RunningServer) -> None:

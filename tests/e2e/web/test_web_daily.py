@@ -505,10 +505,18 @@ def test_note_sharing_by_its_owner(person: Any, web_server: WebServer, size: str
 
 
 def cut_connection(page: Any) -> None:
-    """Drops the live connection and keeps the client away for a few seconds, as a network drop would."""
+    """Drops the live connection, as a network drop would, and keeps the client away until `restore_connection`
+    (however long the test's checks take on a loaded machine)."""
     page.evaluate(
-        "() => { const m = window.chatwire.conn.socket.io;"
-        " m.reconnectionDelay(3000); m.reconnectionDelayMax(3000); m.engine.close(); }"
+        "() => { const m = window.chatwire.conn.socket.io; m.reconnection(false); m.engine.close(); }"
+    )
+
+
+def restore_connection(page: Any) -> None:
+    """The network is back: the client reconnects as its own reconnection would."""
+    page.evaluate(
+        "() => { const c = window.chatwire.conn.socket; c.io.reconnection(true); c.io.reconnectionDelay(200);"
+        " c.io.reconnectionDelayMax(1000); c.connect(); }"
     )
 
 
@@ -564,12 +572,17 @@ def test_offline_sending_waits_for_the_connection(person: Any, web_server: WebSe
     check_page(page, f"offline channel ({size})")
     with web_server.api(ivy["token"]) as c:
         assert c.get(f"/api/v1/channels/{channel['id']}/messages").json() == []
+    restore_connection(page)
     page.locator(CONNECTED).first.wait_for()
     page.get_by_test_id("queued").wait_for(state="detached")
+    sent: list[str] = []
     with web_server.api(ivy["token"]) as c:
-        assert [m["content"] for m in c.get(f"/api/v1/channels/{channel['id']}/messages").json()] == [
-            "written in the tunnel"
-        ]
+        for _ in range(100):  # the send that follows the reconnect is on its way
+            sent = [m["content"] for m in c.get(f"/api/v1/channels/{channel['id']}/messages").json()]
+            if sent:
+                break
+            page.wait_for_timeout(100)
+    assert sent == ["written in the tunnel"]
     page.get_by_test_id("offline-banner").wait_for(state="detached")
 
     # A chat question asked while offline is kept, said so, and sent when the connection is back.
@@ -582,6 +595,7 @@ def test_offline_sending_waits_for_the_connection(person: Any, web_server: WebSe
     page.get_by_test_id("prompt").press("Enter")
     page.get_by_test_id("queued").filter(has_text="will be sent").wait_for()
     assert page.get_by_test_id("user-message").count() == 0
+    restore_connection(page)
     page.locator(CONNECTED).first.wait_for()
     page.get_by_test_id("user-message").filter(has_text="Are you there?").wait_for()
     page.locator('[data-testid="assistant-message"][data-done="true"]').wait_for(timeout=60_000)
