@@ -30,6 +30,15 @@ import jwt
 from bench.common import Proc, chatwire_argv, cpu_seconds, free_port, table
 from bench.fanout import NODE_DIR, ensure_node_modules
 
+# Every tab and every REST call of the load generator comes from one loopback address: the per-IP and per-user
+# guards (slow-client table, connect and event rates) would refuse most of it.
+LOAD_LIMITS_OFF = {
+    "CHATWIRE_RATE_LIMIT_IP_CONNECTS": "0",
+    "CHATWIRE_RATE_LIMIT_IP_EVENTS": "0",
+    "CHATWIRE_HTTP_MAX_PENDING_PER_IP": "0",
+    "CHATWIRE_MAX_CONNECTIONS_PER_USER": "0",
+}
+
 
 def metric(text: str, name: str) -> float:
     """The value of an unlabelled sample in a Prometheus text exposition (0 when absent)."""
@@ -52,6 +61,7 @@ async def run_subject(
         # The bench's users are minted as external identities: no password hashing in the set-up.
         "CHATWIRE_EXTERNAL_ALGORITHMS": "HS256",
         "CHATWIRE_EXTERNAL_SECRET": secret,
+        **LOAD_LIMITS_OFF,
         **env,
     }
     proc = await Proc(chatwire_argv(), full_env, port, workdir / f"{name}.log").ready()
@@ -114,7 +124,9 @@ async def run_subject(
                     "200",
                     "--nonblocking",
                     "-d",
-                    str(int(args.tokens / args.rate) + 1),
+                    str(
+                        int(args.tokens / args.rate) * 4 + 10
+                    ),  # the whole generation, also when it runs late
                     "-o",
                     str(args.profile / f"{name}.txt"),
                     stdout=asyncio.subprocess.DEVNULL,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -25,8 +27,9 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 log = logging.getLogger("chatwire.metrics")
 
@@ -97,6 +100,46 @@ class _LiveCollector(Collector):
         yield rooms
 
 
+class _EmitTally:
+    """Emits by event label and their latency histogram, as plain numbers: an emit costs two increments and a
+    bisection, not a lock and a sample object per emit (prometheus_client's Counter and Histogram)."""
+
+    __slots__ = ("buckets", "counts", "created", "seconds")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.seconds = 0.0
+        self.created = time.time()
+
+
+class _EmitCollector(Collector):
+    """`chatwire_events_out_total{event}` and the `chatwire_emit_seconds` histogram, from the tally."""
+
+    def __init__(self, tally: _EmitTally) -> None:
+        self.tally = tally
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        tally = self.tally
+        out = CounterMetricFamily(
+            "chatwire_events_out", "Events emitted to rooms or sessions, by name", labels=["event"]
+        )
+        for label, count in sorted(tally.counts.items()):
+            out.add_metric([label], count, created=tally.created)
+        yield out
+        cumulative, buckets = 0, []
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), tally.buckets, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        yield HistogramMetricFamily(
+            "chatwire_emit_seconds",
+            "Emit to hand-off latency: from an emit call until its packets are queued to every local "
+            "recipient's transport (or published to the fleet)",
+            buckets=buckets,
+            sum_value=tally.seconds,
+        )
+
+
 class Metrics:
     """Every collector of one process. Cheap to call from hot paths: one dict look-up and an increment."""
 
@@ -124,16 +167,9 @@ class Metrics:
             ["event", "code"],
             registry=r,
         )
-        self.events_out = Counter(
-            "chatwire_events_out", "Events emitted to rooms or sessions, by name", ["event"], registry=r
-        )
-        self.emit_seconds = Histogram(
-            "chatwire_emit_seconds",
-            "Emit to hand-off latency: from an emit call until its packets are queued to every local "
-            "recipient's transport (or published to the fleet)",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        # Counted per emit (per token while answers stream): plain ints here, turned into samples at scrape time.
+        self.emits = _EmitTally()
+        r.register(_EmitCollector(self.emits))
         self.api_calls = Counter(
             "chatwire_server_api_calls",
             "Server API calls, by scope and outcome (ok or an error code)",
@@ -177,7 +213,6 @@ class Metrics:
         self.redis_up: Gauge | None = None  # registered on the first probe: absent without Redis
         # Labelled children by event name: `labels()` costs more than the increment itself on the hot path.
         self._in_children: dict[str, Any] = {}
-        self._out_children: dict[str, Any] = {}
         self._sessions_provider: SessionsProvider = dict
         self._rooms_provider: RoomsProvider = dict
         self._probes: list[Probe] = []
@@ -202,12 +237,11 @@ class Metrics:
         self.events_rejected.labels(self._event(event), code).inc()
 
     def event_out(self, event: str, seconds: float) -> None:
-        label = self._event(event)
-        child = self._out_children.get(label)
-        if child is None:
-            child = self._out_children[label] = self.events_out.labels(label)
-        child.inc()
-        self.emit_seconds.observe(seconds)
+        tally = self.emits
+        label = event if event in EVENT_LABELS else OTHER
+        tally.counts[label] = tally.counts.get(label, 0) + 1
+        tally.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        tally.seconds += seconds
 
     def connected(self, transport: str) -> None:
         self.connections.labels(transport).inc()

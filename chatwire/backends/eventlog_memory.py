@@ -16,23 +16,34 @@ ENTRY_OVERHEAD = 320
 # Per container or scalar inside the payload (a dict, a list, an int): CPython object headers and slots.
 NODE_OVERHEAD = 64
 MAX_SIZE_DEPTH = 8
+# A str object beyond its characters.
+STR_OVERHEAD = 49
 
 
 def approx_size(data: Any, depth: int = 0) -> int:
     """A cheap estimate of the memory a payload holds: string lengths plus a fixed cost per object.
 
     Not exact (no sys.getsizeof walk), but proportional to what the payload keeps alive, which is what a bound
-    on the history needs; deeper than a few levels everything counts as one node."""
-    if isinstance(data, str | bytes):
-        return len(data) + 49
+    on the history needs; deeper than a few levels everything counts as one node. Runs once per logged event
+    (per token while answers stream): string keys and values are counted in place, without a call each."""
+    kind = type(data)
+    if kind is str or kind is bytes:
+        return len(data) + STR_OVERHEAD
     if depth >= MAX_SIZE_DEPTH:
         return NODE_OVERHEAD
     if isinstance(data, dict):
-        return NODE_OVERHEAD * 2 + sum(
-            approx_size(k, depth + 1) + approx_size(v, depth + 1) for k, v in data.items()
-        )
+        total = NODE_OVERHEAD * 2
+        for key, value in data.items():
+            total += len(key) + STR_OVERHEAD if type(key) is str else approx_size(key, depth + 1)
+            total += len(value) + STR_OVERHEAD if type(value) is str else approx_size(value, depth + 1)
+        return total
     if isinstance(data, list | tuple):
-        return NODE_OVERHEAD + sum(approx_size(v, depth + 1) for v in data)
+        total = NODE_OVERHEAD
+        for value in data:
+            total += len(value) + STR_OVERHEAD if type(value) is str else approx_size(value, depth + 1)
+        return total
+    if isinstance(data, str | bytes):  # subclasses
+        return len(data) + STR_OVERHEAD
     return NODE_OVERHEAD // 2
 
 
@@ -78,7 +89,9 @@ class MemoryEventLog:
         self._seq += 1
         entry = LogEntry(self._seq, format_offset(self._epoch, self._seq), room, event, data, skip_sid)
         size = ENTRY_OVERHEAD + approx_size(data)
-        ring = self._rooms.setdefault(room, deque())
+        ring = self._rooms.get(room)
+        if ring is None:
+            ring = self._rooms[room] = deque()
         ring.append((now, entry, size))
         self._order.append((entry.seq, room))
         self._bytes += size

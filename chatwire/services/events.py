@@ -57,12 +57,17 @@ def _opt(value: Any) -> str | None:
 
 
 def check_event(event: Any) -> dict[str, Any]:
-    """An event `{type, data?}` with a bounded string type; a clear error otherwise."""
-    if not isinstance(event, Mapping):
+    """An event `{type, data?}` with a bounded string type; a clear error otherwise.
+
+    A plain dict of exactly `type` and `data` (what models and tools emit, once per token) is used as it is;
+    anything else is copied to that shape."""
+    if type(event) is not dict and not isinstance(event, Mapping):
         raise invalid("an event is an object {type, data}")
     kind = event.get("type")
     if not isinstance(kind, str) or not kind or len(kind) > MAX_TYPE_LENGTH:
         raise invalid(f"event type must be a string of 1 to {MAX_TYPE_LENGTH} characters")
+    if type(event) is dict and len(event) == 2 and "data" in event:
+        return event
     return {"type": kind, "data": event.get("data")}
 
 
@@ -95,16 +100,20 @@ class ChatEvents:
 
         Returns the event's sequence number within the message (0 for events without a message).
         """
+        return await self.emit_to(user_room(user_id), chat_id, message_id, event)
+
+    async def emit_to(self, room: str, chat_id: str | None, message_id: str | None, event: Any) -> int:
+        """`emit` with the user's room name already made (an emitter makes it once, not once per token)."""
         event = check_event(event)
         payload = {"chat_id": chat_id, "message_id": message_id, "data": event}
-        room = user_room(user_id)
         if not chat_id or not message_id:
             await self._deliver(payload, room)
             return 0
-        hold = self._holds.get(chat_id)
-        while hold is not None:  # a reader is taking a consistent snapshot of this chat
-            await hold.wait()
+        if self._holds:
             hold = self._holds.get(chat_id)
+            while hold is not None:  # a reader is taking a consistent snapshot of this chat
+                await hold.wait()
+                hold = self._holds.get(chat_id)
         key = (chat_id, message_id)
         gate = self._gates.get(key)
         if gate is None:
@@ -216,12 +225,17 @@ def _current_cancelling() -> bool:
 class EventEmitter:
     """`await emitter({"type": ..., "data": ...})`: one event of the bound message to all the user's tabs."""
 
+    __slots__ = ("chat_id", "events", "info", "message_id", "room")
+
     def __init__(self, events: ChatEvents, info: RequestInfo) -> None:
         self.events = events
         self.info = info
+        self.room = user_room(info.user_id)
+        self.chat_id = info.chat_id
+        self.message_id = info.message_id
 
     async def __call__(self, event: Mapping[str, Any]) -> int:
-        return await self.events.emit(self.info.user_id, self.info.chat_id, self.info.message_id, event)
+        return await self.events.emit_to(self.room, self.chat_id, self.message_id, event)
 
 
 class EventCaller:

@@ -99,9 +99,12 @@ def _touches_chat(event: dict[str, Any]) -> bool:
     return kind == "chat:completion" and isinstance(data, dict) and bool(data.get("title"))
 
 
+_APPENDS = frozenset({"message", "chat:message:delta"})
+
+
 def _plain_delta(event: dict[str, Any]) -> str | None:
     """The text of an append event (`message`, `chat:message:delta`) with string content, else None."""
-    if event.get("type") not in ("message", "chat:message:delta"):
+    if event.get("type") not in _APPENDS:
         return None
     data = event.get("data")
     content = data.get("content") if isinstance(data, dict) else None
@@ -152,7 +155,7 @@ class MessageWriter:
 
     def submit(self, chat_id: str, message_id: str, event: dict[str, Any]) -> bool:
         """Queue one event for persistence, in call order; never waits. False if the chat is not persisted."""
-        if not is_persisted_chat(chat_id) or not message_id:
+        if not message_id or not is_persisted_chat(chat_id):
             return False
         if self._closing:
             self.stats.dropped += 1
@@ -161,6 +164,9 @@ class MessageWriter:
             )
             return False
         self.stats.events += 1
+        if event.get("type") in _APPENDS:  # a token: neither an end nor a chat-level field
+            self._enqueue(chat_id, message_id, event, urgent=False)
+            return True
         self._enqueue(chat_id, message_id, event, urgent=_ends_message(event))
         if _touches_chat(event):
             # Chat-level fields go through one queue per chat, so their order holds across messages.
