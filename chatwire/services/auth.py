@@ -19,7 +19,7 @@ from chatwire.backends.attempts_memory import MemoryAttemptLog
 from chatwire.db.models import User
 from chatwire.db.repos.users import UserRepo
 from chatwire.errors import ChatwireError, ErrorCode
-from chatwire.services.auth_cache import RevocationSet, TokenCache, UserCache
+from chatwire.services.auth_cache import MembershipCache, RevocationSet, TokenCache, UserCache
 from chatwire.services.external_auth import (
     DEFAULT_NAMESPACE,
     RESERVED_USER_IDS,
@@ -40,6 +40,9 @@ def has_access(user: User) -> bool:
 
 
 log = logging.getLogger("chatwire.auth")
+
+# A membership notice to the fleet names at most this many users; a larger change drops every process's cache.
+MEMBERSHIP_NOTICE_IDS = 500
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,9 @@ class AuthService:
         self.revocations = RevocationSet(users.revoked_tokens, users.is_revoked)
         self.tokens = TokenCache()
         self.user_cache = UserCache()
+        # Each user's channel ids (the rooms of a user-join); ChannelService reads it, ChannelRepo's writes and
+        # the fleet's notices drop entries (see forget_memberships).
+        self.memberships = MembershipCache()
         users.changed_hooks.append(self.forget_user)
         # Fleet mode: announce a revocation or user change to the other processes (set by the fleet wiring).
         self.fleet_notify: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
@@ -298,8 +304,23 @@ class AuthService:
         """Drop a cached row after a change to the user (rename, role, deletion), here and on every other
         process of a fleet (UserRepo calls this for every change it writes)."""
         self.user_cache.forget(user_id)
+        self.memberships.forget(user_id)
         if self.fleet_notify is not None:
             self._spawn(self.fleet_notify("user_changed", {"user_id": user_id}))
+
+    def forget_memberships(self, user_ids: list[str]) -> None:
+        """Drop the cached channel ids of users whose memberships changed, here and on every other process of a
+        fleet (ChannelRepo calls this after every membership write it commits). Past `MEMBERSHIP_NOTICE_IDS`
+        users (a standard channel made for everyone) the notice tells the others to drop all of them."""
+        for user_id in user_ids:
+            self.memberships.forget(user_id)
+        if self.fleet_notify is not None:
+            notice: dict[str, Any] = (
+                {"memberships": list(user_ids)}
+                if len(user_ids) <= MEMBERSHIP_NOTICE_IDS
+                else {"memberships": "all"}
+            )
+            self._spawn(self.fleet_notify("user_changed", notice))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def guarded() -> None:
@@ -321,15 +342,25 @@ class AuthService:
             self.revocations.add(jti, exp)
 
     def fleet_user_changed(self, payload: dict[str, Any]) -> None:
-        """Another process changed a user row."""
+        """Another process changed a user row (`user_id`) or users' channel memberships (`memberships`: ids, or
+        "all")."""
         user_id = payload.get("user_id")
         if isinstance(user_id, str):
             self.user_cache.forget(user_id)
+            self.memberships.forget(user_id)
+        changed = payload.get("memberships")
+        if changed == "all":
+            self.memberships.clear()
+        elif isinstance(changed, list):
+            for member in changed:
+                if isinstance(member, str):
+                    self.memberships.forget(member)
 
     def fleet_gap(self) -> None:
         """The bus lost messages: nothing learnt from it is trusted until read again."""
         self.revocations.invalidate()
         self.user_cache.clear()
+        self.memberships.clear()
 
     def _is_own(self, token: str, external: ExternalVerifier) -> bool:
         """Whether a token is chatwire's own: HS256, no issuer (or not the external one), our signature,

@@ -8,6 +8,9 @@
   an entry never outlives its token's `exp`.
 - `UserCache`: user rows for `ttl` seconds, dropped at once on a change made through `UserRepo` (here or, over the
   bus, on another process).
+- `MembershipCache`: each user's channel ids for `ttl` seconds, dropped at once on every membership change made
+  through `ChannelRepo` (channel created or deleted, members added or removed), here or, over the bus, on another
+  process; a bus gap clears it.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from chatwire.db.models import User
 from chatwire.util import now_s
+
+V = TypeVar("V")
 
 
 class RevocationSet:
@@ -127,45 +132,59 @@ class TokenCache:
             self._claims.popitem(last=False)
 
 
-class UserCache:
-    """User id -> (loaded at, row) for `ttl` seconds; `forget` on every change. Sessions of one user share one row."""
+class RowCache(Generic[V]):
+    """Key -> (loaded at, value) for `ttl` seconds; `forget` on every change. Bounded, oldest out first.
+
+    A read that started before a change must not store its older value: `put` takes the key's generation read
+    before the read began and drops the value if a `forget` came in between."""
 
     def __init__(self, ttl: float = 30.0, max_entries: int = 50_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._rows: OrderedDict[str, tuple[float, User]] = OrderedDict()
-        # Bumped on every forget: a read that started before a change must not store its (older) row.
+        self._rows: OrderedDict[str, tuple[float, V]] = OrderedDict()
         self._generation: dict[str, int] = {}
+        self._epoch = 0  # bumped by `clear`: no read that started before it stores its value
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    def get(self, user_id: str) -> User | None:
-        hit = self._rows.get(user_id)
+    def get(self, key: str) -> V | None:
+        hit = self._rows.get(key)
         if hit is None:
             return None
         if time.monotonic() - hit[0] >= self.ttl:
-            del self._rows[user_id]
+            del self._rows[key]
             return None
         return hit[1]
 
-    def generation(self, user_id: str) -> int:
-        return self._generation.get(user_id, 0)
+    def generation(self, key: str) -> tuple[int, int]:
+        return self._epoch, self._generation.get(key, 0)
 
-    def put(self, user_id: str, user: User, generation: int) -> None:
-        """Store a row read when the user's generation was `generation` (dropped if it changed since)."""
-        if not self.ttl or self.generation(user_id) != generation:
+    def put(self, key: str, value: V, generation: tuple[int, int]) -> None:
+        """Store a value read when the key's generation was `generation` (dropped if it changed since)."""
+        if not self.ttl or self.generation(key) != generation:
             return
-        self._rows[user_id] = (time.monotonic(), user)
-        self._rows.move_to_end(user_id)
+        self._rows[key] = (time.monotonic(), value)
+        self._rows.move_to_end(key)
         while len(self._rows) > self.max_entries:
             self._rows.popitem(last=False)
 
-    def forget(self, user_id: str) -> None:
-        self._rows.pop(user_id, None)
-        self._generation[user_id] = self._generation.get(user_id, 0) + 1
+    def forget(self, key: str) -> None:
+        self._rows.pop(key, None)
+        self._generation[key] = self._generation.get(key, 0) + 1
         if len(self._generation) > self.max_entries * 2:
-            self._generation.clear()  # only races of in-flight reads need it; a clear costs at most one stale put
+            self._generation.clear()  # only reads in flight need it; the new epoch refuses all of theirs
+            self._epoch += 1
 
     def clear(self) -> None:
+        """Forget everything, including for reads in flight (they store nothing)."""
         self._rows.clear()
+        self._epoch += 1
+
+
+class UserCache(RowCache[User]):
+    """User id -> user row. Sessions of one user share one row."""
+
+
+class MembershipCache(RowCache[tuple[str, ...]]):
+    """User id -> the ids of the channels the user is a member of (the rooms a `user-join` enters)."""

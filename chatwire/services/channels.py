@@ -11,6 +11,7 @@ from chatwire.db.repos.channels import ChannelRepo
 from chatwire.db.repos.users import UserRepo
 from chatwire.errors import ChatwireError, ErrorCode, forbidden, not_found
 from chatwire.services.auth import ACCESS_ROLES
+from chatwire.services.auth_cache import MembershipCache
 from chatwire.services.rooms import Rooms, channel_room, user_room
 from chatwire.util import now_ns
 
@@ -60,6 +61,24 @@ class ChannelService:
         self.rooms = rooms
         # Outgoing webhooks (services/webhooks.py): told about each stored change, after its live event.
         self.notify: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+        # Each user's channel ids, read on every user-join; the repo's membership writes (and, in a fleet, the
+        # other processes' notices) drop entries. The container shares the auth service's cache.
+        self.memberships = MembershipCache()
+        repo.changed_hooks.append(self._memberships_changed)
+
+    def _memberships_changed(self, user_ids: list[str]) -> None:
+        for user_id in user_ids:
+            self.memberships.forget(user_id)
+
+    async def channel_ids(self, user_id: str) -> tuple[str, ...]:
+        """The ids of the channels `user_id` belongs to: from the cache, else one query (then cached)."""
+        hit = self.memberships.get(user_id)
+        if hit is not None:
+            return hit
+        generation = self.memberships.generation(user_id)
+        ids = tuple(await self.repo.channel_ids_for_user(user_id))
+        self.memberships.put(user_id, ids, generation)
+        return ids
 
     # access
 
@@ -235,7 +254,7 @@ class ChannelService:
     async def announce_presence(self, user_id: str, name: str, role: str, *, online: bool) -> None:
         """Tell each channel of the user that the user came online or went offline."""
         actor = {"id": user_id, "name": name, "role": role}
-        for channel_id in await self.repo.channel_ids_for_user(user_id):
+        for channel_id in await self.channel_ids(user_id):
             await self.broker.emit(
                 CHANNEL_EVENT,
                 {
@@ -248,7 +267,7 @@ class ChannelService:
             )
 
     async def room_names_for(self, user_id: str) -> list[str]:
-        return [channel_room(cid) for cid in await self.repo.channel_ids_for_user(user_id)]
+        return [channel_room(cid) for cid in await self.channel_ids(user_id)]
 
     # messages
 

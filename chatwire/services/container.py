@@ -120,6 +120,9 @@ class Services:
             ),
         )
         auth.provisioned_hooks.append(channels.join_public_channels)
+        # One membership cache, kept current across a fleet by the auth service's notices.
+        channels.memberships = auth.memberships
+        channels.repo.changed_hooks.append(auth.forget_memberships)
         notes = NoteService(NoteRepo(db), broker, rooms, users)
         docs: DocStore = docstore if docstore is not None else SqlDocStore(db)
         chat_repo = ChatRepo(db)

@@ -122,7 +122,7 @@ class RoomPresence:
         # The webhook's outbox row first: once anyone has seen the change live, it is also queued durably.
         if self.notify is not None:
             await self.notify("user.online" if kind == "join" else "user.offline", {"user": person})
-        for channel_id in await self.channels.repo.channel_ids_for_user(user_id):
+        for channel_id in await self.channels.channel_ids(user_id):
             room = channel_room(channel_id)
             try:
                 await self.broker.emit(

@@ -23,12 +23,19 @@ from tests.sio import RecordingClient
 @contextlib.contextmanager
 def auth_reads(server: RunningServer) -> Iterator[list[str]]:
     """The SQL statements on the users and revoked-token tables while the block runs (real engine events)."""
+    with statements(server, "revoked_tokens", "from users") as seen:
+        yield seen
+
+
+@contextlib.contextmanager
+def statements(server: RunningServer, *needles: str) -> Iterator[list[str]]:
+    """The SQL statements holding any of `needles` (lower case) while the block runs (real engine events)."""
     seen: list[str] = []
     engine = server.services.auth.users.db.engine.sync_engine
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         low = statement.lower()
-        if "revoked_tokens" in low or "from users" in low:
+        if any(needle in low for needle in needles):
             seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -16,6 +17,14 @@ from chatwire.util import new_id, now_ns
 class ChannelRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Called with the ids of the users whose channel memberships a committed write changed (caches of
+        # memberships drop them).
+        self.changed_hooks: list[Callable[[list[str]], None]] = []
+
+    def _changed(self, user_ids: list[str]) -> None:
+        if user_ids:
+            for hook in self.changed_hooks:
+                hook(user_ids)
 
     # channels and members
 
@@ -49,6 +58,7 @@ class ChannelRepo:
             await s.flush()
             for uid in dict.fromkeys(member_ids):
                 s.add(ChannelMember(channel_id=channel.id, user_id=uid, joined_at=now))
+        self._changed(list(dict.fromkeys(member_ids)))
         return channel
 
     async def get(self, channel_id: str) -> Channel | None:
@@ -95,6 +105,7 @@ class ChannelRepo:
             for uid in added:
                 s.add(ChannelMember(channel_id=channel_id, user_id=uid, joined_at=now))
             await s.execute(update(Channel).where(Channel.id == channel_id).values(updated_at=now))
+        self._changed(added)
         return added
 
     async def remove_members(self, channel_id: str, user_ids: list[str]) -> list[str]:
@@ -110,15 +121,24 @@ class ChannelRepo:
                         ChannelMember.channel_id == channel_id, ChannelMember.user_id.in_(removed)
                     )
                 )
+        self._changed(removed)
         return removed
 
     async def delete(self, channel_id: str) -> None:
         async with self.db.session() as s:
+            members = list(
+                (
+                    await s.execute(
+                        select(ChannelMember.user_id).where(ChannelMember.channel_id == channel_id)
+                    )
+                ).scalars()
+            )
             msg_ids = select(ChannelMessage.id).where(ChannelMessage.channel_id == channel_id)
             await s.execute(delete(MessageReaction).where(MessageReaction.message_id.in_(msg_ids)))
             await s.execute(delete(ChannelMessage).where(ChannelMessage.channel_id == channel_id))
             await s.execute(delete(ChannelMember).where(ChannelMember.channel_id == channel_id))
             await s.execute(delete(Channel).where(Channel.id == channel_id))
+        self._changed(members)
 
     async def set_last_read(self, channel_id: str, user_id: str, at: int) -> bool:
         async with self.db.session() as s:
