@@ -3,6 +3,7 @@ chatwire's own tokens keep working; bad tokens are refused with a reason."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -115,6 +116,15 @@ async def test_hs256_token_provisions_user_once_and_own_tokens_still_work(
     own_user = await auth.signup("Bob", "bob@example.com", "pw-xxxxxxxx")
     own_token, _ = auth.issue_token(own_user)
     assert (await auth.authenticate(own_token)).user.id == own_user.id
+
+
+async def test_concurrent_first_logins_of_one_identity_share_one_user(db: Database, tmp_path: Path) -> None:
+    """Two tabs of a new user connecting at once: both are let in, as the one user the first one created."""
+    auth = auth_for(db, settings_for(tmp_path))
+    token = jwt.encode(claims(sub="tabs"), APP_SECRET, algorithm="HS256")
+    identities = await asyncio.gather(*(auth.authenticate(token) for _ in range(4)))
+    assert {i.user.id for i in identities} == {"tabs@https://app.example"}
+    assert await UserRepo(db).count() == 1
 
 
 async def test_rs256_with_pem_text_and_pem_path(db: Database, tmp_path: Path) -> None:

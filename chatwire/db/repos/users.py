@@ -156,10 +156,8 @@ class UserRepo:
         created -> (user, False). When `email` is taken meanwhile, the user gets `fallback_email` instead.
         """
         for address in (email, fallback_email):
-            try:
-                user = await self.create(
-                    name=name, email=address, password_hash=None, role=role, user_id=user_id
-                )
+            try:  # `_insert`, not `create`: the IntegrityError tells a concurrent first login from a taken email
+                user = await self._insert(name, address, None, role, False, user_id, now_s())
                 return user, True
             except IntegrityError:
                 existing = await self.get(user_id)
