@@ -31,6 +31,8 @@ FULL: dict[str, list[str]] = {
     "persistence": ["bench/persistence.py", "--tokens", "20000"],
     "collab": ["-m", "bench.collab_bench"],
     "connect-storm": ["-m", "bench.connect_storm", "--n", "5000"],
+    "streaming-curve": ["-m", "bench.streaming", "--curve", "200,1000,2000", "--tokens", "300"],
+    "small-rooms": ["-m", "bench.small_rooms", "--users", "10000", "--tabs", "2"],
 }
 QUICK: dict[str, list[str]] = {
     "fanout": ["-m", "bench.fanout", "--sizes", "10,100"],
@@ -40,6 +42,17 @@ QUICK: dict[str, list[str]] = {
     "persistence": ["bench/persistence.py", "--tokens", "2000"],
     "collab": ["-m", "bench.collab_bench", "--edits", "1000"],
     "connect-storm": ["-m", "bench.connect_storm", "--n", "500", "--users", "20"],
+    "streaming-curve": [
+        "-m",
+        "bench.streaming",
+        "--curve",
+        "20,60",
+        "--curve-rate",
+        "3000",
+        "--tokens",
+        "100",
+    ],
+    "small-rooms": ["-m", "bench.small_rooms", "--users", "500", "--rounds", "5"],
 }
 TITLES = {
     "fanout": "1. Fan-out: `events:channel` typing to rooms of 10, 100 and 1,000 members",
@@ -49,6 +62,8 @@ TITLES = {
     "persistence": "5. Persistence of one streamed answer",
     "collab": "6. Collaborative notes: ingest and cold join",
     "connect-storm": "9. Connect storm: 5,000 authenticated clients at once, vs the same JWT check in the peers",
+    "streaming-curve": "10. Streaming curve: 200, 1,000 and 2,000 concurrent generations x 2 tabs, one offered load",
+    "small-rooms": "11. Many small rooms: 10,000 users x 2 tabs, an event to each user's room, vs Node socket.io",
     "baseline-fanout": "7. Before/after: fan-out at 100 members, this checkout vs the baseline source",
     "baseline-connections": "8. Before/after: idle connections, this checkout vs the baseline source",
 }
@@ -75,6 +90,8 @@ JSON_CAPABLE = {
     "streaming",
     "connections",
     "connect-storm",
+    "streaming-curve",
+    "small-rooms",
     "baseline-fanout",
     "baseline-connections",
 }
@@ -152,6 +169,30 @@ def headline(data: dict[str, Any]) -> list[str]:
                 f"- connect storm ({phase}): chatwire {cw['perSecond']:,.0f} connects/s and "
                 f"{cw['cpu_ms_per_connect']:.2f} ms server CPU per authenticated connect{peers}"
             )
+    points = data.get("streaming-curve")
+    if points:
+        ns = sorted(points, key=int)
+        cpu = [points[n]["cpu_us_per_token"] for n in ns]
+        lines.append(
+            "- streaming curve: CPU per token "
+            + ", ".join(f"{c:.1f} us at {int(n):,}" for n, c in zip(ns, cpu, strict=True))
+            + f" generations ({cpu[-1] / cpu[0]:.2f}x from first to last; linear would be "
+            f"{int(ns[-1]) / int(ns[0]):.0f}x); p99 " + ", ".join(f"{points[n]['p99']:.0f} ms" for n in ns)
+        )
+    rooms = data.get("small-rooms")
+    if rooms and "chatwire" in rooms:
+        cw = rooms["chatwire"]
+        node = rooms.get("node")
+        versus = (
+            f" = **{cw['cpu_us_per_delivery'] / node['cpu_us_per_delivery']:.2f}x Node socket.io's** "
+            f"({node['cpu_us_per_delivery']:.1f} us, {node['deliveriesPerSecond']:,.0f}/s)"
+            if node
+            else ""
+        )
+        lines.append(
+            f"- many small rooms: chatwire {cw['cpu_us_per_delivery']:.1f} us server CPU per delivery, "
+            f"{cw['deliveriesPerSecond']:,.0f} deliveries/s{versus}"
+        )
     base = data.get("baseline-fanout")
     if base and "chatwire-baseline" in base:
         cw = base["chatwire"]["100"]["saturated"]["deliveriesPerSecond"]

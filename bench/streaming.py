@@ -8,7 +8,13 @@ Reported: server CPU per token (from /proc/PID/stat, over the generation only), 
 p50/p99 token latency (see tabs.mjs for how it is measured without a timestamp in the events), the spread of one
 token's arrival between a user's two tabs, and persistence writes (from /metrics).
 
+`--curve 200,1000,2000`: instead, chatwire alone at each number of concurrent generations (2 tabs each), all at
+the same offered load (`--curve-rate` tokens/s in all, split over the generations), so that what grows is the
+concurrency, not the throughput asked of two cores: CPU per token and p99 token latency at each point, and the
+growth of CPU per token against the first point next to what linear growth would be.
+
 Run: python -m bench.streaming [--users 200] [--tabs 2] [--rate 150] [--tokens 600]
+     python -m bench.streaming --curve 200,1000,2000 [--curve-rate 30000] [--tokens 300]
 """
 
 from __future__ import annotations
@@ -178,6 +184,75 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+async def curve(args: argparse.Namespace) -> None:
+    """chatwire at each number of concurrent generations, at one offered load; one table."""
+    points = [int(n) for n in args.curve.split(",")]
+    results: dict[int, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in points:
+            point = argparse.Namespace(**{**vars(args), "users": n, "rate": args.curve_rate / n})
+            workdir = Path(tmp) / str(n)
+            workdir.mkdir()
+            results[n] = r = await run_subject("chatwire", {}, point, workdir)
+            r["rate"] = point.rate
+            print(
+                f"  {n:5} generations: {r['cpu_us_per_token']:.1f} us CPU/token, p99 {fmt(r['p99'])} ms",
+                file=sys.stderr,
+            )
+    first_n = points[0]
+    first = results[first_n]["cpu_us_per_token"]
+    rows = []
+    for n, r in results.items():
+        rows.append(
+            [
+                f"{n:,}",
+                f"{r['tabs']:,}",
+                f"{r['rate']:g}",
+                f"{r['generated']:,}",
+                str(r["missing"]),
+                f"{r['cpu_us_per_token']:.1f}",
+                f"{r['cpu_us_per_token'] / first:.2f}x",
+                f"{n / first_n:.1f}x",
+                fmt(r["p50"]),
+                fmt(r["p99"]),
+            ]
+        )
+    print(
+        f"\nStreaming curve: concurrent demo generations x {args.tabs} tabs, {args.tokens} tokens each, "
+        f"{args.curve_rate:,.0f} tokens/s offered in all at every point\n"
+    )
+    print(
+        table(
+            [
+                "generations",
+                "tabs",
+                "tokens/s each",
+                "tokens",
+                "missing",
+                "CPU us/token",
+                f"CPU/token vs {first_n:,}",
+                "linear would be",
+                "p50 ms",
+                "p99 ms",
+            ],
+            rows,
+        )
+    )
+    last_n = points[-1]
+    growth = results[last_n]["cpu_us_per_token"] / first
+    verdict = (
+        "constant or better"
+        if growth <= 1.1
+        else ("sub-linear" if growth < last_n / first_n else "linear or worse")
+    )
+    print(
+        f"\nCPU per token from {first_n:,} to {last_n:,} generations: {growth:.2f}x "
+        f"(linear would be {last_n / first_n:.1f}x): {verdict}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -189,8 +264,17 @@ async def main() -> None:
     parser.add_argument("--subjects", default=",".join(SUBJECTS))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--profile", type=Path, help="write py-spy raw profiles of each subject here")
+    parser.add_argument(
+        "--curve", help="numbers of concurrent generations, e.g. 200,1000,2000 (chatwire only)"
+    )
+    parser.add_argument(
+        "--curve-rate", type=float, default=30_000.0, help="tokens/s offered in all at each curve point"
+    )
     args = parser.parse_args()
     ensure_node_modules()
+    if args.curve:
+        await curve(args)
+        return
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.subjects.split(","):

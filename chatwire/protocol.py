@@ -301,6 +301,10 @@ class PublishForm(Model):
     data: Any = None
 
 
+class PublishBatchForm(Model):
+    events: Annotated[list[PublishForm], Field(min_length=1, max_length=1000)]
+
+
 class ServerUserForm(Model):
     name: Name | None = None
     email: EmailStr | None = None

@@ -836,6 +836,17 @@ ACTIONS: list[Action] = [
     ),
     Action(
         "server",
+        "POST /api/v1/events/publish/batch",
+        "room",
+        keys("publish"),
+        server_route(
+            "POST",
+            "/api/v1/events/publish/batch",
+            lambda w: {"events": [{"room": f"user:{w.ids['other']}", "event": "ping", "data": {}}]},
+        ),
+    ),
+    Action(
+        "server",
         "PUT /api/v1/server/users/{id}",
         "user",
         keys("channels"),

@@ -5,16 +5,36 @@
 // Connect storm (BENCH_JWT_SECRET set): a handshake auth {token} must be an HS256 JWT with `id` and `exp`, checked
 // with jsonwebtoken in the connect middleware (refused otherwise); the socket joins `user:{id}`, and `user-join`
 // {auth: {token}} verifies the token again and acknowledges {id}.
+// Many small rooms (BENCH_API_KEY set): the publish/batch route below.
 import { createServer } from "node:http";
 import jwt from "jsonwebtoken";
 import { Server } from "socket.io";
 
 const port = Number(process.argv[2] ?? 3000);
 const secret = process.env.BENCH_JWT_SECRET;
+const apiKey = process.env.BENCH_API_KEY;
 const http = createServer((req, res) => {
+  if (req.method === "POST" && req.url === "/api/v1/events/publish/batch") return publishBatch(req, res);
   res.writeHead(200, { "content-type": "application/json" });
   res.end('{"status":true}');
 });
+
+// Many small rooms: POST /api/v1/events/publish/batch {events: [{room, event, data}]} (X-API-Key must be
+// BENCH_API_KEY) sends each event to its room, as chatwire's server API route of that name does.
+function publishBatch(req, res) {
+  const chunks = [];
+  req.on("data", (c) => chunks.push(c));
+  req.on("end", () => {
+    if (!apiKey || req.headers["x-api-key"] !== apiKey) {
+      res.writeHead(401, { "content-type": "application/json" });
+      return res.end('{"code":"unauthorized"}');
+    }
+    const { events } = JSON.parse(Buffer.concat(chunks).toString());
+    for (const e of events) io.to(e.room).emit(e.event, e.data);
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ status: true, published: events.length }));
+  });
+}
 const io = new Server(http, { path: "/ws/socket.io", transports: ["websocket"], perMessageDeflate: false });
 
 function verify(token) {

@@ -14,6 +14,7 @@ from chatwire.api.deps import ServicesDep
 from chatwire.errors import ChatwireError, ErrorCode, forbidden
 from chatwire.protocol import (
     Id,
+    PublishBatchForm,
     PublishForm,
     ServerChannelForm,
     ServerUserForm,
@@ -120,6 +121,14 @@ async def publish(form: PublishForm, call: PublishCall) -> dict[str, Any]:
     """Send `{room, event, data}`; `events` with chat_id/message_id to `user:{id}` is persisted too."""
     call.target = f"{form.room} {form.event}"
     return await call.services.server_api.publish(form.room, form.event, form.data)
+
+
+@router.post("/api/v1/events/publish/batch")
+async def publish_batch(form: PublishBatchForm, call: PublishCall) -> dict[str, Any]:
+    """Send up to 1,000 `{room, event, data}` in order; one bad item refuses the batch and nothing is sent."""
+    call.target = f"{len(form.events)} events"
+    items = [(e.room, e.event, e.data) for e in form.events]
+    return await call.services.server_api.publish_many(items)
 
 
 @router.put("/api/v1/server/users/{user_id}")

@@ -28,6 +28,14 @@ SYSTEM_USER = User(
 
 ROOM_PATTERN = re.compile(r"^(user:|channel:|note:|doc_)[^\s]{1,200}$")
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "message"})
+MAX_BATCH = 1000  # events per publish/batch call
+
+
+def _check_publication(room: str, event: str) -> None:
+    if not ROOM_PATTERN.match(room):
+        raise invalid("room must be user:{id}, channel:{id}, note:{id} or doc_{id}")
+    if event in RESERVED_EVENTS or not event or len(event) > 128:
+        raise invalid(f"event name {event[:128]!r} is reserved or invalid")
 
 
 def is_chat_event(event: str, room: str, data: Any) -> bool:
@@ -62,16 +70,34 @@ class ServerApiService:
 
     async def publish(self, room: str, event: str, data: Any) -> dict[str, Any]:
         """Send `event` to `room`; a chat event is also persisted like any other chat event."""
-        if not ROOM_PATTERN.match(room):
-            raise invalid("room must be user:{id}, channel:{id}, note:{id} or doc_{id}")
-        if event in RESERVED_EVENTS or not event or len(event) > 128:
-            raise invalid(f"event name {event[:128]!r} is reserved or invalid")
+        _check_publication(room, event)
         if is_chat_event(event, room, data):
             user_id = room.removeprefix("user:")
             persisted = await self.publish_chat_event(user_id, data["chat_id"], data["message_id"], data)
             return {"status": True, "persisted": persisted}
         await self.broker.emit(event, data, room=room)
         return {"status": True, "persisted": False}
+
+    async def publish_many(self, items: list[tuple[str, str, Any]]) -> dict[str, Any]:
+        """Send each `(room, event, data)` in order (a notice to many users' rooms in one call). Every item is
+        checked first, chat events' chats included: a bad item refuses the whole batch and nothing is sent."""
+        if len(items) > MAX_BATCH:
+            raise invalid(f"at most {MAX_BATCH} events per batch")
+        for room, event, data in items:
+            _check_publication(room, event)
+            if is_chat_event(event, room, data) and is_persisted_chat(data["chat_id"]):
+                chat = await self.chats.get(data["chat_id"])
+                if chat is None or chat.user_id != room.removeprefix("user:"):
+                    raise not_found(f"chat {data['chat_id']}")
+        persisted = 0
+        for room, event, data in items:
+            if is_chat_event(event, room, data):
+                user_id = room.removeprefix("user:")
+                await self.events.emit(user_id, data["chat_id"], data["message_id"], data.get("data"))
+                persisted += is_persisted_chat(data["chat_id"])
+            else:
+                await self.broker.emit(event, data, room=room)
+        return {"status": True, "published": len(items), "persisted": persisted}
 
     async def publish_chat_event(
         self, user_id: str, chat_id: str, message_id: str, data: dict[str, Any]

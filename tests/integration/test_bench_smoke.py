@@ -60,3 +60,28 @@ async def test_streaming_bench_counts_every_token_and_the_writes() -> None:
     assert result["generated"] == 90 and result["tokens"] == 180 and result["missing"] == 0
     assert result["writes"] >= 3  # at least one write per message
     assert result["cpu_seconds"] > 0 and result["p99"] is not None
+
+
+async def test_small_rooms_bench_delivers_every_event_to_every_tab_on_both_servers() -> None:
+    """Tiny many-small-rooms run: each user's two tabs get every event, on chatwire and on the Node peer."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rooms.json"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.small_rooms",
+            *("--users", "12", "--rounds", "3", "--batch", "5", "--json", str(out)),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _out, err = await asyncio.wait_for(proc.communicate(), 240)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        results = json.loads(out.read_text())
+    for name in ("chatwire", "node"):
+        r = results[name]
+        assert (r["tabs"], r["rooms"], r["events"]) == (24, 12, 36), name
+        assert r["deliveries"] == 72 and r["missing"] == 0 and r["failed"] == 0, name

@@ -78,12 +78,19 @@ async def test_revoked_key_is_refused_at_once_on_every_process(settings: Setting
         assert not await one.services.api_keys.revoke(key_id)
 
 
-async def test_publish_to_rooms_and_chat_events_are_persisted(server: RunningServer) -> None:
+async def two_tabs_and_a_publish_key(
+    server: RunningServer,
+) -> tuple[dict[str, Any], dict[str, Any], RecordingClient, RecordingClient, str]:
+    """Ada and Bob, a joined tab each, and a `publish` key."""
     ada = await server.signup("Ada")
     bob = await server.signup("Bob")
     a = await RecordingClient(server.url).connect(ada["token"])
     b = await RecordingClient(server.url).connect(bob["token"])
-    key = await new_key(server, "publish")
+    return ada, bob, a, b, await new_key(server, "publish")
+
+
+async def test_publish_to_rooms_and_chat_events_are_persisted(server: RunningServer) -> None:
+    ada, bob, a, b, key = await two_tabs_and_a_publish_key(server)
     try:
         async with server.http(ada["token"]) as http:
             chat = (await http.post("/api/v1/chats/new", json={"chat": {"title": "t"}})).json()
@@ -123,6 +130,59 @@ async def test_publish_to_rooms_and_chat_events_are_persisted(server: RunningSer
             message["content"] == "Hello world" and message["done"] is True and message["role"] == "assistant"
         )
         assert message["statusHistory"] == [{"description": "done", "done": True}]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_publish_batch_reaches_each_room_in_order_and_a_bad_item_sends_nothing(
+    server: RunningServer,
+) -> None:
+    ada, bob, a, b, key = await two_tabs_and_a_publish_key(server)
+    try:
+        async with server.http(ada["token"]) as http:
+            chat = (await http.post("/api/v1/chats/new", json={"chat": {"title": "t"}})).json()
+        async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": key}) as http:
+            bad = [
+                {"room": f"user:{ada['id']}", "event": "notice", "data": {"n": 0}},
+                {"room": "everyone", "event": "notice", "data": {}},
+            ]
+            r = await http.post("/api/v1/events/publish/batch", json={"events": bad})
+            assert r.status_code == 400, r.text
+            foreign = [  # ada's chat published into bob's room: refused before anything is sent
+                {"room": f"user:{ada['id']}", "event": "notice", "data": {"n": 0}},
+                {
+                    "room": f"user:{bob['id']}",
+                    "event": "events",
+                    "data": {"chat_id": chat["id"], "message_id": "m1", "data": {"type": "message"}},
+                },
+            ]
+            r = await http.post("/api/v1/events/publish/batch", json={"events": foreign})
+            assert r.status_code == 404, r.text
+            good = [
+                {"room": f"user:{ada['id']}", "event": "notice", "data": {"n": 1}},
+                {"room": f"user:{bob['id']}", "event": "notice", "data": {"n": 2}},
+                {"room": f"user:{ada['id']}", "event": "notice", "data": {"n": 3}},
+                {
+                    "room": f"user:{ada['id']}",
+                    "event": "events",
+                    "data": {
+                        "chat_id": chat["id"],
+                        "message_id": "m1",
+                        "data": {"type": "chat:message:delta", "data": {"content": "hi"}},
+                    },
+                },
+            ]
+            r = await http.post("/api/v1/events/publish/batch", json={"events": good})
+            assert r.status_code == 200 and r.json() == {"status": True, "published": 4, "persisted": 1}
+        await a.wait_for("notice", lambda p: p["n"] == 3)
+        await b.wait_for("notice", lambda p: p["n"] == 2)
+        assert [p["n"] for p in a.received["notice"]] == [1, 3]  # nothing of the refused batches
+        assert [p["n"] for p in b.received["notice"]] == [2]
+        await server.services.writer.flush(chat["id"])
+        async with server.http(ada["token"]) as http:
+            stored = (await http.get(f"/api/v1/chats/{chat['id']}")).json()
+        assert stored["chat"]["history"]["messages"]["m1"]["content"] == "hi"
     finally:
         await a.close()
         await b.close()
