@@ -65,6 +65,12 @@ class ServerClient:
         )
         return result
 
+    async def publish_many(self, events: list[tuple[str, str, Any]]) -> dict[str, Any]:
+        """Send up to 1,000 `(room, event, data)` in order in one call; one bad item refuses them all."""
+        body = {"events": [{"room": room, "event": event, "data": data} for room, event, data in events]}
+        result: dict[str, Any] = await self._call("POST", "/api/v1/events/publish/batch", body)
+        return result
+
     async def chat_event(
         self, user_id: str, chat_id: str, message_id: str, type: str, data: Any
     ) -> dict[str, Any]:

@@ -131,6 +131,7 @@ class Services:
             flush_interval=settings.persist_flush_interval,
             database_answers=db.answers,
         )
+        chat_repo.answer_hooks.append(writer.prime)
         events = ChatEvents(broker, sessions, writer, settings.event_call_timeout)
         tasks = TaskRegistry()
         upstream = (

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from chatwire.db.models import ChatMessage
 from chatwire.db.repos.chats import PATCH_COLUMNS, MessageStore
 from chatwire.services.reducer import CONTENT, apply_event, is_persisted_chat, new_message
 from chatwire.util import text_problem
@@ -87,6 +88,9 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
         return False
     return True
 
+
+# Answer rows kept for `prime` (a generation whose first write never comes must not hold its row forever).
+MAX_PRIMED = 4096
 
 CHAT_SLOT = ""  # the message id of a chat's own queue (title, tags)
 
@@ -150,8 +154,26 @@ class MessageWriter:
         # Called once with (chat_id, message_id, final state) when a message is stored done (outgoing webhooks).
         self.finished: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
         self._slots: dict[tuple[str, str], _Slot] = {}
+        # Answer rows just stored empty by ChatRepo.add_turn (see `prime`), oldest first.
+        self._primed: OrderedDict[tuple[str, str], ChatMessage] = OrderedDict()
         self._closing = False
         self._stopped = False
+
+    def prime(self, row: ChatMessage) -> None:
+        """An answer row was just stored (empty, unfinished): its message's first write starts from it instead of
+        reading it back. Only before that first write; a message already being written keeps its own state."""
+        key = (row.chat_id, row.id)
+        slot = self._slots.get(key)
+        if slot is not None and slot.state is not None:
+            return
+        try:  # what the first write reads from it (a row that cannot answer is read back as before)
+            for column in ("content", "done", *PATCH_COLUMNS.values()):
+                getattr(row, column)
+        except Exception:
+            return
+        self._primed[key] = row
+        while len(self._primed) > MAX_PRIMED:
+            self._primed.popitem(last=False)
 
     def submit(self, chat_id: str, message_id: str, event: dict[str, Any]) -> bool:
         """Queue one event for persistence, in call order; never waits. False if the chat is not persisted."""
@@ -339,7 +361,9 @@ class MessageWriter:
             if not any(apply_event(new_message(slot.message_id), e).fields for e in slot.pending):
                 slot.pending.clear()  # nothing to store (chat:active, notifications...): create no row
                 return
-            row = await self.store.load_or_create(slot.chat_id, slot.message_id)
+            row = self._primed.pop((slot.chat_id, slot.message_id), None)
+            if row is None:
+                row = await self.store.load_or_create(slot.chat_id, slot.message_id)
             if row is None:
                 self.stats.dropped += len(slot.pending)
                 slot.pending.clear()

@@ -94,6 +94,57 @@ async def test_demo_generation_streams_and_persists_what_the_client_rebuilds(fas
         await client.close()
 
 
+async def test_the_writer_starts_from_the_stored_turn_without_reading_the_answer_back(
+    fast: RunningServer,
+) -> None:
+    """The answer row add_turn stored is where the message writer starts: no read of it before the first write,
+    and what is stored is still exactly what was streamed."""
+    from tests.integration.test_auth_cache import statements
+
+    user, chat_id, client = await setup_user(fast)
+    try:
+        prompt = "Tell me about writers in 50 words"
+        with statements(fast, "from chat_messages") as reads:
+            await start(
+                fast,
+                user["token"],
+                {
+                    "model": "demo",
+                    "messages": [{"role": "user", "content": prompt}],
+                    "chat_id": chat_id,
+                    "id": "a2",
+                },
+            )
+            before = len(reads)  # the turn's own reads (the chat's messages)
+            rebuilt = await client.wait_done(chat_id, "a2")
+            await fast.services.writer.flush()
+            assert reads[before:] == []
+        row = await stored(fast, user["token"], chat_id, "a2")
+        assert rebuilt["content"] == row["content"] == "".join(demo_answer(prompt))
+        same_as_stored(rebuilt, row)
+    finally:
+        await client.close()
+
+
+async def test_an_emitter_reusing_its_event_dict_stores_what_it_sent(fast: RunningServer) -> None:
+    """A tool that refills one dict for every event: each emit is queued as it was at the call."""
+    user, chat_id, client = await setup_user(fast)
+    try:
+        info = {"user_id": user["id"], "chat_id": chat_id, "message_id": "r1"}
+        emit = fast.services.events.get_event_emitter(info)
+        event: dict[str, Any] = {}
+        for piece in ("one ", "two ", "three"):
+            event["type"], event["data"] = "chat:message:delta", {"content": piece}
+            await emit(event)
+        event["type"], event["data"] = "chat:completion", {"done": True}
+        await emit(event)
+        rebuilt = await client.wait_done(chat_id, "r1")
+        row = await stored(fast, user["token"], chat_id, "r1")
+        assert rebuilt["content"] == row["content"] == "one two three" and row["done"] is True
+    finally:
+        await client.close()
+
+
 async def test_stop_cancels_and_stored_equals_streamed(settings: Settings) -> None:
     async with run_server(settings.model_copy(update={"demo_tokens_per_second": 200.0})) as server:
         user, chat_id, client = await setup_user(server)

@@ -159,22 +159,21 @@ async def test_publish_batch_reaches_each_room_in_order_and_a_bad_item_sends_not
             ]
             r = await http.post("/api/v1/events/publish/batch", json={"events": foreign})
             assert r.status_code == 404, r.text
-            good = [
-                {"room": f"user:{ada['id']}", "event": "notice", "data": {"n": 1}},
-                {"room": f"user:{bob['id']}", "event": "notice", "data": {"n": 2}},
-                {"room": f"user:{ada['id']}", "event": "notice", "data": {"n": 3}},
-                {
-                    "room": f"user:{ada['id']}",
-                    "event": "events",
-                    "data": {
-                        "chat_id": chat["id"],
-                        "message_id": "m1",
-                        "data": {"type": "chat:message:delta", "data": {"content": "hi"}},
-                    },
-                },
-            ]
-            r = await http.post("/api/v1/events/publish/batch", json={"events": good})
-            assert r.status_code == 200 and r.json() == {"status": True, "published": 4, "persisted": 1}
+        delta = {"type": "chat:message:delta", "data": {"content": "hi"}}
+        async with ServerClient(server.url, key) as api:
+            sent = await api.publish_many(
+                [
+                    (f"user:{ada['id']}", "notice", {"n": 1}),
+                    (f"user:{bob['id']}", "notice", {"n": 2}),
+                    (f"user:{ada['id']}", "notice", {"n": 3}),
+                    (
+                        f"user:{ada['id']}",
+                        "events",
+                        {"chat_id": chat["id"], "message_id": "m1", "data": delta},
+                    ),
+                ]
+            )
+            assert sent == {"status": True, "published": 4, "persisted": 1}
         await a.wait_for("notice", lambda p: p["n"] == 3)
         await b.wait_for("notice", lambda p: p["n"] == 2)
         assert [p["n"] for p in a.received["notice"]] == [1, 3]  # nothing of the refused batches

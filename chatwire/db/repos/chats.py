@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,9 @@ def message_from_json(chat_id: str, data: dict[str, Any], position: int, now: in
 class ChatRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Called with the empty answer row each `add_turn` committed (the message writer starts from it instead
+        # of reading the row back at its first write).
+        self.answer_hooks: list[Callable[[ChatMessage], None]] = []
 
     async def create(self, user_id: str, chat: dict[str, Any]) -> ChatRecord:
         now = now_s()
@@ -325,6 +329,8 @@ class ChatRepo:
                 seen.add(cursor.id)
                 path.append(cursor)
                 cursor = rows.get(cursor.parent_id or "")
+        for hook in self.answer_hooks:
+            hook(answer)
         return list(reversed(path))
 
     async def mark_interrupted(self, older_than: int | None = None, chat_id: str | None = None) -> int:
