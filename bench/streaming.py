@@ -100,10 +100,12 @@ async def run_subject(
                 "expectTokens": args.tokens,
                 "timeoutMs": int((args.tokens / args.rate + 60) * 1000),
             }
+            options_file = workdir / f"{name}-tabs.json"
+            options_file.write_text(json.dumps(options))
             node = await asyncio.create_subprocess_exec(
                 "node",
                 str(NODE_DIR / "tabs.mjs"),
-                json.dumps(options),
+                str(options_file),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

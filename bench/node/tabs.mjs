@@ -1,6 +1,6 @@
 // Streaming load: every user has T tabs (official socket.io-client 4.8); once all are connected, each user starts
 // one generation (POST /api/chat/completions, the demo model) and every tab records when each token arrives.
-// Usage: node tabs.mjs '<options JSON>'
+// Usage: node tabs.mjs '<options JSON>' | OPTIONS.json
 //   {url, path?, tabs, users: [{token, chatId, messageId}], prompt, rate, expectTokens, timeoutMs?}
 // Prints {"ready": n} once every tab is connected and waits for a line on stdin before starting the generations.
 // Prints one JSON line when every tab saw its message's `chat:completion` (or at the time-out):
@@ -9,10 +9,13 @@
 // to the caller), and the events carry no timestamp. For each tab, lag_i = arrival_i - i / rate; the smallest lag
 // of the tab is taken as its zero, so a token's latency is how much later it arrived than the tab's best-served
 // token of the same stream (it leaves out that one token's own latency, well under a millisecond on loopback).
+import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
 
-const o = JSON.parse(process.argv[2]);
+// The options are JSON, or the path of a file that holds them (thousands of users do not fit in one argument).
+const arg = process.argv[2];
+const o = JSON.parse(arg.startsWith("{") ? arg : readFileSync(arg, "utf8"));
 const path = o.path ?? "/ws/socket.io";
 const rate = o.rate;
 
