@@ -33,6 +33,7 @@ FULL: dict[str, list[str]] = {
     "connect-storm": ["-m", "bench.connect_storm", "--n", "5000"],
     "streaming-curve": ["-m", "bench.streaming", "--curve", "200,1000,2000", "--tokens", "300"],
     "small-rooms": ["-m", "bench.small_rooms", "--users", "10000", "--tabs", "2"],
+    "idle": ["-m", "bench.idle", "--n", "50000", "--subjects", "chatwire,node,python-socketio"],
 }
 QUICK: dict[str, list[str]] = {
     "fanout": ["-m", "bench.fanout", "--sizes", "10,100"],
@@ -53,6 +54,7 @@ QUICK: dict[str, list[str]] = {
         "100",
     ],
     "small-rooms": ["-m", "bench.small_rooms", "--users", "500", "--rounds", "5"],
+    "idle": ["-m", "bench.idle", "--n", "1000", "--users", "20", "--window", "30"],
 }
 TITLES = {
     "fanout": "1. Fan-out: `events:channel` typing to rooms of 10, 100 and 1,000 members",
@@ -64,6 +66,7 @@ TITLES = {
     "connect-storm": "9. Connect storm: 5,000 authenticated clients at once, vs the same JWT check in the peers",
     "streaming-curve": "10. Streaming curve: 200, 1,000 and 2,000 concurrent generations x 2 tabs, one offered load",
     "small-rooms": "11. Many small rooms: 10,000 users x 2 tabs, an event to each user's room, vs Node socket.io",
+    "idle": "12. Idle: 50,000 connections in one server process, memory and CPU while idle",
     "baseline-fanout": "7. Before/after: fan-out at 100 members, this checkout vs the baseline source",
     "baseline-connections": "8. Before/after: idle connections, this checkout vs the baseline source",
 }
@@ -92,6 +95,7 @@ JSON_CAPABLE = {
     "connect-storm",
     "streaming-curve",
     "small-rooms",
+    "idle",
     "baseline-fanout",
     "baseline-connections",
 }
@@ -193,6 +197,18 @@ def headline(data: dict[str, Any]) -> list[str]:
             f"- many small rooms: chatwire {cw['cpu_us_per_delivery']:.1f} us server CPU per delivery, "
             f"{cw['deliveriesPerSecond']:,.0f} deliveries/s{versus}"
         )
+    idle = data.get("idle")
+    if idle and "chatwire" in idle["results"]:
+        for n, cw in idle["results"]["chatwire"].items():
+            peers = "".join(
+                f", {p} {r[n]['per_connection'] / 1024:.1f} KiB and {r[n]['idle_cpu_percent']:.2f}%"
+                for p, r in idle["results"].items()
+                if p != "chatwire" and n in r
+            )
+            lines.append(
+                f"- idle connections: chatwire held {cw['held']:,} of {int(n):,} in one process, "
+                f"{cw['per_connection'] / 1024:.1f} KiB each, idle CPU {cw['idle_cpu_percent']:.2f}% of a core{peers}"
+            )
     base = data.get("baseline-fanout")
     if base and "chatwire-baseline" in base:
         cw = base["chatwire"]["100"]["saturated"]["deliveriesPerSecond"]

@@ -9,7 +9,12 @@ connected and when the traffic is over, counts error lines in the server's log, 
 - every channel: the posts the server acknowledged == the stored messages == what each member tab received;
 - every note: the inserts of its tabs == the server's document state == each tab's document.
 
-Usage: python bench/soak.py --clients 2000 --minutes 10 [--postgres]   (`make soak`)
+With `--trace-memory SECONDS` the server runs under Python's allocation tracer (bench/traced_serve.py) and writes a
+heap snapshot every SECONDS; the report then lists the allocation sites (file:line) and object types that grew most
+between the snapshot after warm-up (`--warmup` minutes after every tab connected) and the last one. Tracing costs
+memory and CPU of its own, so a traced run's RSS is higher than an untraced one's.
+
+Usage: python bench/soak.py --clients 2000 --minutes 10 [--postgres] [--trace-memory 60]   (`make soak`)
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -67,6 +74,7 @@ class SoakResult:
     errors: int = 0
     server_log_errors: int = 0
     details: list[str] = field(default_factory=list)
+    heap: dict[str, Any] = field(default_factory=dict)  # with trace_memory: see heap_growth()
 
     def summary(self) -> str:
         return (
@@ -94,6 +102,110 @@ def rss_mb(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+TRACE_EXCLUDE = (
+    tracemalloc.__file__,
+    "<frozen importlib._bootstrap>",
+    "<frozen importlib._bootstrap_external>",
+)
+
+
+def _short(filename: str) -> str:
+    """A traced file's name relative to the repository or to site-packages."""
+    for marker in ("/site-packages/", str(REPO) + "/"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
+def _trace_growth(
+    base_path: Path, end_path: Path, top: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The allocation sites (file:line) and stacks whose traced bytes grew most from one snapshot to the other."""
+    filters = [tracemalloc.Filter(False, pattern) for pattern in TRACE_EXCLUDE]
+    base = tracemalloc.Snapshot.load(str(base_path)).filter_traces(filters)
+    end = tracemalloc.Snapshot.load(str(end_path)).filter_traces(filters)
+    sites = [
+        {
+            "site": f"{_short(d.traceback[0].filename)}:{d.traceback[0].lineno}",
+            "grew_kib": round(d.size_diff / 1024, 1),
+            "blocks_grew": d.count_diff,
+            "kib_at_end": round(d.size / 1024, 1),
+        }
+        for d in end.compare_to(base, "lineno")[:top]
+    ]
+    stacks = [
+        {
+            "grew_kib": round(d.size_diff / 1024, 1),
+            "blocks_grew": d.count_diff,
+            "stack": [f"{_short(f.filename)}:{f.lineno}" for f in d.traceback],
+        }
+        for d in end.compare_to(base, "traceback")[:5]
+    ]
+    return sites, stacks
+
+
+def heap_growth(trace_dir: Path, warm_unix_ms: float, top: int = 15) -> dict[str, Any]:
+    """What grew in the traced server's heap between the first snapshot at or after `warm_unix_ms` and the last
+    one: the top allocation sites (file:line, by bytes), the top stacks, and the object types whose count grew."""
+    snaps = sorted(trace_dir.glob("snap-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    if len(snaps) < 2:
+        return {"error": f"{len(snaps)} heap snapshot(s) in {trace_dir}: need two"}
+    stamps = [int(p.stem.split("-")[1]) for p in snaps]
+    base_i = next((i for i, t in enumerate(stamps) if t >= warm_unix_ms), 0)
+    base_i = min(base_i, len(snaps) - 2)
+    sites: list[dict[str, Any]] = []
+    stacks: list[dict[str, Any]] = []
+    traces = [snaps[base_i].with_suffix(".tracemalloc"), snaps[-1].with_suffix(".tracemalloc")]
+    if all(p.exists() for p in traces):  # the tracer was on (not the object census alone)
+        sites, stacks = _trace_growth(traces[0], traces[1], top)
+    census = [json.loads(p.read_text()) for p in (snaps[base_i], snaps[-1])]
+    before = dict(census[0]["types"])
+    types = sorted(
+        ((name, count - before.get(name, 0), count) for name, count in census[1]["types"]),
+        key=lambda t: -t[1],
+    )
+    traced = []
+    for p in snaps:
+        info = json.loads(p.read_text())
+        traced.append(
+            (round((info["unix_ms"] - warm_unix_ms) / 1000), round(info["traced_bytes"] / 2**20, 1))
+        )
+    return {
+        "base_seconds_after_warmup": round((stamps[base_i] - warm_unix_ms) / 1000),
+        "span_seconds": round((stamps[-1] - stamps[base_i]) / 1000),
+        "traced_mb": traced,  # (seconds after warm-up, MB the tracer saw allocated)
+        "sites": sites,
+        "stacks": stacks,
+        "types": [{"type": n, "grew": g, "at_end": c} for n, g, c in types[:12] if g > 0],
+    }
+
+
+def heap_report(heap: dict[str, Any]) -> list[str]:
+    """The heap profile as text lines for the console."""
+    if "error" in heap:
+        return [f"heap profile: {heap['error']}"]
+    lines = [
+        f"heap profile: {heap['span_seconds']} s from the snapshot {heap['base_seconds_after_warmup']} s after "
+        "warm-up to the last one",
+        "  traced MB over time (s after warm-up, MB): " + " ".join(f"{t}:{m}" for t, m in heap["traced_mb"]),
+    ]
+    if not heap["sites"]:
+        lines.append("  (the tracer was off: the object census only)")
+    lines.append("  allocation sites that grew most (KiB grown, blocks grown, KiB at end):")
+    lines += [
+        f"    {s['grew_kib']:>9} {s['blocks_grew']:>8} {s['kib_at_end']:>9}  {s['site']}"
+        for s in heap["sites"]
+    ]
+    lines.append("  stacks that grew most:")
+    for s in heap["stacks"]:
+        lines.append(
+            f"    {s['grew_kib']} KiB, {s['blocks_grew']} blocks: " + " <- ".join(reversed(s["stack"]))
+        )
+    lines.append("  object types whose count grew (grew, at end):")
+    lines += [f"    {t['grew']:>8} {t['at_end']:>8}  {t['type']}" for t in heap["types"]]
+    return lines
 
 
 async def _ok(response: httpx.Response) -> Any:
@@ -258,8 +370,12 @@ async def run_soak(
     users_per_channel: int = 10,
     rates: dict[str, float] | None = None,
     progress: bool = False,
+    trace_memory: float = 0.0,
+    trace_frames: int = 6,
+    warmup_minutes: float = 2.0,
 ) -> SoakResult:
-    """Run one soak against a fresh server process; returns what it measured (asserts nothing)."""
+    """Run one soak against a fresh server process; returns what it measured (asserts nothing). With
+    `trace_memory` > 0 the server is traced (a heap snapshot every that many seconds) and `heap` is filled."""
     users = max(1, clients // tabs_per_user)
     clients = users * tabs_per_user
     os.makedirs(workdir, exist_ok=True)
@@ -281,7 +397,14 @@ async def run_soak(
         "CHATWIRE_HTTP_MAX_PENDING_PER_IP": "0",
         "CHATWIRE_RATE_LIMIT_IP_EVENTS": "0",
     }
-    server = Proc(chatwire_argv(), env, port, log_path)
+    argv = chatwire_argv()
+    trace_dir = workdir / "heap"
+    if trace_memory > 0:
+        argv = [sys.executable, "-m", "bench.traced_serve"]
+        env["CHATWIRE_BENCH_TRACE_DIR"] = str(trace_dir)
+        env["CHATWIRE_BENCH_TRACE_INTERVAL"] = str(trace_memory)
+        env["CHATWIRE_BENCH_TRACE_FRAMES"] = str(trace_frames)
+    server = Proc(argv, env, port, log_path)
     res = SoakResult(
         clients=clients,
         users=users,
@@ -316,6 +439,7 @@ async def run_soak(
         )
         assert node.stdout is not None
         cpu_start = 0.0
+        connected_unix_ms = time.time() * 1000
         sampler: asyncio.Task[None] | None = None
 
         async def sample() -> None:
@@ -336,6 +460,9 @@ async def run_soak(
                 print(f"[{time.strftime('%H:%M:%S')}] {json.dumps(event)[:300]}", flush=True)
             if event["event"] == "connected":
                 res.connected = event["ok"]
+                connected_unix_ms = time.time() * 1000
+                if trace_memory > 0:
+                    os.kill(server.pid, signal.SIGUSR1)  # bench/traced_serve.py: start tracing now
                 res.rss_start_mb = rss_mb(server.pid)
                 cpu_start = cpu_seconds(server.pid)
                 sampler = asyncio.create_task(sample())
@@ -355,11 +482,13 @@ async def run_soak(
         await _compare(server.url, setup, result, res)
     finally:
         server.stop()
-    for line in log_path.read_text(errors="replace").splitlines():
-        if '"level": "error"' in line or '"level": "critical"' in line or "Traceback" in line:
+    if trace_memory > 0:
+        res.heap = heap_growth(trace_dir, connected_unix_ms + warmup_minutes * 60_000)
+    for log_line in log_path.read_text(errors="replace").splitlines():
+        if '"level": "error"' in log_line or '"level": "critical"' in log_line or "Traceback" in log_line:
             res.server_log_errors += 1
             if len(res.details) < 40:
-                res.details.append(f"server log: {line[:300]}")
+                res.details.append(f"server log: {log_line[:300]}")
     return res
 
 
@@ -371,16 +500,44 @@ async def main() -> None:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--postgres", action="store_true", help="a fresh database on the shared PostgreSQL")
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
+    parser.add_argument(
+        "--trace-memory",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="trace the server's allocations, a heap snapshot every SECONDS; report what grew (0 = off)",
+    )
+    parser.add_argument(
+        "--trace-frames",
+        type=int,
+        default=6,
+        help="with --trace-memory: stack frames per traced allocation; 0 = no tracer, object-type census only",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="minutes after every tab connected before the base snapshot"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="chatwire-soak-"))
     print(f"soak: {args.clients} clients for {args.minutes:g} min; logs in {workdir}", flush=True)
+    options: dict[str, Any] = {
+        "progress": True,
+        "trace_memory": args.trace_memory,
+        "trace_frames": args.trace_frames,
+        "warmup_minutes": args.warmup,
+    }
     if args.postgres:
         async with fresh_postgres() as url:
-            res = await run_soak(args.clients, args.minutes, workdir, database_url=url, progress=True)
+            res = await run_soak(args.clients, args.minutes, workdir, database_url=url, **options)
     else:
-        res = await run_soak(args.clients, args.minutes, workdir, progress=True)
+        res = await run_soak(args.clients, args.minutes, workdir, **options)
     for line in res.details:
         print("  " + line)
+    print(
+        "rss samples (s after every tab connected, MB): "
+        + " ".join(f"{t}:{m}" for t, m in res.rss_samples_mb)
+    )
+    if res.heap:
+        print("\n".join(heap_report(res.heap)))
     print(res.summary(), flush=True)
     if args.json:
         args.json.write_text(json.dumps(asdict(res), indent=2))
