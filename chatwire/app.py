@@ -41,6 +41,7 @@ from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.metrics import Metrics
 from chatwire.services.container import Services
 from chatwire.transport.broker_sio import SioBroker
+from chatwire.transport.own import EngineBroker, OwnHub
 from chatwire.transport.server import SOCKETIO_PATH, Realtime, create_sio
 from chatwire.util import json_text_problem
 from chatwire.webapp import SpaStaticFiles, default_web_dir
@@ -180,19 +181,30 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     db = Database(settings.resolved_database_url)
     host_id = uuid.uuid4().hex[:12]
     fleet: Any = None
+    own = settings.engine == "own"
+    sio: Any = OwnHub(settings) if own else None
     if settings.redis_url:
         from chatwire.transport.fleet_setup import FleetBackends
 
-        fleet = FleetBackends(settings, host_id)
-        sio = create_sio(settings, fleet.manager)
+        fleet = FleetBackends(settings, host_id, sio)
+        if sio is None:
+            sio = create_sio(settings, fleet.manager)
         sessions: Any = fleet.sessions
         lock: Any = fleet.lock
     else:
-        sio = create_sio(settings)
+        if sio is None:
+            sio = create_sio(settings)
         sessions = MemorySessionStore(settings.presence_ttl_seconds, settings.usage_ttl_seconds)
         lock = MemoryLock()
     metrics = Metrics()
-    broker = SioBroker(sio, metrics)
+    broker: Any
+    if not own:
+        broker = SioBroker(sio, metrics)
+    elif fleet is not None:
+        broker = fleet.manager
+        broker.metrics = metrics
+    else:
+        broker = EngineBroker(sio, metrics)
     services = Services.build(
         settings,
         db,
@@ -261,6 +273,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     api.state.services = services
     api.state.realtime = realtime
     api.state.sio = sio
+    # the fleet router (python-socketio's client manager, or the own engine's fleet Broker): its counters
+    api.state.fleet = fleet.manager if fleet is not None else None
 
     @api.exception_handler(ChatwireError)
     async def chatwire_error(_request: Request, exc: ChatwireError) -> JSONResponse:
@@ -340,8 +354,11 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     else:
         log.warning("no web client to serve at / (not in the package, no web/dist, no CHATWIRE_WEB_DIR)")
 
-    app = socketio.ASGIApp(
-        sio, other_asgi_app=BodyLimit(api, settings.max_payload_bytes), socketio_path=SOCKETIO_PATH
-    )
-    app.state = api.state  # type: ignore[attr-defined]
+    rest = BodyLimit(api, settings.max_payload_bytes)
+    app: Any
+    if isinstance(sio, OwnHub):
+        app = sio.asgi(rest)
+    else:
+        app = socketio.ASGIApp(sio, other_asgi_app=rest, socketio_path=SOCKETIO_PATH)
+    app.state = api.state
     return app  # type: ignore[no-any-return]

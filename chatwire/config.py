@@ -180,6 +180,10 @@ class Settings(BaseSettings):
     usage_ttl_seconds: float = Field(
         3.0, gt=0, description="How long a `usage` report counts a model as in use."
     )
+    engine: Literal["socketio", "own"] = Field(
+        "socketio",
+        description="Socket.IO server: socketio (python-socketio with chatwire's overrides) or own (chatwire/engine).",
+    )
     fast_path: bool = Field(True, description="Write websocket frames directly (one encoding per broadcast).")
     ws_per_message_deflate: bool = Field(
         False, description="Compress websocket messages (costs CPU; turns the fast send path off)."

@@ -54,7 +54,8 @@ async def serve_process(
     data_dir.mkdir(parents=True)
     log_path = data_dir / "server.log"
     full_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CHATWIRE_")},
+        # CHATWIRE_ENGINE passes through: the suite runs on the engine it names (tests/conftest.py)
+        **{k: v for k, v in os.environ.items() if not k.startswith("CHATWIRE_") or k == "CHATWIRE_ENGINE"},
         "CHATWIRE_PORT": str(port),
         "CHATWIRE_HOST": "127.0.0.1",
         "CHATWIRE_DATA_DIR": str(data_dir),

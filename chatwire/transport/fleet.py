@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,64 +28,26 @@ from typing import Any
 import orjson
 import socketio
 
-from chatwire.backends.blobs import BlobStore
 from chatwire.backends.bus import Bus
 from chatwire.backends.eventlog import LogEntry, format_offset, is_ephemeral, is_recoverable, parse_offset
-from chatwire.errors import ChatwireError, ErrorCode
+from chatwire.transport.fleet_wire import RELOAD_EVENT, FleetWire, is_room_name, is_rostered
 from chatwire.transport.recovery import RecoveringManager
 
 log = logging.getLogger("chatwire.fleet")
 
 Locate = Callable[[str], Awaitable[str | None]]
 
-# How long a large operation's bytes stay in the BlobStore: far longer than any receiver needs to fetch them.
-BLOB_TTL_SECONDS = 60.0
 
-# What a session that may have missed events is told (as the fast path tells a slow reader): refetch your chats.
-RELOAD_EVENT: dict[str, Any] = {
-    "chat_id": None,
-    "message_id": None,
-    "data": {"type": "chat:reload", "data": {}},
-}
-
-
-def is_room_name(room: str) -> bool:
-    return ":" in room
-
-
-def is_rostered(room: object) -> bool:
-    """Rooms whose members are listed fleet-wide: collaborative documents (`ydoc:document:state.sessions`)."""
-    return isinstance(room, str) and room.startswith("doc_")
-
-
-class FleetManager(RecoveringManager):
+class FleetManager(RecoveringManager, FleetWire):
     def __init__(
         self, bus: Bus, host_id: str, locate: Locate, max_payload_bytes: int, call_timeout: float = 60.0
     ) -> None:
         super().__init__()
-        self.bus = bus
-        self.host_id = host_id
+        self.init_wire(bus, host_id, max_payload_bytes, call_timeout)
         self.locate = locate
-        self.max_payload_bytes = max_payload_bytes
-        self.call_timeout = call_timeout
         self._calls: dict[str, tuple[Callable[..., Any], float]] = {}
-        self._call_ids = itertools.count()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.received = 0  # messages decoded from the bus (for benchmarks and metrics)
-        # Fleet-wide requests (e.g. stop a generation wherever it runs): kind -> local handler, and our waiters.
-        self.request_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[bool]]] = {}
-        # Fleet-wide membership of document rooms (set by the fleet set-up; see backends/roster_redis.py).
-        self.roster: Any = None
-        # Where operations over the fleet limit travel (set by the fleet set-up; None: they are refused).
-        self.blobs: BlobStore | None = None
-        self.large_sent = 0  # operations sent by reference (metrics, tests)
-        self.large_received = 0
-        self._requests: dict[str, tuple[asyncio.Future[bool], list[int]]] = {}
         # The log position this process has delivered (or skipped, at start) up to: a gap catch-up starts here.
         self._caught_up = 0
-        # One-way fleet notices (e.g. a token revoked): kind -> local handler; and what to run after a bus gap.
-        self.notice_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
-        self.gap_hooks: list[Callable[[], None]] = []
 
     # lifecycle
 
@@ -100,41 +61,13 @@ class FleetManager(RecoveringManager):
                 self._caught_up = parsed[1] if parsed is not None else 0
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self.cancel_tasks()
         await self.bus.stop()
 
     # helpers
 
     def _is_local(self, sid: str, namespace: str) -> bool:
         return self.eio_sid_from_sid(sid, namespace) is not None
-
-    @staticmethod
-    def _dumps(message: dict[str, Any]) -> bytes:
-        try:
-            return orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
-        except TypeError as exc:
-            raise ChatwireError(
-                ErrorCode.INVALID_PAYLOAD, f"event data cannot cross processes: {exc}"
-            ) from exc
-
-    async def _pack(self, message: dict[str, Any]) -> bytes:
-        """The bus message for an operation: itself, or, over the fleet limit, a reference to its bytes."""
-        raw = self._dumps(message)
-        if len(raw) <= self.max_payload_bytes or self.blobs is None:
-            return self._encode(message) if len(raw) > self.max_payload_bytes else raw
-        key = await self.blobs.put(raw, BLOB_TTL_SECONDS)
-        self.large_sent += 1
-        return self._dumps({"t": "blob", "h": self.host_id, "k": key, "n": len(raw)})
-
-    def _encode(self, message: dict[str, Any]) -> bytes:
-        raw = self._dumps(message)
-        if len(raw) > self.max_payload_bytes:
-            raise ChatwireError(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"event of {len(raw)} bytes is over the fleet limit of {self.max_payload_bytes} bytes",
-            )
-        return raw
 
     async def _to_host_of(self, sid: str, message: dict[str, Any]) -> bool:
         """Send an operation to the process that holds `sid`; False when no live process holds it."""
@@ -151,11 +84,6 @@ class FleetManager(RecoveringManager):
             await self.bus.subscribe(f"room:{room}")
         elif had and not has:
             await self.bus.unsubscribe(f"room:{room}")
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # room membership
 
@@ -358,56 +286,6 @@ class FleetManager(RecoveringManager):
         if tasks:
             await asyncio.wait(tasks)
 
-    async def notify_others(self, kind: str, payload: dict[str, Any]) -> None:
-        """Tell every other process `kind`; returns once the notice is on the bus (their handlers run on receipt)."""
-        await self.bus.publish("all", self._encode({"t": "note", "k": kind, "p": payload, "h": self.host_id}))
-
-    async def ask_others(self, kind: str, payload: dict[str, Any], timeout: float = 5.0) -> bool:
-        """Ask every other process to handle `kind`; True as soon as one says it did, False when none did."""
-        rid = f"{self.host_id}:{next(self._call_ids)}"
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        pending = [0]
-        self._requests[rid] = (future, pending)
-        try:
-            raw = self._encode(
-                {"t": "req", "k": kind, "id": rid, "reply": self.host_id, "p": payload, "h": self.host_id}
-            )
-            receivers = await self.bus.publish("all", raw)
-            pending[0] = receivers - 1  # every process listens on "all", this one included
-            if pending[0] <= 0:
-                return False
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            return False
-        finally:
-            self._requests.pop(rid, None)
-
-    async def _answer_request(self, msg: dict[str, Any]) -> None:
-        handler = self.request_handlers.get(msg.get("k", ""))
-        ok = False
-        if handler is not None:
-            try:
-                ok = bool(await handler(msg.get("p") or {}))
-            except Exception:
-                log.exception("fleet request failed", extra={"kind": msg.get("k")})
-        with contextlib.suppress(Exception):
-            await self.bus.publish(
-                f"host:{msg['reply']}", self._encode({"t": "res", "id": msg["id"], "ok": ok})
-            )
-
-    def _on_response(self, msg: dict[str, Any]) -> None:
-        waiting = self._requests.get(msg.get("id", ""))
-        if waiting is None:
-            return
-        future, pending = waiting
-        pending[0] -= 1
-        if future.done():
-            return
-        if msg.get("ok"):
-            future.set_result(True)
-        elif pending[0] <= 0:
-            future.set_result(False)
-
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if payload[:1] == b"L":
             await self._on_logged(payload)
@@ -415,16 +293,10 @@ class FleetManager(RecoveringManager):
         msg = orjson.loads(payload)
         if msg.get("h") == self.host_id:
             return
-        if msg.get("t") == "blob":
-            raw = await self.blobs.get(msg["k"]) if self.blobs is not None else None
-            if raw is None:
-                log.warning(
-                    "large fleet message expired before delivery",
-                    extra={"topic": topic, "bytes": msg.get("n")},
-                )
-                return
-            self.large_received += 1
-            msg = orjson.loads(raw)
+        resolved = await self.resolve(topic, msg)
+        if resolved is None:
+            return
+        msg = resolved
         self.received += 1
         kind = msg.get("t")
         ns = msg.get("ns", "/")
@@ -442,17 +314,8 @@ class FleetManager(RecoveringManager):
             await self.server.disconnect(msg["sid"], namespace=ns, ignore_queue=True)
         elif kind == "call":
             self._spawn(self._answer_call(msg))
-        elif kind == "req":
-            self._spawn(self._answer_request(msg))
-        elif kind == "res":
-            self._on_response(msg)
-        elif kind == "note":
-            notice = self.notice_handlers.get(msg.get("k", ""))
-            if notice is not None:
-                try:
-                    notice(msg.get("p") or {})
-                except Exception:
-                    log.exception("fleet notice failed", extra={"kind": msg.get("k")})
+        elif self.handle_common(msg):
+            pass
         elif kind == "reply":
             pending = self._calls.pop(msg["id"], None)
             if pending is not None:

@@ -15,12 +15,24 @@ from chatwire.services.container import Services
 from chatwire.transport import channels, chats, collab, presence, session
 from chatwire.transport.context import Context, socket_handler
 from chatwire.transport.fastpath import OrjsonShim
+from chatwire.transport.own import OwnHub, OwnRecovery
 from chatwire.transport.recovery import RecoveringManager, RecoveringServer, Recovery
 
 log = logging.getLogger("chatwire.socket")
 
 SOCKETIO_PATH = "ws/socket.io"
 CLEANUP_LOCK = "usage-cleanup"
+
+
+def ws_protocol_for(settings: Settings) -> Any:
+    """The websocket protocol to give uvicorn (`ws=`) for the selected engine."""
+    if settings.engine == "own":
+        from chatwire.engine.wsprotocol import EngineWebSocketProtocol
+
+        return EngineWebSocketProtocol
+    from chatwire.transport.uvicorn_ws import ws_protocol
+
+    return ws_protocol()
 
 
 def create_sio(
@@ -55,12 +67,17 @@ def create_sio(
 class Realtime:
     """Owns the handlers' context and the background upkeep of presence."""
 
-    def __init__(self, sio: socketio.AsyncServer, services: Services) -> None:
+    def __init__(self, sio: socketio.AsyncServer | OwnHub, services: Services) -> None:
         self.sio = sio
         self.services = services
         self.ctx = Context(services)
         if hasattr(sio, "is_authenticated"):
             sio.is_authenticated = self.ctx.is_authenticated
+        if isinstance(sio, OwnHub):
+            sio.states = self.ctx.local
+            self.ctx.in_room = sio.in_room
+        else:
+            self.ctx.in_room = self._sio_in_room
         self._task: asyncio.Task[None] | None = None
         session.register(sio, self.ctx)
         channels.register(sio, self.ctx)
@@ -69,7 +86,11 @@ class Realtime:
         services.metrics.set_rooms_provider(self._rooms_by_kind)
         collab.register(sio, self.ctx)
         presence.register(self.ctx)
-        self.recovery = Recovery(sio, self.ctx) if isinstance(sio, RecoveringServer) else None
+        self.recovery: Recovery | OwnRecovery | None = None
+        if isinstance(sio, OwnHub):
+            self.recovery = OwnRecovery(sio, self.ctx)
+        elif isinstance(sio, RecoveringServer):
+            self.recovery = Recovery(sio, self.ctx)
 
         @sio.on("*")
         async def unknown(event: str, sid: str, *args: Any) -> Any:
@@ -82,8 +103,15 @@ class Realtime:
 
             return await socket_handler(self.ctx, name)(refuse)(sid, *args)
 
+    def _sio_in_room(self, sid: str, room: str) -> bool:
+        assert not isinstance(self.sio, OwnHub)
+        members = self.sio.manager.rooms.get("/", {}).get(room)
+        return members is not None and sid in members
+
     def _sessions_by_transport(self) -> dict[str, int]:
         """Live sessions of this process by their current Engine.IO transport (read at scrape time)."""
+        if isinstance(self.sio, OwnHub):
+            return self.sio.sessions_by_transport(list(self.ctx.local))
         counts: dict[str, int] = {"websocket": 0, "polling": 0}
         for sid in list(self.ctx.local):
             try:
@@ -95,6 +123,8 @@ class Realtime:
 
     def _rooms_by_kind(self) -> dict[str, int]:
         """Named rooms with local members, by kind (a session's own room is not counted)."""
+        if isinstance(self.sio, OwnHub):
+            return self.sio.rooms_by_kind()
         rooms = self.sio.manager.rooms.get("/", {})
         sids = set(rooms.get(None, {}))
         counts = {"user": 0, "channel": 0, "note": 0, "doc": 0, "other": 0}

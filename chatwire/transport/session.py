@@ -12,13 +12,13 @@ from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.protocol import JoinChannels, JoinNote, Usage, UserJoin
 from chatwire.services.auth import Identity, has_access
 from chatwire.services.rooms import note_room, user_room
-from chatwire.transport.context import Context, socket_handler
+from chatwire.transport.context import Context, Registrar, socket_handler
 from chatwire.transport.limits import client_ip
 
 log = logging.getLogger("chatwire.socket")
 
 
-async def authenticate_session(ctx: Context, sio: socketio.AsyncServer, sid: str, identity: Identity) -> None:
+async def authenticate_session(ctx: Context, sio: Registrar, sid: str, identity: Identity) -> None:
     """Bind `sid` to the identity's user and put it in `user:{id}`; refuses a second, different user."""
     st = ctx.state(sid)
     if st.user is not None and st.user.id != identity.user.id:
@@ -42,7 +42,7 @@ async def authenticate_session(ctx: Context, sio: socketio.AsyncServer, sid: str
             log.exception("presence announcement failed", extra={"sid": sid})
 
 
-def register(sio: socketio.AsyncServer, ctx: Context) -> None:
+def register(sio: Registrar, ctx: Context) -> None:
     services = ctx.services
 
     @sio.event
