@@ -426,6 +426,16 @@ class OwnHub:
         return {"error": {"code": "payload_too_large", "message": reason}}
 
     # --- what the rest of the app reads --------------------------------------------------------------------------
+    @property
+    def attachments_refused(self) -> int:
+        """Binary packets refused for the attachment limits (metrics, tests)."""
+        return self.server.attachments_refused
+
+    def transport(self, sid: str) -> str | None:
+        """The Engine.IO transport carrying session `sid` right now (None when it is not connected here)."""
+        socket = self.sockets.get(sid)
+        return None if socket is None else socket.session.transport
+
     def in_room(self, sid: str, room: str) -> bool:
         return sid in self.namespace.rooms.get(room, {})
 
