@@ -730,7 +730,7 @@ class EngineServer:
                 if len(frame) > limit:
                     session.close("payload too large")
                     break
-                if not frame:
+                if frame == "":  # a text message must carry a packet type; an empty binary one is data
                     session.close("parse error")
                     break
                 await self.receive_frame(session, frame)
