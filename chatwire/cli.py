@@ -93,7 +93,6 @@ def serve(
         ws=ws_protocol_for(settings),
         # Slow clients: a deadline for request headers, a bound on unfinished ones per IP (http_guard.py).
         http=http_protocol(settings.http_header_timeout, settings.http_max_pending_per_ip),
-        ws_per_message_deflate=settings.ws_per_message_deflate,
         lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )

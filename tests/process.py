@@ -54,8 +54,7 @@ async def serve_process(
     data_dir.mkdir(parents=True)
     log_path = data_dir / "server.log"
     full_env = {
-        # CHATWIRE_ENGINE passes through: the suite runs on the engine it names (tests/conftest.py)
-        **{k: v for k, v in os.environ.items() if not k.startswith("CHATWIRE_") or k == "CHATWIRE_ENGINE"},
+        **{k: v for k, v in os.environ.items() if not k.startswith("CHATWIRE_")},
         "CHATWIRE_PORT": str(port),
         "CHATWIRE_HOST": "127.0.0.1",
         "CHATWIRE_DATA_DIR": str(data_dir),

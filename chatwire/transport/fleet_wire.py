@@ -1,7 +1,5 @@
-"""What every fleet router shares (fleet.py on python-socketio, own_fleet.py on chatwire's engine): the bus
-message encoding with references for large operations, fleet-wide requests and one-way notices.
-
-See fleet.py's module doc for the routing design (a topic per room, a topic per process) and large events."""
+"""The bus side of the fleet Broker (own_fleet.py, whose module doc has the routing design): the bus message
+encoding with references for large operations, fleet-wide requests and one-way notices."""
 
 from __future__ import annotations
 

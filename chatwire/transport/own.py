@@ -1,4 +1,4 @@
-"""The app's Socket.IO side on chatwire's own engine (chatwire/engine/), selected by `CHATWIRE_ENGINE=own`.
+"""The app's Socket.IO side on chatwire's own engine (chatwire/engine/).
 
 `OwnHub` gives the handlers (session.py, channels.py, chats.py, collab.py) the registration they use (`on`,
 `event`, handlers called as `(sid, *args)`, connect as `(sid, environ, auth)`), and owns the one delivery pipeline
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import socketio
 
 from chatwire.backends.eventlog import (
     EventLog,
@@ -359,10 +358,6 @@ class OwnHub:
                     socket.reply = {"pid": pid}
                 # what follows goes out right after the CONNECT reply
                 recovery.after_connect_reply(sid)
-        except socketio.exceptions.ConnectionRefusedError as exc:
-            self._refused(sid)
-            args = exc.error_args
-            raise ConnectionRefused(args.get("message", "Connection refused"), args.get("data")) from None
         except BaseException:
             self._refused(sid)
             if socket.session.state is EioState.CLOSED and self.disconnect_handler is not None:
@@ -535,7 +530,7 @@ class Tracked:
 
 class OwnRecovery:
     """Connection state recovery on the own engine: pids in the CONNECT reply, parking on a drop, restoring and
-    replaying on reconnect, and `since` catch-up (the semantics of docs/PROTOCOL.md, as in recovery.py)."""
+    replaying on reconnect, and `since` catch-up (the semantics of docs/PROTOCOL.md)."""
 
     def __init__(self, hub: OwnHub, ctx: Context) -> None:
         self.hub = hub

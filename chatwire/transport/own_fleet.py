@@ -1,11 +1,19 @@
 """The fleet Broker on chatwire's own engine: cross-process delivery over the Bus, beside `EngineBroker` (own.py),
 which it uses for everything local.
 
-Routing as in fleet.py (read its module doc): each room has a topic (`room:{name}`) that a process subscribes to only
-while it has a local member; each process has a topic (`host:{id}`) for operations on one of its sessions (emit to a
-sid, event calls and their answers, room entry/exit, disconnects). Events to recoverable rooms are appended to the
-shared log and published in one step; every process, the publisher included, delivers them from its subscription in
-sequence order. Operations over the fleet limit travel by reference (the log entry, or the BlobStore).
+Routing (why not one shared channel that every process decodes, as python-socketio's stock Redis manager does): each
+room has a topic (`room:{name}`) that a process subscribes to only while it has a local member, and each process has
+a topic (`host:{id}`) for operations on one of its sessions (emit to a sid, event calls and their answers, room
+entry/exit, disconnects). A process with no member of a room never receives, decodes or encodes its traffic. A room
+name contains ':' (`user:`, `channel:`, `note:`, `doc_note:`); anything else is a session id, located through the
+SessionStore.
+
+Events to recoverable rooms are appended to the shared log and published in one atomic step; every process, the
+publisher included, delivers them from its subscription in sequence order. An operation over the fleet limit
+(`max_payload_bytes`, 1 MiB by default) is never published itself, so it cannot trip Redis's pub/sub output buffer
+limit: a logged event is published as a reference to its log entry, anything else is put in the BlobStore (chunked,
+with a TTL) and a `blob` reference is published. Receivers resolve references inside the bus handler, one message at
+a time, so a large event keeps its place in its room's order.
 """
 
 from __future__ import annotations

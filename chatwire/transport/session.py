@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import socketio
-
+from chatwire.engine import ConnectionRefused
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.protocol import JoinChannels, JoinNote, Usage, UserJoin
 from chatwire.services.auth import Identity, has_access
@@ -53,7 +52,7 @@ def register(sio: Registrar, ctx: Context) -> None:
         if not ctx.ip_connects.take(ip):
             services.metrics.refused()
             log.info("connect refused", extra={"sid": sid, "remote": remote, "reason": "ip connect rate"})
-            raise socketio.exceptions.ConnectionRefusedError(
+            raise ConnectionRefused(
                 "too many connections from this address", {"code": ErrorCode.RATE_LIMITED.value}
             )
         ctx.state(sid).ip = ip
@@ -70,7 +69,7 @@ def register(sio: Registrar, ctx: Context) -> None:
             ctx.local.pop(sid, None)
             services.metrics.refused()
             log.info("connect refused", extra={"sid": sid, "remote": remote, "reason": exc.message})
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": exc.code.value}) from None
+            raise ConnectionRefused(exc.message, {"code": exc.code.value}) from None
         services.metrics.connected(transport)
         log.info(
             "connect",
