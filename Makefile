@@ -9,9 +9,11 @@ STAMP := $(VENV)/.installed
 # A second virtualenv with the lowest versions pyproject.toml allows, for the transport tests (`make compat`).
 LOWEST := .venv-lowest
 LOWEST_STAMP := $(LOWEST)/.installed
-TRANSPORT_TESTS := tests/unit/test_library_internals.py tests/unit/test_lean_transport.py \
-	tests/unit/test_fastpath.py tests/unit/test_lean_queue.py tests/integration/test_socket.py \
-	tests/integration/test_recovery.py
+# What the engine relies on in uvicorn and websockets (test_wsprotocol.py checks those interfaces), the engine's
+# own tests and the app's socket suites.
+TRANSPORT_TESTS := tests/unit/test_no_library_internals.py tests/engine/test_wsprotocol.py \
+	tests/engine/test_units.py tests/engine/test_socketio_ws.py tests/integration/test_socket.py \
+	tests/integration/test_recovery.py tests/integration/test_idle_connections.py
 NODE_STAMP := tests/node/node_modules/.installed
 WEB_NODE_STAMP := web/node_modules/.installed
 # The web client is rebuilt only when one of its sources changed; the stamp lives in the build output.

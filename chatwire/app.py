@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import socketio
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -40,8 +39,8 @@ from chatwire.db.engine import Database
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.metrics import Metrics
 from chatwire.services.container import Services
-from chatwire.transport.broker_sio import SioBroker
-from chatwire.transport.server import SOCKETIO_PATH, Realtime, create_sio
+from chatwire.transport.own import EngineBroker, OwnHub
+from chatwire.transport.server import Realtime
 from chatwire.util import json_text_problem
 from chatwire.webapp import SpaStaticFiles, default_web_dir
 
@@ -180,19 +179,23 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     db = Database(settings.resolved_database_url)
     host_id = uuid.uuid4().hex[:12]
     fleet: Any = None
+    sio = OwnHub(settings)
     if settings.redis_url:
         from chatwire.transport.fleet_setup import FleetBackends
 
-        fleet = FleetBackends(settings, host_id)
-        sio = create_sio(settings, fleet.manager)
+        fleet = FleetBackends(settings, host_id, sio)
         sessions: Any = fleet.sessions
         lock: Any = fleet.lock
     else:
-        sio = create_sio(settings)
         sessions = MemorySessionStore(settings.presence_ttl_seconds, settings.usage_ttl_seconds)
         lock = MemoryLock()
     metrics = Metrics()
-    broker = SioBroker(sio, metrics)
+    broker: Any
+    if fleet is not None:
+        broker = fleet.manager  # the fleet Broker (own_fleet.py), local delivery through EngineBroker
+        broker.metrics = metrics
+    else:
+        broker = EngineBroker(sio, metrics)
     services = Services.build(
         settings,
         db,
@@ -261,6 +264,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     api.state.services = services
     api.state.realtime = realtime
     api.state.sio = sio
+    # the fleet Broker (own_fleet.py): its counters
+    api.state.fleet = fleet.manager if fleet is not None else None
 
     @api.exception_handler(ChatwireError)
     async def chatwire_error(_request: Request, exc: ChatwireError) -> JSONResponse:
@@ -340,8 +345,6 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     else:
         log.warning("no web client to serve at / (not in the package, no web/dist, no CHATWIRE_WEB_DIR)")
 
-    app = socketio.ASGIApp(
-        sio, other_asgi_app=BodyLimit(api, settings.max_payload_bytes), socketio_path=SOCKETIO_PATH
-    )
-    app.state = api.state  # type: ignore[attr-defined]
+    app: Any = sio.asgi(BodyLimit(api, settings.max_payload_bytes))
+    app.state = api.state
     return app  # type: ignore[no-any-return]

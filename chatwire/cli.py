@@ -77,7 +77,7 @@ def serve(
     from chatwire.logs import setup_logging
     from chatwire.preflight import check_serve
     from chatwire.transport.http_guard import http_protocol
-    from chatwire.transport.uvicorn_ws import ws_protocol
+    from chatwire.transport.server import ws_protocol_for
 
     overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     if no_migrate:
@@ -90,10 +90,9 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_config=None,
-        ws=ws_protocol(),
+        ws=ws_protocol_for(settings),
         # Slow clients: a deadline for request headers, a bound on unfinished ones per IP (http_guard.py).
         http=http_protocol(settings.http_header_timeout, settings.http_max_pending_per_ip),
-        ws_per_message_deflate=settings.ws_per_message_deflate,
         lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )

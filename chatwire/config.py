@@ -180,13 +180,6 @@ class Settings(BaseSettings):
     usage_ttl_seconds: float = Field(
         3.0, gt=0, description="How long a `usage` report counts a model as in use."
     )
-    fast_path: bool = Field(True, description="Write websocket frames directly (one encoding per broadcast).")
-    ws_per_message_deflate: bool = Field(
-        False, description="Compress websocket messages (costs CPU; turns the fast send path off)."
-    )
-    slow_reader_buffer_bytes: int = Field(
-        1 << 20, gt=0, description="Socket buffer above which a session's events wait in its backlog."
-    )
     slow_reader_backlog_events: int = Field(
         1000,
         gt=0,

@@ -19,7 +19,7 @@ import uvicorn
 from chatwire.app import create_app
 from chatwire.config import Settings
 from chatwire.db.engine import Database
-from chatwire.transport.uvicorn_ws import ws_protocol
+from chatwire.transport.server import ws_protocol_for
 
 POSTGRES_URL = os.environ.get(
     "CHATWIRE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -138,7 +138,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         port=port,
         log_config=None,
         lifespan="on",
-        ws=ws_protocol(),
+        ws=ws_protocol_for(settings),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

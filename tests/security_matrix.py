@@ -1105,13 +1105,14 @@ from `X-Forwarded-For`: uvicorn's proxy headers setting (`--proxy-headers`, on b
 from `--forwarded-allow-ips` / `FORWARDED_ALLOW_IPS` (default `127.0.0.1`). Set it to your proxy's address;
 never to `*` on a server clients reach directly, or every client picks its own address.
 
-Malformed traffic: a client event named like a lifecycle event (`connect`, `disconnect`, `disconnecting`,
-`connect_error`, `newListener`, `removeListener`) is refused with an `invalid_payload` ack (python-socketio would
-otherwise run the server's own handler for it). A websocket frame Engine.IO cannot decode (empty, unknown packet
-type, bad base64) closes that connection cleanly; a Socket.IO packet that does not decode (bad JSON, wrong shape,
-an attachment nobody announced, a lone surrogate escape that orjson refuses) is dropped with one log line, answered
-with an `invalid_payload` ack when it carried an ack id, and the connection stays open. A text frame that is
-not UTF-8 is closed by uvicorn (1007).
+Malformed traffic: a client event named like a lifecycle event (`connect`, `disconnect`, `disconnecting`, ...)
+is an unknown event to chatwire's engine, refused with an `invalid_payload` ack (the server's own lifecycle handlers
+never run for it). A frame or packet that does not decode closes that connection, as Socket.IO's reference server
+does: an empty text frame, an unknown Engine.IO or Socket.IO packet type, bad base64, JSON that does not parse (or
+is nested deeper than the decoder goes), a payload of the wrong shape, a bad ack id, an attachment nobody announced,
+a packet for a namespace the client has not joined. A well-formed event with an unacceptable payload (a lone
+surrogate, a NUL, too deep, too large) gets its `invalid_payload` / `payload_too_large` ack and the connection
+stays. A text frame that is not UTF-8 is closed with 1007.
 
 Hostile input (fuzzed payloads on every event and route, raw Engine.IO/Socket.IO garbage) is tested in
 `tests/integration/test_fuzz.py`; see the README section "Hostile input".

@@ -61,6 +61,11 @@ class EngineConfig:
     upgrade_timeout_ms: int = 10_000
     max_payload: int = 1_000_000
     max_buffered_frames: int = 10_000
+    # Slow readers: when a session's unsent frames pass either bound, they are dropped and replaced by what the
+    # server's `on_backlog_overflow` gives (pings and pongs stay). The oldest frame, when it is one frame as
+    # sent, does not count against the byte bound (a large event waits its turn). None: no bound.
+    backlog_frames: int | None = None
+    backlog_bytes: int | None = None
     path: str = "/socket.io/"
     # None: no CORS headers at all; "*": any origin; a sequence: exactly those origins (others get 403).
     cors_allowed_origins: str | Sequence[str] | None = None
@@ -85,9 +90,11 @@ class Session:
         "_boundaries",
         "_noop_timer",
         "_outbox",
+        "_outbox_bytes",
         "_ping_timer",
         "_pong_deadline",
         "_probe_close",
+        "_tail",
         "_timeout_timer",
         "_upgrade_timer",
         "_waiter",
@@ -97,6 +104,7 @@ class Session:
         "handler_state",
         "post_active",
         "scope",
+        "sending",
         "sid",
         "state",
     )
@@ -109,6 +117,9 @@ class Session:
         self.handler_state: Any = None
         self.close_reason: str | None = None
         self._outbox: list[Frame] = []
+        self._outbox_bytes = 0
+        self._tail: Any = None  # the merge token of the last queued frame (see push_coalescing)
+        self.sending = False  # the WebSocket writer is waiting for the peer to take what it wrote
         self._boundaries: list[int] = []  # outbox positions after which a WebSocket write must end
         self._waiter: asyncio.Future[None] | None = None
         self._ping_timer: Timer | None = None
@@ -143,8 +154,9 @@ class Session:
         if self.state is EioState.CLOSED:
             return
         self._outbox.append(frame)
-        if len(self._outbox) > self.engine.config.max_buffered_frames:
-            self.close("send buffer full")
+        self._outbox_bytes += len(frame)
+        self._tail = None
+        if self._over_limits():
             return
         self._wake()
 
@@ -156,12 +168,59 @@ class Session:
         if self.state is EioState.CLOSED:
             return
         self._outbox.extend(frames)
+        self._outbox_bytes += sum(map(len, frames))
+        self._tail = None
         if alone:
             self._boundaries.append(len(self._outbox))
-        if len(self._outbox) > self.engine.config.max_buffered_frames:
-            self.close("send buffer full")
+        if self._over_limits():
             return
         self._wake()
+
+    def push_coalescing(self, frame: Frame, token: Any) -> None:
+        """Queue a frame that may merge into the one before it while the peer is not reading: `token.key` names
+        what may merge, `tail.merge(token)` gives the merged frame and its token (chat deltas of one message)."""
+        tail = self._tail
+        if tail is not None and self.sending and self._outbox and tail.key == token.key:
+            merged_frame, merged = tail.merge(token)
+            self._outbox_bytes += len(merged_frame) - len(self._outbox[-1])
+            self._outbox[-1] = merged_frame
+            self._tail = merged
+            self._over_limits()
+            return
+        self.push(frame)
+        if self._outbox and self._outbox[-1] is frame:
+            self._tail = token
+
+    def backlog(self) -> tuple[int, int]:
+        """Frames and bytes queued and not yet handed to the transport."""
+        return len(self._outbox), self._outbox_bytes
+
+    def _over_limits(self) -> bool:
+        """Apply the outbox bounds; True when the session was closed for them."""
+        cfg = self.engine.config
+        outbox = self._outbox
+        if len(outbox) > cfg.max_buffered_frames:
+            self.close("send buffer full")
+            return True
+        if cfg.backlog_frames is None and cfg.backlog_bytes is None:
+            return False
+        exempt = len(outbox[0]) if outbox and not (len(outbox) == 1 and self._tail is not None) else 0
+        if (cfg.backlog_frames is not None and len(outbox) > cfg.backlog_frames) or (
+            cfg.backlog_bytes is not None and self._outbox_bytes - exempt > cfg.backlog_bytes
+        ):
+            kept = [f for f in outbox if f == PING or f == PONG]
+            outbox.clear()
+            self._boundaries.clear()
+            self._tail = None
+            outbox.extend(kept)
+            self._outbox_bytes = sum(map(len, kept))
+            self.engine.backlog_overflows += 1
+            replace = self.engine.on_backlog_overflow
+            if replace is not None:
+                for f in replace(self):
+                    outbox.append(f)
+                    self._outbox_bytes += len(f)
+        return False
 
     def send_message(self, data: str | bytes) -> None:
         """Send one Engine.IO MESSAGE: text gets the `4` prefix, bytes travel as a binary message."""
@@ -185,6 +244,8 @@ class Session:
     def take(self) -> list[Frame]:
         """Hand over everything queued so far."""
         out, self._outbox = self._outbox, []
+        self._outbox_bytes = 0
+        self._tail = None
         self._boundaries.clear()
         return out
 
@@ -364,6 +425,9 @@ class EngineServer:
         self.other_app = other_app
         self.sessions: dict[str, Session] = {}
         self.wheel = TimerWheel()
+        # Slow readers (see EngineConfig.backlog_*): what replaces a dropped backlog, and how often it happened.
+        self.on_backlog_overflow: Callable[[Session], Sequence[Frame]] | None = None
+        self.backlog_overflows = 0
         self._path = self.config.path.rstrip("/")
 
     # --- session bookkeeping -------------------------------------------------------------------------------------
@@ -666,7 +730,7 @@ class EngineServer:
                 if len(frame) > limit:
                     session.close("payload too large")
                     break
-                if not frame:
+                if frame == "":  # a text message must carry a packet type; an empty binary one is data
                     session.close("parse error")
                     break
                 await self.receive_frame(session, frame)
@@ -687,16 +751,24 @@ class EngineServer:
                     for n, frames in enumerate(writes, 1):
                         if n > 1:  # what follows a handshake reply waits a moment (see ALONE_GAP)
                             await asyncio.sleep(ALONE_GAP)
-                        await send({"type": SEND_BATCH, "frames": frames, "flush": n < len(writes)})
+                        session.sending = True
+                        try:
+                            await send({"type": SEND_BATCH, "frames": frames, "flush": n < len(writes)})
+                        finally:
+                            session.sending = False
                     if session.state is EioState.CLOSED:
                         break
                     continue
                 frames = session.take()
-                for frame in frames:
-                    if isinstance(frame, str):
-                        await send({"type": "websocket.send", "text": frame})
-                    else:
-                        await send({"type": "websocket.send", "bytes": frame})
+                session.sending = True
+                try:
+                    for frame in frames:
+                        if isinstance(frame, str):
+                            await send({"type": "websocket.send", "text": frame})
+                        else:
+                            await send({"type": "websocket.send", "bytes": frame})
+                finally:
+                    session.sending = False
                 if session.state is EioState.CLOSED:
                     break
             code = 1009 if session.close_reason == "payload too large" else 1000

@@ -63,7 +63,7 @@ def decode(text: str) -> Packet:
     if i < n:
         try:
             packet.data = json.loads(text[i:])
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # nested deeper than the decoder goes: refused as well
             raise ProtocolError("socket.io packet payload is not JSON") from exc
     _validate(packet)
     return packet

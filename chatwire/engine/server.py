@@ -82,6 +82,7 @@ class Socket:
         "connected",
         "data",
         "namespace",
+        "reply",
         "rooms",
         "sid",
     )
@@ -94,6 +95,8 @@ class Socket:
         self.data: dict[str, Any] = {}
         self.rooms: set[str] = set()
         self.connected = False
+        # Extra fields of the CONNECT reply (a connect handler may set them, e.g. a recovery `pid`).
+        self.reply: dict[str, Any] | None = None
         self._acks: dict[int, Callable[..., Any]] = {}
         self._next_ack = 0
         self._pending: list[Frame] | None = []  # frames emitted before the CONNECT reply went out
@@ -211,6 +214,7 @@ class Namespace:
         self.fallback: Handler | None = None
         self.connect_handler: Handler | None = None
         self.disconnect_handler: Handler | None = None
+        self.disconnecting_handler: Handler | None = None
         self.sockets: dict[str, Socket] = {}
         self.rooms: dict[str, dict[str, Socket]] = {}
 
@@ -222,6 +226,8 @@ class Namespace:
                 self.connect_handler = handler
             elif event == "disconnect":
                 self.disconnect_handler = handler
+            elif event == "disconnecting":  # runs at once, while the socket is still in its rooms
+                self.disconnecting_handler = handler
             elif event == "*":
                 self.fallback = handler
             else:
@@ -231,9 +237,8 @@ class Namespace:
         return register
 
     def join(self, socket: Socket, room: str) -> None:
-        if not socket.connected and room != socket.sid:
-            socket.rooms.add(room)  # recorded now, entered once the connection is accepted
-            return
+        """Enter `room`; a socket still being accepted is a member at once (what reaches it waits for the CONNECT
+        reply), and leaves every room again when it is refused."""
         self.rooms.setdefault(room, {})[socket.sid] = socket
         socket.rooms.add(room)
 
@@ -284,7 +289,16 @@ class Namespace:
 class Connection:
     """The Socket.IO side of one Engine.IO session: its sockets by namespace and its binary reassembly."""
 
-    __slots__ = ("_connect_timer", "_partial", "read_state", "server", "session", "sockets", "state")
+    __slots__ = (
+        "_connect_timer",
+        "_discard",
+        "_partial",
+        "read_state",
+        "server",
+        "session",
+        "sockets",
+        "state",
+    )
 
     def __init__(self, server: SocketServer, session: Session) -> None:
         self.server = server
@@ -293,6 +307,7 @@ class Connection:
         self.read_state = ReadState.PACKET
         self.sockets: dict[str, Socket] = {}
         self._partial: Packet | None = None
+        self._discard = 0  # attachments of a refused binary packet still to be thrown away
         self._connect_timer: Timer | None = session.engine.wheel.call_later(
             server.connect_timeout_ms / 1000, self._connect_timed_out
         )
@@ -314,10 +329,22 @@ class Connection:
         """One Engine.IO message from the client: a packet, or the next attachment of a binary packet."""
         if isinstance(data, bytes):
             partial = self._partial
-            if self.read_state is not ReadState.ATTACHMENTS or partial is None:
+            if self.read_state is not ReadState.ATTACHMENTS:
                 raise ProtocolError("binary message without an announced attachment")
+            if partial is None:  # an attachment of a refused packet
+                self._discard -= 1
+                if self._discard <= 0:
+                    self._read(ReadState.PACKET)
+                return
             if sum(map(len, partial.buffers)) + len(data) > self.server.max_attachment_bytes:
-                raise ProtocolError("binary attachments too large")
+                left = partial.attachments - len(partial.buffers) - 1
+                partial.buffers.clear()
+                self._refuse(
+                    partial,
+                    f"binary attachments over {self.server.max_attachment_bytes} bytes in one packet",
+                    left,
+                )
+                return
             partial.buffers.append(data)
             if len(partial.buffers) == partial.attachments:
                 self._partial = None
@@ -329,7 +356,14 @@ class Connection:
         packet = decode(data)
         if packet.type in (BINARY_EVENT, BINARY_ACK):
             if packet.attachments > self.server.max_attachments:
-                raise ProtocolError(f"{packet.attachments} attachments is over the limit")
+                if packet.attachments:
+                    self._read(ReadState.ATTACHMENTS)
+                self._refuse(
+                    packet,
+                    f"more than {self.server.max_attachments} binary attachments in one packet",
+                    packet.attachments,
+                )
+                return
             if packet.attachments:
                 self._partial = packet
                 self._read(ReadState.ATTACHMENTS)
@@ -337,6 +371,26 @@ class Connection:
         await self._dispatch(
             packet, reconstruct(packet) if packet.type in (BINARY_EVENT, BINARY_ACK) else packet.data
         )
+
+    def _refuse(self, packet: Packet, reason: str, left: int) -> None:
+        """A binary packet over the attachment limits: the connection closes, unless the server's
+        `attachment_refusal` gives an ack value for its socket (then it is answered with it, when it asked for an
+        ack, and its remaining attachments are read and thrown away)."""
+        self._partial = None
+        self.server.attachments_refused += 1
+        socket = self.sockets.get(packet.nsp)
+        policy = self.server.attachment_refusal
+        answer = (
+            policy(socket, reason) if policy is not None and socket is not None and socket.connected else None
+        )
+        if answer is None:
+            raise ProtocolError(reason)
+        assert socket is not None
+        if packet.id is not None and packet.type == BINARY_EVENT:
+            socket.push(_frames(ACK, packet.nsp, [answer], packet.id))
+        self._discard = left
+        if left <= 0 and self.read_state is ReadState.ATTACHMENTS:
+            self._read(ReadState.PACKET)
 
     async def _dispatch(self, packet: Packet, data: Any) -> None:
         socket = self.sockets.get(packet.nsp)
@@ -374,9 +428,13 @@ class Connection:
                 log.exception("socket.io connect handler for %s failed", nsp)
                 refusal = {"message": "Internal error"}
         if self.session.state is EioState.CLOSED:
+            for room in list(socket.rooms):
+                namespace.leave(socket, room)
             return
         if refusal is not None:
             self.sockets.pop(nsp, None)
+            for room in list(socket.rooms):
+                namespace.leave(socket, room)
             self.session.push_many(_frames(CONNECT_ERROR, nsp, refusal))
             return
         socket.connected = True
@@ -385,7 +443,7 @@ class Connection:
         for room in list(socket.rooms):
             namespace.join(socket, room)
         held = socket.release_pending()
-        self.session.push_many(_frames(CONNECT, nsp, {"sid": socket.sid}), alone=True)
+        self.session.push_many(_frames(CONNECT, nsp, {"sid": socket.sid, **(socket.reply or {})}), alone=True)
         if held:
             self.session.push_many(held)
         if self.state is SioState.AWAITING_CONNECT:
@@ -402,6 +460,11 @@ class Connection:
             return
         socket.connected = False
         namespace = socket.namespace
+        if namespace.disconnecting_handler is not None:
+            try:
+                namespace.disconnecting_handler(socket, reason)
+            except Exception:
+                log.exception("socket.io disconnecting handler for %s failed", namespace.name)
         namespace.sockets.pop(socket.sid, None)
         for room in list(socket.rooms):
             namespace.leave(socket, room)
@@ -451,6 +514,10 @@ class SocketServer:
             max_attachment_bytes if max_attachment_bytes is not None else self.engine.config.max_payload
         )
         self.namespaces: dict[str, Namespace] = {}
+        # A binary packet over the attachment limits closes its connection, unless this gives an ack value for the
+        # socket (see `_refuse` of Connection); counted either way.
+        self.attachment_refusal: Callable[[Socket, str], Any] | None = None
+        self.attachments_refused = 0
 
     @property
     def asgi(self) -> EngineServer:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import socketio
-
 from chatwire.errors import invalid
 from chatwire.protocol import ChannelEvent, TypingData
 from chatwire.services.rooms import channel_room
-from chatwire.transport.context import Context, socket_handler
+from chatwire.transport.context import Context, Registrar, socket_handler
 
 
-def register(sio: socketio.AsyncServer, ctx: Context) -> None:
+def register(sio: Registrar, ctx: Context) -> None:
     channels = ctx.services.channels
 
     @sio.on("events:channel")
@@ -24,8 +22,7 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
             if payload.data.data is None:
                 raise invalid("data.data: typing events carry {typing: bool}")
             typing = TypingData.model_validate(payload.data.data).typing
-            room = sio.manager.rooms.get("/", {}).get(channel_room(payload.channel_id))
-            if room is not None and sid in room:
+            if ctx.in_room(sid, channel_room(payload.channel_id)):
                 # Sessions enter and leave a channel's room with membership: being in it is proof enough.
                 await channels.relay_typing(payload.channel_id, payload.message_id, user, typing)
             else:

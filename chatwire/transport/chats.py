@@ -7,19 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import socketio
-
 from chatwire.errors import invalid, not_found
 from chatwire.protocol import ChatEvent, TypingData
 from chatwire.services.chats import CHAT_EVENT
-from chatwire.transport.context import Context, SessionState, socket_handler
+from chatwire.transport.context import Context, Registrar, SessionState, socket_handler
 
 
 def chat_room(chat_id: str) -> str:
     return f"chat:{chat_id}"
 
 
-def register(sio: socketio.AsyncServer, ctx: Context) -> None:
+def register(sio: Registrar, ctx: Context) -> None:
     chats = ctx.services.chats
     events = ctx.services.events
     broker = ctx.services.broker
@@ -28,10 +26,6 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
         events.session_gone(sid)
 
     ctx.disconnect_hooks.append(fail_pending_calls)
-
-    def in_room(sid: str, chat_id: str) -> bool:
-        members = sio.manager.rooms.get("/", {}).get(chat_room(chat_id))
-        return members is not None and sid in members
 
     @sio.on("events:chat")
     @socket_handler(ctx, "events:chat", ChatEvent)
@@ -49,7 +43,7 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
             if payload.data.data is None:
                 raise invalid("data.data: typing events carry {typing: bool}")
             typing = TypingData.model_validate(payload.data.data).typing
-            if not in_room(sid, chat_id):
+            if not ctx.in_room(sid, chat_room(chat_id)):
                 raise not_found("chat")  # join the chat first
             await chats.own_chat(chat_id, user)
             await broker.emit(

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import socketio
-
 from chatwire.protocol import YAwarenessUpdate, YDocJoin, YDocRef, YDocUpdate
-from chatwire.transport.context import Context, SessionState, socket_handler
+from chatwire.transport.context import Context, Registrar, SessionState, socket_handler
 
 
-def register(sio: socketio.AsyncServer, ctx: Context) -> None:
+def register(sio: Registrar, ctx: Context) -> None:
     collab = ctx.services.collab
 
     @sio.on("ydoc:document:join")

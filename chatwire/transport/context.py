@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -59,6 +59,14 @@ class SessionState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class Registrar(Protocol):
+    """Where handlers are registered: python-socketio's AsyncServer, or the own engine's OwnHub (own.py)."""
+
+    def on(self, event: str) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]: ...
+
+    def event(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]: ...
+
+
 class Context:
     """Shared by all handlers of one server: the services and the local session table."""
 
@@ -66,6 +74,8 @@ class Context:
         self.services = services
         self.settings = services.settings
         self.local: dict[str, SessionState] = {}
+        # Whether session `sid` of this process is in `room` (set by the server the handlers run on).
+        self.in_room: Callable[[str, str], bool] = lambda _sid, _room: False
         # Per client IP: connects (checked at connect) and events of all its sessions (checked per event).
         table = self.settings.rate_limit_ip_table_size
         self.ip_connects = IpLimiter(

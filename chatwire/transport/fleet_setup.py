@@ -1,5 +1,5 @@
 """Builds the fleet-mode backends (Redis session store, lock, bus, event log, roster; one Redis, Sentinel or
-Cluster, by the settings) and the FleetManager that routes over them."""
+Cluster, by the settings) and the fleet Broker that routes over them (own_fleet.py)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ from chatwire.backends.redis_client import RedisTarget
 from chatwire.backends.roster_redis import RedisRoster
 from chatwire.backends.sessions_redis import RedisSessionStore
 from chatwire.config import Settings
-from chatwire.transport.fleet import FleetManager
+from chatwire.transport.own import OwnHub
+from chatwire.transport.own_fleet import OwnFleet
 
 
 class FleetBackends:
-    def __init__(self, settings: Settings, host_id: str) -> None:
+    def __init__(self, settings: Settings, host_id: str, hub: OwnHub) -> None:
         self.target = target = RedisTarget.from_settings(settings)
         self.client = target.client()
         self.prefix = prefix = settings.redis_prefix
@@ -44,8 +45,13 @@ class FleetBackends:
             RedisDocStore(self.client, prefix, cluster=cluster) if settings.doc_store == "redis" else None
         )
         self.roster = RedisRoster(self.client, prefix, self._alive)
-        self.manager = FleetManager(
-            self.bus, host_id, self._locate, settings.fleet_max_payload_bytes, settings.event_call_timeout
+        self.manager = OwnFleet(
+            hub,
+            self.bus,
+            host_id,
+            self._locate,
+            settings.fleet_max_payload_bytes,
+            settings.event_call_timeout,
         )
         self.manager.blobs = RedisBlobStore(self.client, prefix, chunk_bytes=settings.fleet_max_payload_bytes)
 

@@ -7,15 +7,12 @@ import contextlib
 import logging
 from typing import Any
 
-import socketio
-
 from chatwire.config import Settings
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.services.container import Services
 from chatwire.transport import channels, chats, collab, presence, session
 from chatwire.transport.context import Context, socket_handler
-from chatwire.transport.fastpath import OrjsonShim
-from chatwire.transport.recovery import RecoveringManager, RecoveringServer, Recovery
+from chatwire.transport.own import OwnHub, OwnRecovery
 
 log = logging.getLogger("chatwire.socket")
 
@@ -23,44 +20,23 @@ SOCKETIO_PATH = "ws/socket.io"
 CLEANUP_LOCK = "usage-cleanup"
 
 
-def create_sio(
-    settings: Settings, client_manager: socketio.AsyncManager | None = None
-) -> socketio.AsyncServer:
-    cors: Any = "*" if settings.cors_origins == ["*"] else settings.cors_origins
-    return RecoveringServer(
-        async_mode="asgi",
-        json=OrjsonShim,
-        fast_path=settings.fast_path,
-        fast_path_limits=(
-            settings.slow_reader_buffer_bytes,
-            settings.slow_reader_backlog_events,
-            settings.slow_reader_backlog_bytes,
-        ),
-        attachment_limits=(settings.max_attachments, settings.max_attachment_bytes),
-        # Logs events to recoverable rooms and adds offsets (connection state recovery, see recovery.py).
-        cors_allowed_origins=cors,
-        transports=list(settings.transports),
-        ping_interval=settings.ping_interval,
-        ping_timeout=settings.ping_timeout,
-        # Engine.IO's frame limit sits above the per-event limit, so that an oversized event gets a clear
-        # error ack instead of a dropped connection.
-        max_http_buffer_size=settings.max_payload_bytes * 4 + 4096,
-        logger=False,
-        engineio_logger=False,
-        always_connect=False,
-        client_manager=client_manager or RecoveringManager(),
-    )
+def ws_protocol_for(_settings: Settings | None = None) -> Any:
+    """The websocket protocol to give uvicorn (`ws=`, a public option): the engine's own (engine/wsprotocol.py)."""
+    from chatwire.engine.wsprotocol import EngineWebSocketProtocol
+
+    return EngineWebSocketProtocol
 
 
 class Realtime:
     """Owns the handlers' context and the background upkeep of presence."""
 
-    def __init__(self, sio: socketio.AsyncServer, services: Services) -> None:
+    def __init__(self, sio: OwnHub, services: Services) -> None:
         self.sio = sio
         self.services = services
         self.ctx = Context(services)
-        if hasattr(sio, "is_authenticated"):
-            sio.is_authenticated = self.ctx.is_authenticated
+        sio.is_authenticated = self.ctx.is_authenticated
+        sio.states = self.ctx.local
+        self.ctx.in_room = sio.in_room
         self._task: asyncio.Task[None] | None = None
         session.register(sio, self.ctx)
         channels.register(sio, self.ctx)
@@ -69,7 +45,7 @@ class Realtime:
         services.metrics.set_rooms_provider(self._rooms_by_kind)
         collab.register(sio, self.ctx)
         presence.register(self.ctx)
-        self.recovery = Recovery(sio, self.ctx) if isinstance(sio, RecoveringServer) else None
+        self.recovery = OwnRecovery(sio, self.ctx)
 
         @sio.on("*")
         async def unknown(event: str, sid: str, *args: Any) -> Any:
@@ -84,26 +60,11 @@ class Realtime:
 
     def _sessions_by_transport(self) -> dict[str, int]:
         """Live sessions of this process by their current Engine.IO transport (read at scrape time)."""
-        counts: dict[str, int] = {"websocket": 0, "polling": 0}
-        for sid in list(self.ctx.local):
-            try:
-                transport = self.sio.transport(sid, namespace="/")
-            except Exception:  # gone between the listing and the look-up
-                continue
-            counts[transport] = counts.get(transport, 0) + 1
-        return counts
+        return self.sio.sessions_by_transport(list(self.ctx.local))
 
     def _rooms_by_kind(self) -> dict[str, int]:
         """Named rooms with local members, by kind (a session's own room is not counted)."""
-        rooms = self.sio.manager.rooms.get("/", {})
-        sids = set(rooms.get(None, {}))
-        counts = {"user": 0, "channel": 0, "note": 0, "doc": 0, "other": 0}
-        for room, members in list(rooms.items()):
-            if room is None or room in sids or not members:
-                continue
-            kind = "doc" if room.startswith("doc_") else room.split(":", 1)[0]
-            counts[kind if kind in counts else "other"] += 1
-        return counts
+        return self.sio.rooms_by_kind()
 
     async def start(self) -> None:
         if self._task is not None:

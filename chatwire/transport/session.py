@@ -6,19 +6,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import socketio
-
+from chatwire.engine import ConnectionRefused
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.protocol import JoinChannels, JoinNote, Usage, UserJoin
 from chatwire.services.auth import Identity, has_access
 from chatwire.services.rooms import note_room, user_room
-from chatwire.transport.context import Context, socket_handler
+from chatwire.transport.context import Context, Registrar, socket_handler
 from chatwire.transport.limits import client_ip
 
 log = logging.getLogger("chatwire.socket")
 
 
-async def authenticate_session(ctx: Context, sio: socketio.AsyncServer, sid: str, identity: Identity) -> None:
+async def authenticate_session(ctx: Context, sio: Registrar, sid: str, identity: Identity) -> None:
     """Bind `sid` to the identity's user and put it in `user:{id}`; refuses a second, different user."""
     st = ctx.state(sid)
     if st.user is not None and st.user.id != identity.user.id:
@@ -42,7 +41,7 @@ async def authenticate_session(ctx: Context, sio: socketio.AsyncServer, sid: str
             log.exception("presence announcement failed", extra={"sid": sid})
 
 
-def register(sio: socketio.AsyncServer, ctx: Context) -> None:
+def register(sio: Registrar, ctx: Context) -> None:
     services = ctx.services
 
     @sio.event
@@ -53,7 +52,7 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
         if not ctx.ip_connects.take(ip):
             services.metrics.refused()
             log.info("connect refused", extra={"sid": sid, "remote": remote, "reason": "ip connect rate"})
-            raise socketio.exceptions.ConnectionRefusedError(
+            raise ConnectionRefused(
                 "too many connections from this address", {"code": ErrorCode.RATE_LIMITED.value}
             )
         ctx.state(sid).ip = ip
@@ -70,7 +69,7 @@ def register(sio: socketio.AsyncServer, ctx: Context) -> None:
             ctx.local.pop(sid, None)
             services.metrics.refused()
             log.info("connect refused", extra={"sid": sid, "remote": remote, "reason": exc.message})
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": exc.code.value}) from None
+            raise ConnectionRefused(exc.message, {"code": exc.code.value}) from None
         services.metrics.connected(transport)
         log.info(
             "connect",

@@ -86,7 +86,6 @@ async def read_until_reload(ws: ClientConnection, timeout: float) -> list[Any]:
 async def test_never_reading_client_bounded_memory_reload_and_others_unaffected(tmp_path: Path) -> None:
     env = {
         "CHATWIRE_JWT_SECRET": uuid.uuid4().hex,
-        "CHATWIRE_SLOW_READER_BUFFER_BYTES": str(64 * 1024),
         "CHATWIRE_SLOW_READER_BACKLOG_BYTES": str(BACKLOG_BYTES),
         "CHATWIRE_RECOVERY_HISTORY_SIZE": "20",
         "CHATWIRE_LOG_LEVEL": "WARNING",

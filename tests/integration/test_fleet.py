@@ -464,7 +464,7 @@ async def test_oversized_event_travels_by_reference_in_fleet_mode(
         ada = await server.signup("Ada")
         _record, key = await server.services.api_keys.create("t", ["publish"])
         client = await RecordingClient(server.url).connect(ada["token"])
-        manager = server.app.state.sio.manager
+        manager = server.app.state.fleet
         try:
             async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": key}) as http:
                 for text in ("a", "x" * 10_000, "b"):

@@ -22,7 +22,7 @@ from chatwire.db.engine import Database
 from chatwire.db.repos.chats import MessageStore
 from chatwire.services.persistence import MessageWriter
 from chatwire.transport.http_guard import http_protocol
-from chatwire.transport.uvicorn_ws import ws_protocol
+from chatwire.transport.server import ws_protocol_for
 from tests.conftest import RunningServer, free_port, run_server
 from tests.integration.test_fuzz import RawSocket
 from tests.integration.test_persistence import make_chat, stored
@@ -90,14 +90,14 @@ async def test_anonymous_attachment_bytes_over_the_limit_close_before_they_are_k
         sock.send_text('453-["heartbeat",[' + ",".join(placeholder % i for i in range(3)) + "]]")
         sock.send_frame(0x2, b"\x04" + b"a" * (SMALL // 2))  # Engine.IO binary: under the limit, kept
         await sock.writer.drain()
-        await asyncio.sleep(0.2)
-        assert sum(sio._attachment_bytes.values()) == SMALL // 2 + 1
+        assert not await closed_within(sock, 0.2)
+        assert sio.attachments_refused == 0
         sock.send_frame(0x2, b"\x04" + b"b" * SMALL)  # over the packet's limit: refused, never appended
         await sock.writer.drain()
         assert await closed_within(sock)
     finally:
         sock.close()
-    assert not sio._binary_packet and not sio._attachment_bytes
+    assert sio.attachments_refused == 1
 
 
 async def test_authenticated_attachments_over_the_limit_get_an_ack_and_the_session_stays(
@@ -245,10 +245,8 @@ async def test_pending_account_gets_nothing_over_the_socket_but_its_user_room(
                 "events:channel", {"channel_id": channel_id, "data": {"type": "last_read_at"}}
             )
             assert ack["error"]["code"] == "forbidden", ack
-            sio = hostile_server.app.state.sio
-            assert all(
-                not room.startswith(("channel:", "note:", "doc_")) for room in sio.rooms(client.sio.sid)
-            )
+            rooms = await hostile_server.services.broker.rooms_of(client.sio.sid)
+            assert all(not room.startswith(("channel:", "note:", "doc_")) for room in rooms)
             # Added to another channel while connected: its session stays out of that room too.
             other = (
                 await http.post(
@@ -349,7 +347,7 @@ async def guarded_server(settings: Settings, timeout: float, pending: int) -> As
         port=port,
         log_config=None,
         lifespan="on",
-        ws=ws_protocol(),
+        ws=ws_protocol_for(settings),
         http=http_protocol(timeout, pending),
     )
     server = uvicorn.Server(config)
