@@ -3,7 +3,8 @@
 Each subject is a real `chatwire serve` process (SQLite, the embedded default); one Node process holds the tabs
 (official socket.io-client 4.8, bench/node/tabs.mjs), starts the generations over REST (`POST
 /api/chat/completions`, the demo model) and records when each token reaches each tab. Subjects, same run:
-chatwire (fast send path) and chatwire with `CHATWIRE_FAST_PATH=false` (python-socketio's stock send path).
+chatwire from this checkout and, when `CHATWIRE_BENCH_BASELINE_SRC` names another version's source tree (`make
+bench BENCH_ARGS="--baseline DIR"`), `chatwire-baseline` run from it: the ratio column compares the two.
 Reported: server CPU per token (from /proc/PID/stat, over the generation only), frames/s delivered to the tabs,
 p50/p99 token latency (see tabs.mjs for how it is measured without a timestamp in the events), the spread of one
 token's arrival between a user's two tabs, and persistence writes (from /metrics).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 import tempfile
@@ -33,7 +35,7 @@ from typing import Any
 import httpx
 import jwt
 
-from bench.common import Proc, chatwire_argv, cpu_seconds, free_port, table
+from bench.common import REPO, Proc, chatwire_argv, cpu_seconds, free_port, table
 from bench.fanout import NODE_DIR, ensure_node_modules
 
 # Every tab and every REST call of the load generator comes from one loopback address: the per-IP and per-user
@@ -54,9 +56,7 @@ def metric(text: str, name: str) -> float:
     return 0.0
 
 
-async def run_subject(
-    name: str, env: dict[str, str], args: argparse.Namespace, workdir: Path
-) -> dict[str, Any]:
+async def run_subject(name: str, src: Path | None, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     secret = secrets.token_urlsafe(32)
     port = free_port()
     full_env = {
@@ -68,9 +68,9 @@ async def run_subject(
         "CHATWIRE_EXTERNAL_ALGORITHMS": "HS256",
         "CHATWIRE_EXTERNAL_SECRET": secret,
         **LOAD_LIMITS_OFF,
-        **env,
+        **({"PYTHONPATH": str(src)} if src is not None else {}),
     }
-    proc = await Proc(chatwire_argv(), full_env, port, workdir / f"{name}.log").ready()
+    proc = await Proc(chatwire_argv(), full_env, port, workdir / f"{name}.log", cwd=src or REPO).ready()
     try:
         exp = int(time.time()) + 3600
         users: list[dict[str, str]] = []
@@ -179,7 +179,10 @@ async def run_subject(
     }
 
 
-SUBJECTS = {"chatwire": {}, "chatwire-stock-send": {"CHATWIRE_FAST_PATH": "false"}}
+# name -> the source tree it runs from (None: this checkout).
+SUBJECTS: dict[str, Path | None] = {"chatwire": None}
+if os.environ.get("CHATWIRE_BENCH_BASELINE_SRC"):
+    SUBJECTS["chatwire-baseline"] = Path(os.environ["CHATWIRE_BENCH_BASELINE_SRC"])
 
 
 def fmt(value: float | None, spec: str = ".1f") -> str:
@@ -195,7 +198,7 @@ async def curve(args: argparse.Namespace) -> None:
             point = argparse.Namespace(**{**vars(args), "users": n, "rate": args.curve_rate / n})
             workdir = Path(tmp) / str(n)
             workdir.mkdir()
-            results[n] = r = await run_subject("chatwire", {}, point, workdir)
+            results[n] = r = await run_subject("chatwire", None, point, workdir)
             r["rate"] = point.rate
             print(
                 f"  {n:5} generations: {r['cpu_us_per_token']:.1f} us CPU/token, p99 {fmt(r['p99'])} ms",
@@ -286,7 +289,7 @@ async def main() -> None:
                 f"{r['cpu_us_per_token']:.0f} us CPU/token",
                 file=sys.stderr,
             )
-    base = results.get("chatwire-stock-send")
+    base = results.get("chatwire-baseline")
     rows = []
     for name, r in results.items():
         rows.append(
@@ -317,7 +320,7 @@ async def main() -> None:
                 "tokens delivered",
                 "missing",
                 "CPU us/token",
-                "CPU vs stock send",
+                "CPU vs baseline",
                 "frames/s",
                 "p50 ms",
                 "p99 ms",

@@ -70,14 +70,16 @@ class FleetBackends:
 
         async def remote_stop(task_id: str, user_id: str | None, admin: bool) -> bool:
             return await self.manager.ask_others(
-                "stop_task", {"task_id": task_id, "user_id": user_id, "admin": admin}
+                "stop_task", {"task_id": task_id, "user_id": user_id, "admin": admin}, timeout=8.0
             )
 
         async def stop_here(p: dict[str, Any]) -> bool:
+            # Like stop_chat_here: the cancel is issued at once and the answer comes within 2 s, well inside the
+            # asker's 8 s, even when the generation is slow to emit its last events (a loaded process).
             info = tasks.get(p.get("task_id", ""))
             if info is None or (not p.get("admin") and p.get("user_id") and info.user_id != p["user_id"]):
                 return False
-            return bool(await tasks.stop_local(info.task_id))
+            return bool(await tasks.stop_local(info.task_id, 2.0))
 
         async def remote_stop_chat(chat_id: str, user_id: str | None, admin: bool) -> bool:
             return await self.manager.ask_others(
