@@ -86,6 +86,16 @@ class Proc:
                 self.proc.kill()
 
 
+# Every tab and every REST call of the load generator comes from one loopback address: the per-IP and per-user
+# guards (slow-client table, connect and event rates) would refuse most of it.
+LOAD_LIMITS_OFF = {
+    "CHATWIRE_RATE_LIMIT_IP_CONNECTS": "0",
+    "CHATWIRE_RATE_LIMIT_IP_EVENTS": "0",
+    "CHATWIRE_HTTP_MAX_PENDING_PER_IP": "0",
+    "CHATWIRE_MAX_CONNECTIONS_PER_USER": "0",
+}
+
+
 def chatwire_argv() -> list[str]:
     return [sys.executable, "-m", "chatwire", "serve"]
 

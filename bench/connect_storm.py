@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import jwt
 
-from bench.common import Proc, chatwire_argv, cpu_seconds, free_port, table
+from bench.common import LOAD_LIMITS_OFF, Proc, chatwire_argv, cpu_seconds, free_port, table
 from bench.fanout import NODE_DIR, ensure_node_modules
 
 SECRET = "bench-storm-" + uuid.uuid4().hex
@@ -57,10 +57,9 @@ async def chatwire_subject(workdir: Path, users: int, channels: int) -> tuple[Pr
         "CHATWIRE_DATA_DIR": str(workdir / "cw-data"),
         "CHATWIRE_LOG_LEVEL": "WARNING",
         "CHATWIRE_JWT_SECRET": SECRET,
-        # Every load-generator connection comes from one loopback address.
-        "CHATWIRE_RATE_LIMIT_IP_CONNECTS": "0",
-        "CHATWIRE_RATE_LIMIT_IP_EVENTS": "0",
-        "CHATWIRE_MAX_CONNECTIONS_PER_USER": "0",
+        # Every load-generator connection comes from one loopback address (without the slow-client bound off,
+        # 5,000 handshakes at once would wait on 64 pending connections per address).
+        **LOAD_LIMITS_OFF,
     }
     proc = await Proc(chatwire_argv(), env, port, workdir / "chatwire.log").ready()
     ids: list[str] = []

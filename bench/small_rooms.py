@@ -31,9 +31,8 @@ from typing import Any
 
 import jwt
 
-from bench.common import Proc, chatwire_argv, cpu_seconds, free_port, table
+from bench.common import LOAD_LIMITS_OFF, Proc, chatwire_argv, cpu_seconds, free_port, table
 from bench.fanout import NODE_DIR, ensure_node_modules
-from bench.streaming import LOAD_LIMITS_OFF
 
 
 async def chatwire_subject(workdir: Path, users: int) -> tuple[Proc, dict[str, Any]]:

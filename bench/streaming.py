@@ -35,17 +35,8 @@ from typing import Any
 import httpx
 import jwt
 
-from bench.common import REPO, Proc, chatwire_argv, cpu_seconds, free_port, table
+from bench.common import LOAD_LIMITS_OFF, REPO, Proc, chatwire_argv, cpu_seconds, free_port, table
 from bench.fanout import NODE_DIR, ensure_node_modules
-
-# Every tab and every REST call of the load generator comes from one loopback address: the per-IP and per-user
-# guards (slow-client table, connect and event rates) would refuse most of it.
-LOAD_LIMITS_OFF = {
-    "CHATWIRE_RATE_LIMIT_IP_CONNECTS": "0",
-    "CHATWIRE_RATE_LIMIT_IP_EVENTS": "0",
-    "CHATWIRE_HTTP_MAX_PENDING_PER_IP": "0",
-    "CHATWIRE_MAX_CONNECTIONS_PER_USER": "0",
-}
 
 
 def metric(text: str, name: str) -> float:
