@@ -11,6 +11,10 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
+def _nothing() -> None:
+    """The callback of a cancelled timer."""
+
+
 class Timer:
     """One scheduled callback; `cancel()` makes the wheel skip it (lazy removal, O(1))."""
 
@@ -23,6 +27,9 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        # The timer waits in its bucket until its deadline; what the callback holds (a closed session, its
+        # connection and buffers) must not wait with it.
+        self.callback = _nothing
 
 
 class TimerWheel:

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 Message = MutableMapping[str, Any]
 READ_HIGH = 64  # received messages queued for the app before reading from the socket pauses
 READ_LOW = 16  # ... and resumes
+# The same in bytes: a few large binary frames (attachments) pause reading as surely as many small messages do.
+READ_HIGH_BYTES = 1 << 20
+READ_LOW_BYTES = 256 << 10
 FLUSH_NOW = 256 * 1024  # bytes buffered within one turn that are written at once instead of at the turn's end
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the peer to end TCP after our close frame
 
@@ -95,6 +98,7 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         self.lost = False
         self.disconnect_code: int | None = None
         self.inbox: deque[Message] = deque()
+        self.inbox_bytes = 0  # payload bytes of the messages in `inbox`
         self.inbox_waiter: asyncio.Future[None] | None = None
         self.reading_paused = False
         self.writing_paused = False
@@ -179,6 +183,8 @@ class EngineWebSocketProtocol(asyncio.Protocol):
             self.disconnected(Close.parse(frame.data).code)
 
     def deliver(self, opcode: Opcode, data: bytes) -> None:
+        if self.closed_sent:
+            return  # the app has closed: it reads nothing but the disconnect from now on
         if opcode is Opcode.TEXT:
             try:
                 text = data.decode()
@@ -187,20 +193,31 @@ class EngineWebSocketProtocol(asyncio.Protocol):
                 self.closed_sent = True
                 self.disconnected(1007)
                 return
-            self.enqueue({"type": "websocket.receive", "text": text})
+            self.enqueue({"type": "websocket.receive", "text": text}, len(text))  # as `receive` subtracts it
         else:
-            self.enqueue({"type": "websocket.receive", "bytes": data})
+            self.enqueue({"type": "websocket.receive", "bytes": data}, len(data))
 
-    def enqueue(self, message: Message) -> None:
+    def enqueue(self, message: Message, size: int = 0) -> None:
         if self.disconnect_code is not None:
             return
         self.inbox.append(message)
+        self.inbox_bytes += size
         waiter = self.inbox_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if len(self.inbox) >= READ_HIGH and not self.reading_paused and self.transport is not None:
+        full = len(self.inbox) >= READ_HIGH or self.inbox_bytes >= READ_HIGH_BYTES
+        if full and not self.reading_paused and self.transport is not None:
             self.reading_paused = True
             self.transport.pause_reading()
+
+    def drop_inbox(self) -> None:
+        """The app closed: what it had not read yet is thrown away, and reading resumes so that the close
+        handshake completes and what the peer still sends is discarded as it arrives (`deliver`)."""
+        self.inbox.clear()
+        self.inbox_bytes = 0
+        if self.reading_paused and self.transport is not None and not self.lost:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def disconnected(self, code: int) -> None:
         if self.disconnect_code is not None:
@@ -223,9 +240,13 @@ class EngineWebSocketProtocol(asyncio.Protocol):
             finally:
                 self.inbox_waiter = None
         message = self.inbox.popleft()
+        if message["type"] == "websocket.receive":
+            data = message.get("bytes")
+            self.inbox_bytes -= len(data) if data is not None else len(message.get("text") or "")
         if (
             self.reading_paused
             and len(self.inbox) <= READ_LOW
+            and self.inbox_bytes <= READ_LOW_BYTES
             and self.transport is not None
             and not self.lost
         ):
@@ -313,6 +334,7 @@ class EngineWebSocketProtocol(asyncio.Protocol):
             elif self.accepted and not self.closed_sent and self.ws.state is State.OPEN:
                 self.closed_sent = True
                 self.ws.send_close(int(message.get("code") or 1000), str(message.get("reason") or ""))
+                self.drop_inbox()
                 self.disconnected(int(message.get("code") or 1000))
                 self.pump()
             else:
