@@ -39,7 +39,7 @@ from chatwire.db.engine import Database
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.metrics import Metrics
 from chatwire.services.container import Services
-from chatwire.transport.own import EngineBroker, OwnHub
+from chatwire.transport.hub import EngineBroker, Hub
 from chatwire.transport.server import Realtime
 from chatwire.util import json_text_problem
 from chatwire.webapp import SpaStaticFiles, default_web_dir
@@ -179,11 +179,11 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     db = Database(settings.resolved_database_url)
     host_id = uuid.uuid4().hex[:12]
     fleet: Any = None
-    sio = OwnHub(settings)
+    hub = Hub(settings)
     if settings.redis_url:
         from chatwire.transport.fleet_setup import FleetBackends
 
-        fleet = FleetBackends(settings, host_id, sio)
+        fleet = FleetBackends(settings, host_id, hub)
         sessions: Any = fleet.sessions
         lock: Any = fleet.lock
     else:
@@ -192,10 +192,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     metrics = Metrics()
     broker: Any
     if fleet is not None:
-        broker = fleet.manager  # the fleet Broker (own_fleet.py), local delivery through EngineBroker
+        broker = fleet.manager  # the fleet Broker (fleet_broker.py), local delivery through EngineBroker
         broker.metrics = metrics
     else:
-        broker = EngineBroker(sio, metrics)
+        broker = EngineBroker(hub, metrics)
     services = Services.build(
         settings,
         db,
@@ -217,7 +217,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     metrics.add_probe(_pipeline_probe(services, metrics))
     metrics.add_probe(_webhook_probe(services, metrics))
     services.writer.flush_observer = metrics.observe_persistence_flush
-    realtime = Realtime(sio, services)
+    realtime = Realtime(hub, services)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -263,8 +263,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     )
     api.state.services = services
     api.state.realtime = realtime
-    api.state.sio = sio
-    # the fleet Broker (own_fleet.py): its counters
+    api.state.hub = hub
+    # the fleet Broker (fleet_broker.py): its counters
     api.state.fleet = fleet.manager if fleet is not None else None
 
     @api.exception_handler(ChatwireError)
@@ -345,6 +345,6 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     else:
         log.warning("no web client to serve at / (not in the package, no web/dist, no CHATWIRE_WEB_DIR)")
 
-    app: Any = sio.asgi(BodyLimit(api, settings.max_payload_bytes))
+    app: Any = hub.asgi(BodyLimit(api, settings.max_payload_bytes))
     app.state = api.state
     return app  # type: ignore[no-any-return]

@@ -21,7 +21,7 @@ What a Redis Streams implementation (`eventlog_redis.py`, fleet mode) must do to
 - The epoch is stored in Redis (SET NX at first use); if the counter or stream key is missing while an epoch
   exists, the history was lost: write a new epoch.
 - Live delivery must follow the log order: each process reads the shared stream (XREAD BLOCK from its last id) and
-  calls `Delivery.deliver(entry)` (transport/own.py) for each entry in order. Pub/sub delivery in arrival order would let a
+  calls `Delivery.deliver(entry)` (transport/hub.py) for each entry in order. Pub/sub delivery in arrival order would let a
   session see seq 7 before seq 6 and make one offset per client ambiguous.
 - `park` = SET pid JSON EX ttl; `claim` = GETDEL (atomic), so a client can recover on any process.
 """

@@ -194,7 +194,7 @@ class RedisEventLog:
 
     async def data_of(self, room: str, seq: int) -> tuple[bool, Any]:
         """The stored data of one entry, `(found, data)`: how a process fetches an event that was published
-        by reference because it is larger than the fleet's pub/sub limit (see transport/own_fleet.py)."""
+        by reference because it is larger than the fleet's pub/sub limit (see transport/fleet_broker.py)."""
         raw = await self.r.xrange(self.p + f"room:{room}", min=f"{seq}-0", max=f"{seq}-0")
         if not raw:
             return False, None

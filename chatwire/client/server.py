@@ -200,7 +200,7 @@ class ServerClient:
 
 
 def room_message(emitter_id: str, room: str, event: str, data: Any) -> bytes:
-    """The fleet bus message of a room emit, as the fleet Broker (transport/own_fleet.py) reads it (orjson bytes)."""
+    """The fleet bus message of a room emit, as the fleet Broker (transport/fleet_broker.py) reads it (orjson bytes)."""
     return orjson.dumps(
         {"t": "emit", "h": emitter_id, "room": room, "e": event, "d": data, "m": False, "s": None, "ns": "/"}
     )

@@ -10,10 +10,10 @@ from chatwire.services.rooms import channel_room
 from chatwire.transport.context import Context, Registrar, socket_handler
 
 
-def register(sio: Registrar, ctx: Context) -> None:
+def register(hub: Registrar, ctx: Context) -> None:
     channels = ctx.services.channels
 
-    @sio.on("events:channel")
+    @hub.on("events:channel")
     @socket_handler(ctx, "events:channel", ChannelEvent)
     async def channel_event(ctx: Context, sid: str, payload: ChannelEvent) -> dict[str, Any]:
         user = ctx.require_user(sid)

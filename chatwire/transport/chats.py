@@ -17,7 +17,7 @@ def chat_room(chat_id: str) -> str:
     return f"chat:{chat_id}"
 
 
-def register(sio: Registrar, ctx: Context) -> None:
+def register(hub: Registrar, ctx: Context) -> None:
     chats = ctx.services.chats
     events = ctx.services.events
     broker = ctx.services.broker
@@ -27,7 +27,7 @@ def register(sio: Registrar, ctx: Context) -> None:
 
     ctx.disconnect_hooks.append(fail_pending_calls)
 
-    @sio.on("events:chat")
+    @hub.on("events:chat")
     @socket_handler(ctx, "events:chat", ChatEvent)
     async def chat_event(ctx: Context, sid: str, payload: ChatEvent) -> dict[str, Any]:
         user = ctx.require_user(sid)

@@ -12,22 +12,22 @@ from chatwire.protocol import YAwarenessUpdate, YDocJoin, YDocRef, YDocUpdate
 from chatwire.transport.context import Context, Registrar, SessionState, socket_handler
 
 
-def register(sio: Registrar, ctx: Context) -> None:
+def register(hub: Registrar, ctx: Context) -> None:
     collab = ctx.services.collab
 
-    @sio.on("ydoc:document:join")
+    @hub.on("ydoc:document:join")
     @socket_handler(ctx, "ydoc:document:join", YDocJoin)
     async def join(ctx: Context, sid: str, payload: YDocJoin) -> dict[str, Any]:
         async with collab.in_order(sid):
             return await collab.join(sid, ctx.require_user(sid), payload.document_id, payload.user_color)
 
-    @sio.on("ydoc:document:state")
+    @hub.on("ydoc:document:state")
     @socket_handler(ctx, "ydoc:document:state", YDocRef)
     async def state(ctx: Context, sid: str, payload: YDocRef) -> dict[str, Any]:
         async with collab.in_order(sid):
             return await collab.resend_state(sid, ctx.require_user(sid), payload.document_id)
 
-    @sio.on("ydoc:document:update")
+    @hub.on("ydoc:document:update")
     @socket_handler(ctx, "ydoc:document:update", YDocUpdate)
     async def update(ctx: Context, sid: str, payload: YDocUpdate) -> dict[str, Any]:
         content = payload.data.content if payload.data is not None else None
@@ -36,13 +36,13 @@ def register(sio: Registrar, ctx: Context) -> None:
                 sid, ctx.require_user(sid), payload.document_id, payload.update, content
             )
 
-    @sio.on("ydoc:document:leave")
+    @hub.on("ydoc:document:leave")
     @socket_handler(ctx, "ydoc:document:leave", YDocRef)
     async def leave(ctx: Context, sid: str, payload: YDocRef) -> dict[str, Any]:
         async with collab.in_order(sid):
             return await collab.leave(sid, ctx.require_user(sid), payload.document_id)
 
-    @sio.on("ydoc:awareness:update")
+    @hub.on("ydoc:awareness:update")
     @socket_handler(ctx, "ydoc:awareness:update", YAwarenessUpdate)
     async def awareness(ctx: Context, sid: str, payload: YAwarenessUpdate) -> dict[str, Any]:
         async with collab.in_order(sid):

@@ -60,7 +60,7 @@ class SessionState:
 
 
 class Registrar(Protocol):
-    """Where handlers are registered: python-socketio's AsyncServer, or the own engine's OwnHub (own.py)."""
+    """Where handlers are registered: the Hub on chatwire's engine (hub.py)."""
 
     def on(self, event: str) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]: ...
 

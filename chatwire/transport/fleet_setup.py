@@ -1,5 +1,5 @@
 """Builds the fleet-mode backends (Redis session store, lock, bus, event log, roster; one Redis, Sentinel or
-Cluster, by the settings) and the fleet Broker that routes over them (own_fleet.py)."""
+Cluster, by the settings) and the fleet Broker that routes over them (fleet_broker.py)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from chatwire.backends.redis_client import RedisTarget
 from chatwire.backends.roster_redis import RedisRoster
 from chatwire.backends.sessions_redis import RedisSessionStore
 from chatwire.config import Settings
-from chatwire.transport.own import OwnHub
-from chatwire.transport.own_fleet import OwnFleet
+from chatwire.transport.fleet_broker import FleetBroker
+from chatwire.transport.hub import Hub
 
 
 class FleetBackends:
-    def __init__(self, settings: Settings, host_id: str, hub: OwnHub) -> None:
+    def __init__(self, settings: Settings, host_id: str, hub: Hub) -> None:
         self.target = target = RedisTarget.from_settings(settings)
         self.client = target.client()
         self.prefix = prefix = settings.redis_prefix
@@ -45,7 +45,7 @@ class FleetBackends:
             RedisDocStore(self.client, prefix, cluster=cluster) if settings.doc_store == "redis" else None
         )
         self.roster = RedisRoster(self.client, prefix, self._alive)
-        self.manager = OwnFleet(
+        self.manager = FleetBroker(
             hub,
             self.bus,
             host_id,

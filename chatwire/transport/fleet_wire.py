@@ -1,4 +1,4 @@
-"""The bus side of the fleet Broker (own_fleet.py, whose module doc has the routing design): the bus message
+"""The bus side of the fleet Broker (fleet_broker.py, whose module doc has the routing design): the bus message
 encoding with references for large operations, fleet-wide requests and one-way notices."""
 
 from __future__ import annotations

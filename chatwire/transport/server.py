@@ -12,7 +12,7 @@ from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.services.container import Services
 from chatwire.transport import channels, chats, collab, presence, session
 from chatwire.transport.context import Context, socket_handler
-from chatwire.transport.own import OwnHub, OwnRecovery
+from chatwire.transport.hub import Hub, Recovery
 
 log = logging.getLogger("chatwire.socket")
 
@@ -30,24 +30,24 @@ def ws_protocol_for(_settings: Settings | None = None) -> Any:
 class Realtime:
     """Owns the handlers' context and the background upkeep of presence."""
 
-    def __init__(self, sio: OwnHub, services: Services) -> None:
-        self.sio = sio
+    def __init__(self, hub: Hub, services: Services) -> None:
+        self.hub = hub
         self.services = services
         self.ctx = Context(services)
-        sio.is_authenticated = self.ctx.is_authenticated
-        sio.states = self.ctx.local
-        self.ctx.in_room = sio.in_room
+        hub.is_authenticated = self.ctx.is_authenticated
+        hub.states = self.ctx.local
+        self.ctx.in_room = hub.in_room
         self._task: asyncio.Task[None] | None = None
-        session.register(sio, self.ctx)
-        channels.register(sio, self.ctx)
-        chats.register(sio, self.ctx)
+        session.register(hub, self.ctx)
+        channels.register(hub, self.ctx)
+        chats.register(hub, self.ctx)
         services.metrics.set_sessions_provider(self._sessions_by_transport)
         services.metrics.set_rooms_provider(self._rooms_by_kind)
-        collab.register(sio, self.ctx)
+        collab.register(hub, self.ctx)
         presence.register(self.ctx)
-        self.recovery = OwnRecovery(sio, self.ctx)
+        self.recovery = Recovery(hub, self.ctx)
 
-        @sio.on("*")
+        @hub.on("*")
         async def unknown(event: str, sid: str, *args: Any) -> Any:
             # Through the same decorator as every handler, so unknown events also count against the
             # session's rate limit and are logged once as a rejection with the user and session ids.
@@ -60,11 +60,11 @@ class Realtime:
 
     def _sessions_by_transport(self) -> dict[str, int]:
         """Live sessions of this process by their current Engine.IO transport (read at scrape time)."""
-        return self.sio.sessions_by_transport(list(self.ctx.local))
+        return self.hub.sessions_by_transport(list(self.ctx.local))
 
     def _rooms_by_kind(self) -> dict[str, int]:
         """Named rooms with local members, by kind (a session's own room is not counted)."""
-        return self.sio.rooms_by_kind()
+        return self.hub.rooms_by_kind()
 
     async def start(self) -> None:
         if self._task is not None:

@@ -17,7 +17,7 @@ from chatwire.transport.limits import client_ip
 log = logging.getLogger("chatwire.socket")
 
 
-async def authenticate_session(ctx: Context, sio: Registrar, sid: str, identity: Identity) -> None:
+async def authenticate_session(ctx: Context, hub: Registrar, sid: str, identity: Identity) -> None:
     """Bind `sid` to the identity's user and put it in `user:{id}`; refuses a second, different user."""
     st = ctx.state(sid)
     if st.user is not None and st.user.id != identity.user.id:
@@ -41,10 +41,10 @@ async def authenticate_session(ctx: Context, sio: Registrar, sid: str, identity:
             log.exception("presence announcement failed", extra={"sid": sid})
 
 
-def register(sio: Registrar, ctx: Context) -> None:
+def register(hub: Registrar, ctx: Context) -> None:
     services = ctx.services
 
-    @sio.event
+    @hub.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
         ip = client_ip(environ)
@@ -64,7 +64,7 @@ def register(sio: Registrar, ctx: Context) -> None:
             return
         try:
             identity = await services.auth.authenticate(token, recent_user=True)
-            await authenticate_session(ctx, sio, sid, identity)
+            await authenticate_session(ctx, hub, sid, identity)
         except ChatwireError as exc:
             ctx.local.pop(sid, None)
             services.metrics.refused()
@@ -77,7 +77,7 @@ def register(sio: Registrar, ctx: Context) -> None:
         )
         await _run_connect_hooks(ctx, sid, environ, auth)
 
-    @sio.event
+    @hub.event
     async def disconnect(sid: str, *args: Any) -> None:
         st = ctx.local.pop(sid, None)
         services.metrics.disconnected()
@@ -99,12 +99,12 @@ def register(sio: Registrar, ctx: Context) -> None:
             "disconnect", extra={"sid": sid, "user_id": user_id, "reason": str(args[0]) if args else None}
         )
 
-    @sio.on("user-join")
+    @hub.on("user-join")
     @socket_handler(ctx, "user-join", UserJoin)
     async def user_join(ctx: Context, sid: str, payload: UserJoin) -> dict[str, Any]:
         # The row may come from the user cache (changes drop it fleet-wide): a connect storm reads each user once.
         identity = await services.auth.authenticate(payload.auth.token, recent_user=True)
-        await authenticate_session(ctx, sio, sid, identity)
+        await authenticate_session(ctx, hub, sid, identity)
         user = identity.user
         # A pending account hears its own user room only (approval, sign-out), no channel.
         rooms = await services.channels.room_names_for(user.id) if has_access(user) else []
@@ -117,7 +117,7 @@ def register(sio: Registrar, ctx: Context) -> None:
         log.info("join", extra={"sid": sid, "user_id": user.id, "rooms": len(rooms) + 1})
         return ack
 
-    @sio.on("join-channels")
+    @hub.on("join-channels")
     @socket_handler(ctx, "join-channels", JoinChannels)
     async def join_channels(ctx: Context, sid: str, payload: JoinChannels) -> dict[str, Any]:
         user = await _user_for(ctx, sid, payload.auth.token if payload.auth else None)
@@ -125,7 +125,7 @@ def register(sio: Registrar, ctx: Context) -> None:
         await services.broker.enter_rooms(sid, rooms)
         return {"rooms": len(rooms)}
 
-    @sio.on("join-note")
+    @hub.on("join-note")
     @socket_handler(ctx, "join-note", JoinNote)
     async def join_note(ctx: Context, sid: str, payload: JoinNote) -> dict[str, Any]:
         user = await _user_for(ctx, sid, payload.auth.token if payload.auth else None)
@@ -133,13 +133,13 @@ def register(sio: Registrar, ctx: Context) -> None:
         await services.broker.enter_room(sid, note_room(payload.note_id))
         return {"note_id": payload.note_id}
 
-    @sio.on("heartbeat")
+    @hub.on("heartbeat")
     @socket_handler(ctx, "heartbeat")
     async def heartbeat(ctx: Context, sid: str, _payload: Any) -> None:
         user = ctx.require_user(sid, access=False)
         await services.presence.heartbeat(sid, user.id)
 
-    @sio.on("usage")
+    @hub.on("usage")
     @socket_handler(ctx, "usage", Usage)
     async def usage(ctx: Context, sid: str, payload: Usage) -> None:
         ctx.require_user(sid)

@@ -2,7 +2,7 @@
 
 Run against every Broker: the MemoryBroker (membership only; it records emits and nobody answers its calls), the
 engine's EngineBroker (one process, real python-socketio clients over chatwire's engine on uvicorn), and the fleet
-Broker OwnFleet (two processes' worth of engines in this process, joined by the memory Bus), where
+Broker FleetBroker (two processes' worth of engines in this process, joined by the memory Bus), where
 every delivery test has its receivers on the other "process" than the publisher.
 """
 
@@ -25,8 +25,8 @@ from chatwire.backends.bus import Bus
 from chatwire.backends.bus_memory import MemoryBus, MemoryHub
 from chatwire.config import Settings
 from chatwire.engine.wsprotocol import EngineWebSocketProtocol
-from chatwire.transport.own import EngineBroker, OwnHub
-from chatwire.transport.own_fleet import OwnFleet
+from chatwire.transport.fleet_broker import FleetBroker
+from chatwire.transport.hub import EngineBroker, Hub
 from tests.conftest import free_port
 
 
@@ -40,7 +40,7 @@ async def not_found(scope: Any, receive: Any, send: Any) -> None:
 class Node:
     """One engine on uvicorn; its clients by sid and what each received."""
 
-    hub: OwnHub
+    hub: Hub
     url: str
     server: uvicorn.Server
     task: asyncio.Task[None]
@@ -74,7 +74,7 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    hub = OwnHub(Settings(data_dir=tmp_path, _env_file=None))  # type: ignore[call-arg]
+    hub = Hub(Settings(data_dir=tmp_path, _env_file=None))  # type: ignore[call-arg]
     port = free_port()
     config = uvicorn.Config(
         hub.asgi(not_found), host="127.0.0.1", port=port, log_config=None, ws=EngineWebSocketProtocol
@@ -129,7 +129,7 @@ async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[E
             return hosts.get(sid)
 
         fleets = [
-            OwnFleet(n.hub, bus, name, locate, 1 << 20, 5.0)
+            FleetBroker(n.hub, bus, name, locate, 1 << 20, 5.0)
             for n, bus, name in zip((a, b), buses, "ab", strict=True)
         ]
         for fleet in fleets:
@@ -157,17 +157,19 @@ async def test_membership(env: Env) -> None:
     await env.broker.enter_room(one, "user:u")
     await env.broker.enter_rooms(two, ["user:u", "channel:c"])
     await until_members(env, "user:u", {one, two}, one)
-    assert set(await env.broker.rooms_of(two)) >= {"user:u", "channel:c"} or isinstance(env.broker, OwnFleet)
+    assert set(await env.broker.rooms_of(two)) >= {"user:u", "channel:c"} or isinstance(
+        env.broker, FleetBroker
+    )
     await env.broker.leave_room(one, "user:u")
     await until_members(env, "user:u", {two}, two)
     await env.broker.close_room("channel:c")
-    if not isinstance(env.broker, OwnFleet):  # the fleet's rooms_of is the caller's process only
+    if not isinstance(env.broker, FleetBroker):  # the fleet's rooms_of is the caller's process only
         assert "channel:c" not in await env.broker.rooms_of(two)
 
 
 async def until_members(env: Env, room: str, expected: set[str], probe: str) -> None:
     """Membership as the broker reports it; a fleet member reports its own process's, so delivery shows it."""
-    if not isinstance(env.broker, OwnFleet):
+    if not isinstance(env.broker, FleetBroker):
         assert set(await env.broker.room_sids(room)) == expected
         return
     assert env.received is not None

@@ -77,13 +77,13 @@ async def test_anonymous_attachment_count_over_the_limit_closes_the_connection(
         assert await closed_within(sock), "announcing a million attachments kept the connection"
     finally:
         sock.close()
-    assert hostile_server.app.state.sio.attachments_refused == 1
+    assert hostile_server.app.state.hub.attachments_refused == 1
 
 
 async def test_anonymous_attachment_bytes_over_the_limit_close_before_they_are_kept(
     hostile_server: RunningServer,
 ) -> None:
-    sio = hostile_server.app.state.sio
+    hub = hostile_server.app.state.hub
     sock = await open_namespace(hostile_server.url)
     try:
         placeholder = '{"_placeholder":true,"num":%d}'
@@ -91,13 +91,13 @@ async def test_anonymous_attachment_bytes_over_the_limit_close_before_they_are_k
         sock.send_frame(0x2, b"\x04" + b"a" * (SMALL // 2))  # Engine.IO binary: under the limit, kept
         await sock.writer.drain()
         assert not await closed_within(sock, 0.2)
-        assert sio.attachments_refused == 0
+        assert hub.attachments_refused == 0
         sock.send_frame(0x2, b"\x04" + b"b" * SMALL)  # over the packet's limit: refused, never appended
         await sock.writer.drain()
         assert await closed_within(sock)
     finally:
         sock.close()
-    assert sio.attachments_refused == 1
+    assert hub.attachments_refused == 1
 
 
 async def test_authenticated_attachments_over_the_limit_get_an_ack_and_the_session_stays(

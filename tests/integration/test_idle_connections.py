@@ -71,7 +71,7 @@ async def test_a_polling_session_upgrades_to_the_websocket_and_is_served(with_po
         ack = await client.call("user-join", {"auth": {"token": ada["token"]}}, timeout=10)
         assert ack["id"] == ada["id"]
         sid = client.get_sid()
-        assert with_polling.app.state.sio.transport(sid) == "websocket"
+        assert with_polling.app.state.hub.transport(sid) == "websocket"
     finally:
         await client.disconnect()
     for _ in range(250):

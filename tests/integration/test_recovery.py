@@ -12,7 +12,7 @@ import socketio
 
 from chatwire.client.recovery import RecoveringClient
 from chatwire.config import Settings
-from chatwire.transport.own import looks_like_python_client
+from chatwire.transport.hub import looks_like_python_client
 from tests.conftest import RunningServer, run_server
 from tests.proxy import CuttableProxy
 from tests.sio import RecordingClient

@@ -1,10 +1,10 @@
 """The app's Socket.IO side on chatwire's own engine (chatwire/engine/).
 
-`OwnHub` gives the handlers (session.py, channels.py, chats.py, collab.py) the registration they use (`on`,
+`Hub` gives the handlers (session.py, channels.py, chats.py, collab.py) the registration they use (`on`,
 `event`, handlers called as `(sid, *args)`, connect as `(sid, environ, auth)`), and owns the one delivery pipeline
 (`Delivery`): every emit, to a room or to one session, is encoded once and appended to each recipient's Engine.IO
 outbox. Events to recoverable rooms are logged first and carry their offset for the sessions that use offsets
-(connection state recovery, `OwnRecovery`). `EngineBroker` is the services' `Broker` over it.
+(connection state recovery, `Recovery`). `EngineBroker` is the services' `Broker` over it.
 
 Slow readers: a session's unsent frames are bounded by the engine's outbox limits (settings slow_reader_backlog_*);
 while its peer does not read, consecutive chat deltas of one message merge into one frame; past a bound the backlog
@@ -143,7 +143,7 @@ def environ_of(scope: Mapping[str, Any]) -> dict[str, Any]:
 class Delivery:
     """The one delivery pipeline: local rooms and single sessions, with the event log and offsets for recovery."""
 
-    def __init__(self, hub: OwnHub) -> None:
+    def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.eventlog: EventLog | None = None
         self.offset_sids: set[str] = set()
@@ -264,7 +264,7 @@ class Delivery:
         return entry.offset
 
 
-class OwnHub:
+class Hub:
     """The Socket.IO server of the app on chatwire's engine: handler registration, sessions, the ASGI app."""
 
     def __init__(self, settings: Settings) -> None:
@@ -295,7 +295,7 @@ class OwnHub:
         self.handlers: dict[str, Handler] = {}
         self.connect_handler: Handler | None = None
         self.disconnect_handler: Handler | None = None
-        self.recovery: OwnRecovery | None = None
+        self.recovery: Recovery | None = None
         # The app's per-session state (Context.local, set by Realtime): a leaving session's rooms are noted there.
         self.states: Mapping[str, SessionState] = {}
         # Whether a session has authenticated: such a session over the attachment limits gets an error ack and
@@ -459,7 +459,7 @@ class OwnHub:
 class EngineBroker:
     """The services' Broker on the own engine: rooms and sessions of this process, through `Delivery`."""
 
-    def __init__(self, hub: OwnHub, metrics: Metrics | None = None) -> None:
+    def __init__(self, hub: Hub, metrics: Metrics | None = None) -> None:
         self.hub = hub
         self.metrics = metrics
 
@@ -528,11 +528,11 @@ class Tracked:
     replay: list[LogEntry] | None = None
 
 
-class OwnRecovery:
+class Recovery:
     """Connection state recovery on the own engine: pids in the CONNECT reply, parking on a drop, restoring and
     replaying on reconnect, and `since` catch-up (the semantics of docs/PROTOCOL.md)."""
 
-    def __init__(self, hub: OwnHub, ctx: Context) -> None:
+    def __init__(self, hub: Hub, ctx: Context) -> None:
         self.hub = hub
         self.ctx = ctx
         self.delivery = hub.delivery

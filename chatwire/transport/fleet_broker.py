@@ -1,4 +1,4 @@
-"""The fleet Broker on chatwire's own engine: cross-process delivery over the Bus, beside `EngineBroker` (own.py),
+"""The fleet Broker on chatwire's own engine: cross-process delivery over the Bus, beside `EngineBroker` (hub.py),
 which it uses for everything local.
 
 Routing (why not one shared channel that every process decodes, as python-socketio's stock Redis manager does): each
@@ -31,7 +31,7 @@ from chatwire.backends.bus import Bus
 from chatwire.backends.eventlog import LogEntry, format_offset, is_ephemeral, is_recoverable, parse_offset
 from chatwire.metrics import Metrics
 from chatwire.transport.fleet_wire import RELOAD_EVENT, FleetWire, is_room_name, is_rostered
-from chatwire.transport.own import EngineBroker, OwnHub, spread
+from chatwire.transport.hub import EngineBroker, Hub, spread
 
 log = logging.getLogger("chatwire.fleet")
 
@@ -47,12 +47,12 @@ def local_data(msg: dict[str, Any]) -> Any:
     return tuple(msg["d"]) if msg.get("m") else msg["d"]
 
 
-class OwnFleet(FleetWire):
+class FleetBroker(FleetWire):
     """A `Broker` for a fleet member on the own engine; also the receiver of its bus messages."""
 
     def __init__(
         self,
-        hub: OwnHub,
+        hub: Hub,
         bus: Bus,
         host_id: str,
         locate: Locate,
