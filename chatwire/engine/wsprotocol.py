@@ -22,6 +22,7 @@ import asyncio
 import email.utils
 import http
 import logging
+import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
@@ -136,6 +137,25 @@ class EngineWebSocketProtocol(asyncio.Protocol):
             self.close_timer.cancel()
         self.disconnected(1006)
         self.release_drain()
+        self.release_parser()
+
+    def release_parser(self) -> None:
+        """Let the sans-I/O layer's parser end now, and free what it holds without waiting for the collector.
+
+        Its parser is a generator whose frame refers back to the protocol object: a cycle, which the tuned collector
+        (app.py `_tune_gc`) reaches rarely. When the stream ended in the middle (no closing handshake: a peer that
+        drops the TCP connection, as a flooding client does) the parser keeps the error it stopped on, and that
+        error's traceback keeps the parser's frame, with the last frame read (up to `ws_max_size` bytes) in its
+        locals. Ending the stream here (idempotent) and clearing those frames' locals frees it at once."""
+        ws = self.ws
+        ws.receive_eof()
+        self.out.clear()
+        self.fragments = []
+        if ws.state is State.CLOSED:
+            cause = ws.close_exc.__cause__
+            if cause is not None and cause.__traceback__ is not None:
+                traceback.clear_frames(cause.__traceback__)
+                cause.__traceback__ = None
 
     def pause_writing(self) -> None:
         self.writing_paused = True

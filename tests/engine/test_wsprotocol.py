@@ -7,6 +7,7 @@ by websockets' own Sans-I/O *client* (`ClientProtocol`), which masks, fragments 
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 from types import SimpleNamespace
 from typing import Any
@@ -366,6 +367,46 @@ async def test_an_app_crash_after_accept_closes_with_1011() -> None:
     assert [c.code for c in close] == [1011]
 
 
+@pytest.mark.parametrize("ending", ["eof", "reset"])
+async def test_a_connection_dropped_without_the_closing_handshake_frees_its_frames_without_the_collector(
+    ending: str,
+) -> None:
+    """websockets' parser keeps the last frame it read in its locals, and on an unexpected end of stream the error
+    it stopped on keeps that frame through its traceback, in a cycle with the protocol object: with a collector
+    that runs rarely (app.py `_tune_gc`) every dropped connection held its last frame (issue 21)."""
+    big = 600_000
+
+    def held() -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, Frame) and len(o.data) >= big)
+
+    async def sink(scope: Message, receive: Any, send: Any, seen: list[Message]) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    gc.collect()
+    gc.disable()
+    try:
+        peer = Peer(recorder(sink)[1])
+        peer.handshake()
+        await turns()
+        peer.pull()
+        peer.client.send_binary(b"z" * big)
+        peer.push()
+        await turns()
+        peer.pull()
+        assert held() == 1  # the server's parser keeps the last frame it read
+        if ending == "eof":
+            peer.protocol.eof_received()
+        peer.protocol.connection_lost(None)
+        await turns()
+        del peer
+        assert held() == 0
+    finally:
+        gc.enable()
+
+
 def test_the_public_interfaces_the_protocol_relies_on() -> None:
     """Fails when a relied-on public interface of websockets or uvicorn changes (names, parameters, behaviour)."""
     params = inspect.signature(ServerProtocol.__init__).parameters
@@ -387,6 +428,17 @@ def test_the_public_interfaces_the_protocol_relies_on() -> None:
     assert isinstance(server.events_received()[0], Request)
     assert server.reject(403, "no").status_code == 403
     assert hasattr(server, "close_sent") and server.state is State.CONNECTING
+    # an end of stream in the middle: the parser's error is the cause of `close_exc`, with its traceback
+    client = ClientProtocol(parse_uri("ws://x/"))
+    client.send_request(client.connect())
+    server = ServerProtocol()
+    server.receive_data(b"".join(client.data_to_send()))
+    server.send_response(server.accept(server.events_received()[0]))
+    assert server.state is State.OPEN
+    server.receive_eof()
+    server.receive_eof()  # idempotent
+    cause = server.close_exc.__cause__
+    assert server.state is State.CLOSED and isinstance(cause, EOFError) and cause.__traceback__ is not None
     # uvicorn: a protocol class passed as `ws` is used as is, built with these keyword arguments
     config = uvicorn.Config(lambda *a: None, ws=EngineWebSocketProtocol)
     config.load()
