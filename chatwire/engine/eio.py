@@ -38,6 +38,10 @@ RECORD_SEPARATOR = "\x1e"
 # message, written to the socket together ("flush": true writes them at once, so later frames take another write).
 # Without it in the scope every frame is its own `websocket.send`.
 SEND_BATCH = "chatwire.websocket.send_batch"
+# Another extension of that protocol: `scope["extensions"][DIRECT]` is the connection itself, a DirectWebSocket.
+# A session it carries writes on it synchronously at the end of the loop turn in which frames were queued (no
+# writer task per session), and it hands the session each text message first (a pong never wakes the app's task).
+DIRECT = "chatwire.websocket.direct"
 # Seconds between a frame pushed `alone` (a CONNECT reply) and the write after it, so a client that reads one
 # frame per listener (the protocol's compliance suite does) gets them in separate reads, as from Node's server.
 ALONE_GAP = float(os.environ.get("CHATWIRE_ENGINE_ALONE_GAP", "0.01"))
@@ -73,6 +77,46 @@ class EngineConfig:
     allow_websocket: bool = True
 
 
+class WebSocketClosedError(OSError):
+    """Writing on a WebSocket that is closed or closing (what a DirectWebSocket raises)."""
+
+
+class DirectWebSocket(Protocol):
+    """The connection behind the DIRECT extension (chatwire/engine/wsprotocol.py implements it)."""
+
+    @property
+    def writable(self) -> bool:
+        """False while the transport's buffer is over its high-water mark, or once the connection is closing."""
+        ...
+
+    def write_frames(self, frames: Sequence[Frame], flush: bool = False) -> None:
+        """Frame and buffer these (text for str, binary for bytes); `flush`: write the buffer now. Raises
+        WebSocketClosedError once the connection is closing."""
+        ...
+
+    def close(self, code: int) -> None:
+        """Start the closing handshake with `code` (nothing if it is already closing)."""
+        ...
+
+    def attach(self, consumer: DirectConsumer | None) -> None:
+        """From now on hand text messages to `consumer.receive_now` first and tell it when writing may resume."""
+        ...
+
+    async def drain(self) -> None:
+        """Return once the connection is writable again, or lost."""
+        ...
+
+
+class DirectConsumer(Protocol):
+    def receive_now(self, text: str) -> bool:
+        """Called in the connection's data path for each text message; True: handled, the app never sees it."""
+        ...
+
+    def on_writable(self) -> None:
+        """Writing, paused by backpressure, may resume (or the connection was lost)."""
+        ...
+
+
 class EngineHandler(Protocol):
     """What the layer above (Socket.IO) is told about sessions."""
 
@@ -88,14 +132,15 @@ class Session:
 
     __slots__ = (
         "_boundaries",
+        "_direct",
+        "_flush_pending",
+        "_heartbeat",
         "_noop_timer",
         "_outbox",
         "_outbox_bytes",
-        "_ping_timer",
         "_pong_deadline",
         "_probe_close",
         "_tail",
-        "_timeout_timer",
         "_upgrade_timer",
         "_waiter",
         "close_reason",
@@ -122,8 +167,10 @@ class Session:
         self.sending = False  # the WebSocket writer is waiting for the peer to take what it wrote
         self._boundaries: list[int] = []  # outbox positions after which a WebSocket write must end
         self._waiter: asyncio.Future[None] | None = None
-        self._ping_timer: Timer | None = None
-        self._timeout_timer: Timer | None = None
+        self._direct: DirectWebSocket | None = None  # the connection this session writes on itself (DIRECT)
+        self._flush_pending = False  # a direct write is scheduled (end of this turn, or after ALONE_GAP)
+        # One timer for the heartbeat, moved for each ping and each pong; `_pong_deadline` is set while a ping waits.
+        self._heartbeat: Timer | None = None
         self._pong_deadline: float | None = None
         self._upgrade_timer: Timer | None = None
         self._noop_timer: Timer | None = None
@@ -146,8 +193,12 @@ class Session:
     # --- outbox --------------------------------------------------------------------------------------------------
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self._direct is not None and not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self.flush_direct)
 
     def push(self, frame: Frame) -> None:
         """Queue one encoded Engine.IO frame (a text packet, or a binary message)."""
@@ -260,40 +311,113 @@ class Session:
             writes.append(out[cuts[-1] :])
         return writes
 
+    def _take_write(self) -> tuple[list[Frame], bool]:
+        """The frames of the next WebSocket write, and whether more frames wait behind an `alone` boundary."""
+        bounds = self._boundaries
+        if not bounds or bounds[0] >= len(self._outbox):
+            return self.take(), False
+        cut = bounds[0]
+        out = self._outbox[:cut]
+        del self._outbox[:cut]
+        self._boundaries = [b - cut for b in bounds[1:] if b > cut]
+        self._outbox_bytes -= sum(map(len, out))
+        return out, True
+
+    # --- direct writes (the DIRECT extension) ----------------------------------------------------------------------
+    def attach_direct(self, connection: DirectWebSocket) -> None:
+        self._direct = connection
+        connection.attach(self)
+        if self._outbox or self.state is EioState.CLOSED:
+            self._wake()
+
+    def detach_direct(self) -> None:
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            direct.attach(None)
+
+    def receive_now(self, text: str) -> bool:
+        """DirectConsumer: a pong is handled in the connection's data path; everything else goes to the app."""
+        if text == PONG:
+            self.on_pong()
+            return True
+        return False
+
+    def on_writable(self) -> None:
+        """DirectConsumer: the transport drained (or was lost); write what waits."""
+        if self._direct is not None and not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self.flush_direct)
+
+    def flush_direct(self, final: bool = False) -> None:
+        """Write everything queued on the direct connection: one write, or one per `alone` group ALONE_GAP apart
+        (`final`: all at once); once the session is closed and its outbox empty, close the connection."""
+        self._flush_pending = False
+        direct = self._direct
+        if direct is None:
+            return
+        if not direct.writable:
+            self.sending = bool(self._outbox)  # the peer is not reading: on_writable brings us back
+            return
+        self.sending = False
+        try:
+            while self._outbox:
+                frames, more = self._take_write()
+                direct.write_frames(frames, True)
+                if more and not final:
+                    self._flush_pending = True
+                    asyncio.get_running_loop().call_later(ALONE_GAP, self.flush_direct)
+                    return
+                if not direct.writable:
+                    self.sending = bool(self._outbox)
+                    return
+            if self.state is EioState.CLOSED:
+                self._direct = None
+                direct.close(1009 if self.close_reason == "payload too large" else 1000)
+        except OSError:  # closing or lost: nothing more reaches the peer
+            log.debug("direct websocket writes for %s stopped", self.sid, exc_info=True)
+            self._direct = None
+
     # --- heartbeat -----------------------------------------------------------------------------------------------
     def start_heartbeat(self) -> None:
-        self._ping_timer = self.engine.wheel.call_later(
-            self.engine.config.ping_interval_ms / 1000, self._send_ping
-        )
+        self._heartbeat = self.engine.wheel.call_later(self.engine.config.ping_interval_ms / 1000, self._beat)
 
-    def _send_ping(self) -> None:
-        if self.state is EioState.CLOSED:
+    def _beat(self) -> None:
+        """The heartbeat timer: a ping is due (send it, wait pingTimeout for the pong), or its pong is late."""
+        timer = self._heartbeat
+        if self.state is EioState.CLOSED or timer is None:
             return
+        if self._pong_deadline is not None:
+            # A pong that reached the socket before the deadline may still be one loop turn from being read:
+            # decide on that turn, not this one.
+            asyncio.get_running_loop().call_soon(self._ping_timed_out_now)
+            return
+        wheel = self.engine.wheel
         timeout = self.engine.config.ping_timeout_ms / 1000
         # Two clocks: the client gets the whole pingTimeout from the moment the ping actually leaves (a busy server
         # is not the client's fault), while a poll that arrives instead of a pong is judged against the moment the
         # ping was due (see overdue()).
-        due = self._ping_timer.deadline if self._ping_timer is not None else self.engine.wheel.now()
-        self._pong_deadline = due + timeout
-        self._timeout_timer = self.engine.wheel.call_later(timeout, self._ping_timed_out)
+        self._pong_deadline = timer.deadline + timeout
+        wheel.move(timer, wheel.now() + timeout)
+        direct = self._direct
+        if direct is not None and not self._outbox and direct.writable:
+            try:  # straight onto the socket: nothing queued that it could overtake
+                direct.write_frames((PING,), True)
+                return
+            except OSError:
+                pass  # closing: the receiving side ends the session
         self.push(PING)
 
-    def _ping_timed_out(self) -> None:
-        # A pong that reached the socket before the deadline may still be one loop turn from being read (the
-        # server's protocol hands it to the reading task on the next turn): decide on that turn, not this one.
-        asyncio.get_running_loop().call_soon(self._ping_timed_out_now)
-
     def _ping_timed_out_now(self) -> None:
-        if self._timeout_timer is not None and self.state is not EioState.CLOSED:
+        if self._pong_deadline is not None and self.state is not EioState.CLOSED:
             self.close("ping timeout")
 
     def on_pong(self) -> None:
-        if self._timeout_timer is None:
+        timer = self._heartbeat
+        if self._pong_deadline is None or timer is None:
             return  # a pong nobody asked for changes nothing
-        self._timeout_timer.cancel()
-        self._timeout_timer = None
         self._pong_deadline = None
-        self.start_heartbeat()
+        wheel = self.engine.wheel
+        wheel.move(timer, wheel.now() + self.engine.config.ping_interval_ms / 1000)
 
     def overdue(self) -> bool:
         """True when a ping is unanswered pingTimeout after it was due, even if the timer has not run yet."""
@@ -367,7 +491,7 @@ class Session:
         probe = self._probe_close
         self.transition(EioState.CLOSED)
         self.close_reason = reason
-        for timer in (self._ping_timer, self._timeout_timer, self._upgrade_timer):
+        for timer in (self._heartbeat, self._upgrade_timer):
             if timer is not None:
                 timer.cancel()
         self._clear_upgrade()
@@ -713,7 +837,12 @@ class EngineServer:
             raise
 
     async def _run_websocket(self, session: Session, receive: Receive, send: Send) -> None:
-        writer = asyncio.ensure_future(self._ws_writer(session, send))
+        direct: DirectWebSocket | None = session.scope.get("extensions", {}).get(DIRECT)
+        writer: asyncio.Future[None] | None = None
+        if direct is not None:
+            session.attach_direct(direct)
+        else:
+            writer = asyncio.ensure_future(self._ws_writer(session, send))
         limit = self.config.max_payload
         try:
             while session.state is not EioState.CLOSED:
@@ -739,7 +868,10 @@ class EngineServer:
             raise
         finally:
             session.close("transport close")
-            await writer
+            if writer is not None:
+                await writer
+            else:
+                await _finish_direct(session, direct)
 
     async def _ws_writer(self, session: Session, send: Send) -> None:
         batch = SEND_BATCH in session.scope.get("extensions", {})
@@ -779,6 +911,20 @@ class EngineServer:
 
 _TEXT = [(b"content-type", b"text/plain; charset=UTF-8")]
 _closing: set[asyncio.Future[None]] = set()  # probe closes under way, referenced until they finish
+
+
+async def _finish_direct(session: Session, direct: DirectWebSocket | None) -> None:
+    """Write what the closed session still holds, then its close frame, waiting out backpressure."""
+    try:
+        while direct is not None and session.has_output():
+            session.flush_direct(final=True)
+            if session.has_output():
+                await direct.drain()
+                if not direct.writable:
+                    break  # lost
+        session.flush_direct(final=True)
+    finally:
+        session.detach_direct()
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

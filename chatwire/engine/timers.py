@@ -16,14 +16,16 @@ def _nothing() -> None:
 
 
 class Timer:
-    """One scheduled callback; `cancel()` makes the wheel skip it (lazy removal, O(1))."""
+    """One scheduled callback; `cancel()` makes the wheel skip it (lazy removal, O(1)). `TimerWheel.move` schedules
+    the same timer again (a heartbeat keeps one timer for the life of its session)."""
 
-    __slots__ = ("callback", "cancelled", "deadline")
+    __slots__ = ("callback", "cancelled", "deadline", "tick")
 
-    def __init__(self, deadline: float, callback: Callable[[], None]) -> None:
+    def __init__(self, deadline: float, callback: Callable[[], None], tick: int) -> None:
         self.deadline = deadline
         self.callback = callback
-        self.cancelled = False
+        self.cancelled = False  # cancelled, or fired and not scheduled again
+        self.tick = tick  # the bucket it waits in; an entry left in another bucket by `move` is skipped
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -59,8 +61,25 @@ class TimerWheel:
     def call_at(self, deadline: float, callback: Callable[[], None]) -> Timer:
         """Run `callback` once, no earlier than `deadline` on the loop clock."""
         self._now()
-        timer = Timer(deadline, callback)
-        tick = math.ceil(timer.deadline / self.resolution)
+        timer = Timer(deadline, callback, math.ceil(deadline / self.resolution))
+        self._insert(timer)
+        return timer
+
+    def move(self, timer: Timer, deadline: float) -> None:
+        """Schedule `timer` (pending or already fired) for `deadline` instead; nothing for a cancelled one. No new
+        object: its old entry, if any, stays in its bucket and is skipped there."""
+        if timer.callback is _nothing:
+            return
+        tick = math.ceil(deadline / self.resolution)
+        timer.deadline = deadline
+        if tick == timer.tick and not timer.cancelled:
+            return  # already waiting in that bucket
+        timer.tick = tick
+        timer.cancelled = False
+        self._insert(timer)
+
+    def _insert(self, timer: Timer) -> None:
+        tick = timer.tick
         bucket = self._buckets.get(tick)
         if bucket is None:
             self._buckets[tick] = [timer]
@@ -69,7 +88,6 @@ class TimerWheel:
                 self._arm(tick)
         else:
             bucket.append(timer)
-        return timer
 
     def _arm(self, tick: int) -> None:
         assert self._loop is not None
@@ -86,7 +104,7 @@ class TimerWheel:
         while self._ticks and self._ticks[0] <= now_tick:
             tick = heapq.heappop(self._ticks)
             for timer in self._buckets.pop(tick, ()):
-                if not timer.cancelled:
+                if not timer.cancelled and timer.tick == tick:
                     timer.cancelled = True
                     try:
                         timer.callback()
@@ -96,4 +114,6 @@ class TimerWheel:
             self._arm(self._ticks[0])
 
     def __len__(self) -> int:
-        return sum(1 for bucket in self._buckets.values() for t in bucket if not t.cancelled)
+        return sum(
+            1 for tick, bucket in self._buckets.items() for t in bucket if not t.cancelled and t.tick == tick
+        )

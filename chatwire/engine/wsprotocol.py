@@ -23,8 +23,7 @@ import email.utils
 import http
 import logging
 import traceback
-from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -34,7 +33,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from chatwire.engine.eio import SEND_BATCH
+from chatwire.engine.eio import DIRECT, SEND_BATCH, DirectConsumer, WebSocketClosedError
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,9 @@ FLUSH_NOW = 256 * 1024  # bytes buffered within one turn that are written at onc
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the peer to end TCP after our close frame
 
 
-class WebSocketClosed(OSError):
-    """`send` on a connection that is closed or closing (ASGI asks for an IOError subclass)."""
+WebSocketClosed = WebSocketClosedError  # `send` on a connection that is closed or closing (ASGI: an IOError)
+_NO_OPTIONS: dict[str, Any] = {}  # the scope's extension entries that carry no options, one dict for all
+_ASGI = {"version": "3.0", "spec_version": "2.4"}
 
 
 def frame_bytes(frame: str | bytes) -> bytes:
@@ -82,7 +82,41 @@ class EngineWebSocketProtocol(asyncio.Protocol):
     """One upgraded connection: handshake, frames in and out, close handshake, and the ASGI app's task.
 
     Built by uvicorn as `cls(config=..., server_state=..., app_state=...)`; uses `config.loaded_app`,
-    `config.ws_max_size`, `config.root_path`, `server_state.connections/tasks/default_headers` (all public)."""
+    `config.ws_max_size`, `config.root_path`, `server_state.connections/tasks/default_headers` (all public).
+
+    It is also the DirectWebSocket of the engine's DIRECT extension (chatwire/engine/eio.py): synchronous writes,
+    and text messages handed to an attached consumer before they are queued for the app."""
+
+    __slots__ = (
+        "accepted",
+        "app",
+        "app_state",
+        "close_timer",
+        "closed_sent",
+        "consumer",
+        "disconnect_code",
+        "drain_waiter",
+        "flush_scheduled",
+        "fragment_opcode",
+        "fragments",
+        "handshake_done",
+        "inbox",
+        "inbox_bytes",
+        "inbox_waiter",
+        "loop",
+        "lost",
+        "out",
+        "out_size",
+        "reading_paused",
+        "request",
+        "response_start",
+        "root_path",
+        "server_state",
+        "task",
+        "transport",
+        "writing_paused",
+        "ws",
+    )
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any] | None = None) -> None:
         self.app: Callable[..., Awaitable[None]] = config.loaded_app
@@ -98,7 +132,7 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         self.closed_sent = False
         self.lost = False
         self.disconnect_code: int | None = None
-        self.inbox: deque[Message] = deque()
+        self.inbox: list[Message] = []  # a list: most connections hold nothing here for most of their life
         self.inbox_bytes = 0  # payload bytes of the messages in `inbox`
         self.inbox_waiter: asyncio.Future[None] | None = None
         self.reading_paused = False
@@ -112,6 +146,7 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         self.response_start: Message | None = None
         self.close_timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
+        self.consumer: DirectConsumer | None = None
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -138,6 +173,9 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         self.disconnected(1006)
         self.release_drain()
         self.release_parser()
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            consumer.on_writable()  # what waited to be written learns that it never will be
 
     def release_parser(self) -> None:
         """Let the sans-I/O layer's parser end now, and free what it holds without waiting for the collector.
@@ -163,6 +201,8 @@ class EngineWebSocketProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.writing_paused = False
         self.release_drain()
+        if self.consumer is not None:
+            self.consumer.on_writable()
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: close an open WebSocket with 1012 (service restart), anything else at once."""
@@ -213,6 +253,9 @@ class EngineWebSocketProtocol(asyncio.Protocol):
                 self.closed_sent = True
                 self.disconnected(1007)
                 return
+            consumer = self.consumer
+            if consumer is not None and consumer.receive_now(text):
+                return
             self.enqueue({"type": "websocket.receive", "text": text}, len(text))  # as `receive` subtracts it
         else:
             self.enqueue({"type": "websocket.receive", "bytes": data}, len(data))
@@ -259,7 +302,7 @@ class EngineWebSocketProtocol(asyncio.Protocol):
                 await waiter
             finally:
                 self.inbox_waiter = None
-        message = self.inbox.popleft()
+        message = self.inbox.pop(0)
         if message["type"] == "websocket.receive":
             data = message.get("bytes")
             self.inbox_bytes -= len(data) if data is not None else len(message.get("text") or "")
@@ -325,12 +368,30 @@ class EngineWebSocketProtocol(asyncio.Protocol):
                 waiter = self.drain_waiter = self.loop.create_future()
             await waiter
 
-    def write_frames(self, frames: list[Any]) -> None:
+    # --- DirectWebSocket (the engine's DIRECT extension) -------------------------------------------------------------
+    @property
+    def writable(self) -> bool:
+        return not (self.writing_paused or self.closed_sent or self.lost) and self.ws.state is State.OPEN
+
+    def write_frames(self, frames: Sequence[Any], flush: bool = False) -> None:
         if self.closed_sent or self.lost or self.ws.state is not State.OPEN:
             raise WebSocketClosed("websocket is closed")
         encode = _cache.encode
         for frame in frames:
             self.buffer(encode(frame))
+        if flush:
+            self.flush()
+
+    def close(self, code: int) -> None:
+        if self.accepted and not self.closed_sent and self.ws.state is State.OPEN:
+            self.closed_sent = True
+            self.ws.send_close(code, "")
+            self.drop_inbox()
+            self.disconnected(code)
+            self.pump()
+
+    def attach(self, consumer: DirectConsumer | None) -> None:
+        self.consumer = consumer
 
     async def send(self, message: Message) -> None:
         """ASGI send, plus `chatwire.websocket.send_batch` ({"frames": [str | bytes, ...]})."""
@@ -431,7 +492,7 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         root = self.root_path
         scope: dict[str, Any] = {
             "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "asgi": _ASGI,
             "http_version": "1.1",
             "scheme": "wss" if self.transport.get_extra_info("sslcontext") else "ws",
             "server": _address(self.transport.get_extra_info("sockname")),
@@ -443,7 +504,7 @@ class EngineWebSocketProtocol(asyncio.Protocol):
             "headers": headers,
             "subprotocols": subprotocols,
             "state": dict(self.app_state),
-            "extensions": {"websocket.http.response": {}, SEND_BATCH: {}},
+            "extensions": {"websocket.http.response": _NO_OPTIONS, SEND_BATCH: _NO_OPTIONS, DIRECT: self},
         }
         self.inbox.append({"type": "websocket.connect"})
         self.task = self.loop.create_task(self.run_app(scope))

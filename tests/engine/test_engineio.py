@@ -9,6 +9,7 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import time
 from typing import Any
 
@@ -330,3 +331,40 @@ async def test_second_websocket_before_the_first_probes_is_closed(slow_engine: E
         second = await ws_frames(engine.ws(sid), [{"send": "2probe"}], linger=800)
         assert "3probe" not in texts(second) and closed(second) is not None
         assert texts(await first) == ["3probe", "3"]  # upgraded: its own ping is answered over this socket
+
+
+async def test_an_idle_websocket_session_has_no_writer_task_one_timer_and_pongs_that_skip_the_app(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On chatwire's own WebSocket protocol (the DIRECT extension): the session writes on the connection itself
+    (no writer task), its heartbeat is one timer moved for each ping and pong, and a pong is handled in the
+    connection's data path without waking the app's task (issue 18: idle CPU and memory per connection)."""
+    import websockets
+
+    if os.environ.get("CHATWIRE_ENGINE_WS"):
+        pytest.skip("runs on one of uvicorn's WebSocket protocols, which has no DIRECT extension")
+    eio = engine.server.engine
+    seen: list[Any] = []
+    receive_frame = eio.receive_frame
+
+    async def spy(session: Any, frame: Any) -> None:
+        seen.append(frame)
+        await receive_frame(session, frame)
+
+    monkeypatch.setattr(eio, "receive_frame", spy)
+    async with websockets.connect(engine.ws()) as ws:
+        assert str(await ws.recv()).startswith("0")
+        await ws.send("40")
+        assert str(await ws.recv()).startswith("40")
+        pings = 0
+        while pings < 4:  # ping 300 ms, timeout 200 ms: the session lives only if every pong counts
+            if await ws.recv() == "2":
+                pings += 1
+                await ws.send("3")
+        session = next(iter(eio.sessions.values()))
+        assert session.state is EioState.WEBSOCKET
+        names = [t.get_coro().__qualname__ for t in asyncio.all_tasks()]  # type: ignore[union-attr]
+        assert not [n for n in names if "_ws_writer" in n]
+        assert names.count("EngineWebSocketProtocol.run_app") == 1
+        assert len(eio.wheel) == 1  # the heartbeat (the connect timeout went with the CONNECT)
+    assert seen == ["40"]

@@ -62,6 +62,29 @@ async def test_timer_wheel_never_fires_early_and_honours_cancel() -> None:
     assert len(wheel) == 0
 
 
+async def test_a_moved_timer_fires_once_at_its_new_deadline_and_can_be_moved_again_after_firing() -> None:
+    wheel = TimerWheel(resolution=0.01)
+    loop = asyncio.get_running_loop()
+    fired: list[float] = []
+    start = loop.time()
+    timer = wheel.call_later(0.05, lambda: fired.append(loop.time() - start))
+    wheel.move(timer, start + 0.10)  # later: the entry in the 0.05 bucket is skipped
+    assert len(wheel) == 1
+    await asyncio.sleep(0.07)
+    assert fired == []
+    wheel.move(timer, start + 0.08)  # earlier than the last move
+    await asyncio.sleep(0.08)
+    assert len(fired) == 1 and 0.08 - 1e-3 <= fired[0] < 0.13
+    assert len(wheel) == 0
+    wheel.move(timer, loop.time() + 0.02)  # the same timer, again, after it fired
+    await asyncio.sleep(0.06)
+    assert len(fired) == 2
+    timer.cancel()
+    wheel.move(timer, loop.time() + 0.01)  # a cancelled timer stays cancelled
+    await asyncio.sleep(0.04)
+    assert len(fired) == 2 and len(wheel) == 0
+
+
 async def test_timer_wheel_survives_a_failing_callback() -> None:
     wheel = TimerWheel()
     fired: list[int] = []
