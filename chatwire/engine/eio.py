@@ -863,6 +863,8 @@ class EngineServer:
                     session.close("parse error")
                     break
                 await self.receive_frame(session, frame)
+                # an idle session waits in `receive` for a long time: not with its last message in its locals
+                msg = frame = text = None  # type: ignore[assignment]
         except Exception:
             session.close("transport error")
             raise

@@ -70,9 +70,15 @@ class _FrameCache:
 
     def encode(self, frame: str | bytes) -> bytes:
         if frame is not self.frame:
+            constant = _ONE_CHAR.get(frame) if type(frame) is str and len(frame) == 1 else None
+            if constant is not None:
+                return constant  # a ping, pong, noop...: framed once for the process
             self.data = frame_bytes(frame)
             self.frame = frame
         return self.data
+
+
+_ONE_CHAR = {c: frame_bytes(c) for c in "0123456"}  # Engine.IO's one-character packets
 
 
 _cache = _FrameCache()
@@ -377,10 +383,16 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         if self.closed_sent or self.lost or self.ws.state is not State.OPEN:
             raise WebSocketClosed("websocket is closed")
         encode = _cache.encode
+        if flush:  # written now: nothing to schedule for the end of the turn
+            out = self.out
+            for frame in frames:
+                data = encode(frame)
+                out.append(data)
+                self.out_size += len(data)
+            self.flush()
+            return
         for frame in frames:
             self.buffer(encode(frame))
-        if flush:
-            self.flush()
 
     def close(self, code: int) -> None:
         if self.accepted and not self.closed_sent and self.ws.state is State.OPEN:
