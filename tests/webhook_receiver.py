@@ -16,6 +16,7 @@ import orjson
 import uvicorn
 
 from tests.conftest import free_port
+from tests.rawhttp import serving
 
 
 @dataclass
@@ -100,21 +101,11 @@ async def run_receiver() -> AsyncIterator[Receiver]:
     receiver = Receiver()
     port = free_port()
     receiver.url = f"http://127.0.0.1:{port}"
-    server = uvicorn.Server(
-        uvicorn.Config(
-            receiver.app, host="127.0.0.1", port=port, log_config=None, lifespan="on", interface="asgi3"
-        )
+    config = uvicorn.Config(
+        receiver.app, host="127.0.0.1", port=port, log_config=None, lifespan="on", interface="asgi3"
     )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield receiver
-    finally:
-        receiver._release.set()
-        server.should_exit = True
-        server.force_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
+    async with serving(config, force=True):
+        try:
+            yield receiver
+        finally:
+            receiver._release.set()

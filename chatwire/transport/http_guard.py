@@ -4,25 +4,36 @@ connections per client IP whose first request has not finished its headers (slow
 uvicorn closes idle keep-alive connections, but a connection that never finishes a request's headers (nothing
 sent, or one header line every few seconds) is kept forever, each holding a socket and a parser. Here every
 request's headers must be complete within `header_timeout` seconds and within `MAX_HEADER_BYTES`; past either,
-the connection is closed (408/431 when nothing was answered yet). A client IP may hold at most
-`max_pending_per_ip` connections that have not completed their first request's headers; more are closed at
-once. Websocket upgrades count until their handshake request is complete, then leave the table.
+the connection is closed (408/431). A client IP may hold at most `max_pending_per_ip` connections that have not
+completed their first request's headers; more are closed at once. Websocket upgrades count until their handshake
+request is complete, then leave the table.
+
+The guard composes uvicorn's protocol instead of deriving from it: `HttpGuard` is the asyncio.Protocol the event
+loop's transport (asyncio's or uvloop's) talks to, and hands every call on to the uvicorn protocol it holds, which
+sees the transport itself. It follows the requests with its own httptools parser (message begin, headers complete)
+and uses nothing of uvicorn but its constructor and the asyncio.Protocol methods. A 408 is written on a stalled
+later request of a kept-alive connection as on the first: a client that does not pipeline has its previous answer
+by then (a pipelining one that stalls while an answer still streams sees the status after that answer's bytes
+before the close).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, ClassVar
+
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
 
 log = logging.getLogger("chatwire.http")
 
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers of one request
 
 try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    import httptools
 except ImportError:  # uvicorn without httptools: uvicorn's own protocol, unguarded
-    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+    httptools = None  # type: ignore[assignment]
 
 
 class PendingTable:
@@ -47,88 +58,143 @@ class PendingTable:
             self.counts.pop(ip, None)
 
 
-def http_protocol(header_timeout: float, max_pending_per_ip: int) -> Any:
-    """The `http=` protocol class for uvicorn: httptools' protocol with the guard, bound to these limits (each
-    call makes its own table, so servers in one process do not share counts); "auto" without httptools."""
-    if HttpToolsProtocol is None:
-        return "auto"
-    table = PendingTable(max_pending_per_ip)
+class HttpGuard(asyncio.Protocol):
+    """The protocol uvicorn makes per connection: its own HTTP protocol inside, with a header deadline per request
+    and the per-IP table of unfinished ones around it. `http_protocol` binds the class attributes."""
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc,valid-type]
-        """httptools' protocol with a header deadline per request and the per-IP table of unfinished ones."""
+    inner_class: ClassVar[Any]
+    header_timeout: ClassVar[float]
+    table: ClassVar[PendingTable]
 
-        pending = table
+    __slots__ = (
+        "header_bytes",
+        "in_headers",
+        "inner",
+        "ip",
+        "loop",
+        "parser",
+        "pending",
+        "timer",
+        "transport",
+    )
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._guard_ip: str | None = None
-            self._guard_timer: asyncio.TimerHandle | None = None
-            self._guard_bytes = 0
-            self._in_headers = True
-            ip = self.client[0] if self.client else None
-            if ip is not None:
-                if not table.enter(ip):
-                    log.info("connection refused: too many unfinished requests", extra={"remote": ip})
-                    transport.close()
-                    return
-                self._guard_ip = ip
-            self._arm()
+    def __init__(self, **kwargs: Any) -> None:
+        # uvicorn's arguments (config, server_state, app_state and its loop) go to its protocol unchanged.
+        self.inner: asyncio.Protocol = self.inner_class(**kwargs)
+        self.loop = asyncio.get_running_loop()
+        # asyncio's transport or uvloop's (which derives from none of asyncio's transport classes).
+        self.transport: Any = None
+        self.parser: Any = None
+        self.ip: str | None = None  # the client's address
+        self.pending = False  # counted in the table: its first request's headers are not complete
+        self.timer: asyncio.TimerHandle | None = None
+        self.header_bytes = 0
+        self.in_headers = True
 
-        def _arm(self) -> None:
-            self._in_headers = True
-            self._guard_bytes = 0
-            if self._guard_timer is None:
-                self._guard_timer = self.loop.call_later(header_timeout, self._too_slow)
+    # asyncio.Protocol
 
-        def _disarm(self) -> None:
-            self._in_headers = False
-            if self._guard_timer is not None:
-                self._guard_timer.cancel()
-                self._guard_timer = None
-            if self._guard_ip is not None:
-                table.leave(self._guard_ip)
-                self._guard_ip = None
-
-        def _too_slow(self) -> None:
-            self._guard_timer = None
-            log.info("connection closed: request headers too slow", extra={"remote": self._remote()})
-            self._refuse(b"408 Request Timeout")
-
-        def _refuse(self, status: bytes) -> None:
-            self._disarm()
-            if self.transport.is_closing():
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.inner.connection_made(transport)
+        self.parser = httptools.HttpRequestParser(self)
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) and peer else None
+        self.ip = ip
+        if ip is not None:
+            if not self.table.enter(ip):
+                log.info("connection refused: too many unfinished requests", extra={"remote": ip})
+                self.parser = None
+                transport.close()
                 return
-            if self.cycle is None or self.cycle.response_complete:  # nothing in flight: say why
-                self.transport.write(
-                    b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                )
-            self.transport.close()
+            self.pending = True
+        self.timer = self.loop.call_later(self.header_timeout, self.too_slow)
 
-        def _remote(self) -> str:
-            return self.client[0] if self.client else "?"
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is not None:
+            try:
+                parser.feed_data(data)
+            except httptools.HttpParserUpgrade:  # the handshake's headers are complete; the rest is not HTTP
+                self.stop_guarding()
+            except httptools.HttpParserError:  # uvicorn's parser refuses it too (400) and closes
+                self.stop_guarding()
+            else:
+                if self.in_headers:  # this whole chunk is request line and headers still
+                    self.header_bytes += len(data)
+                    if self.header_bytes > MAX_HEADER_BYTES:
+                        log.info(
+                            "connection closed: request headers too large", extra={"remote": self.remote()}
+                        )
+                        self.refuse(b"431 Request Header Fields Too Large")
+                        return
+        self.inner.data_received(data)
 
-        def data_received(self, data: bytes) -> None:
-            if self._in_headers:
-                self._guard_bytes += len(data)
-                if self._guard_bytes > MAX_HEADER_BYTES:
-                    log.info("connection closed: request headers too large", extra={"remote": self._remote()})
-                    self._refuse(b"431 Request Header Fields Too Large")
-                    return
-            super().data_received(data)
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
 
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            if not self._in_headers:  # the next request on a kept-alive connection gets a deadline too
-                self._guard_bytes = 0
-                self._in_headers = True
-                self._guard_timer = self.loop.call_later(header_timeout, self._too_slow)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_guarding()
+        self.inner.connection_lost(exc)
 
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            super().on_headers_complete()
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
 
-    return GuardedHttpToolsProtocol
+    # httptools parser callbacks
+
+    def on_message_begin(self) -> None:
+        self.in_headers = True
+        self.header_bytes = 0
+        if self.timer is None:  # a later request of a kept-alive connection gets a deadline too
+            self.timer = self.loop.call_later(self.header_timeout, self.too_slow)
+
+    def on_headers_complete(self) -> None:
+        self.disarm()
+
+    # the guard
+
+    def disarm(self) -> None:
+        self.in_headers = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.pending:
+            self.pending = False
+            self.table.leave(self.ip or "")
+
+    def stop_guarding(self) -> None:
+        self.disarm()
+        self.parser = None  # the parser refers to this object: let both go
+
+    def too_slow(self) -> None:
+        self.timer = None
+        log.info("connection closed: request headers too slow", extra={"remote": self.remote()})
+        self.refuse(b"408 Request Timeout")
+
+    def refuse(self, status: bytes) -> None:
+        self.stop_guarding()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        transport.close()
+
+    def remote(self) -> str:
+        return self.ip or "?"
+
+
+def http_protocol(header_timeout: float, max_pending_per_ip: int, inner: str = "httptools") -> Any:
+    """The `http=` protocol class for uvicorn: uvicorn's `inner` protocol ("httptools" or "h11") inside the
+    guard, bound to these limits (each call makes its own table, so servers in one process do not share counts);
+    "auto" without httptools, whose parser the guard follows the requests with."""
+    if httptools is None:
+        return "auto"
+    bound = {
+        "inner_class": import_from_string(HTTP_PROTOCOLS[inner]),
+        "header_timeout": header_timeout,
+        "table": PendingTable(max_pending_per_ip),
+        "__slots__": (),
+    }
+    return type("GuardedHttpProtocol", (HttpGuard,), bound)

@@ -26,6 +26,7 @@ from chatwire.transport.server import ws_protocol_for
 from tests.conftest import RunningServer, free_port, run_server
 from tests.integration.test_fuzz import RawSocket
 from tests.integration.test_persistence import make_chat, stored
+from tests.rawhttp import closed, drip, opened, serving
 from tests.sio import RecordingClient
 
 SMALL = 64 * 1024  # CHATWIRE_MAX_ATTACHMENT_BYTES of the servers below
@@ -350,36 +351,8 @@ async def guarded_server(settings: Settings, timeout: float, pending: int) -> As
         ws=ws_protocol_for(settings),
         http=http_protocol(timeout, pending),
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
+    async with serving(config):
         yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
-
-
-async def _open(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    host, port = address.split(":")
-    return await asyncio.open_connection(host, int(port))
-
-
-async def _closed(reader: asyncio.StreamReader, within: float) -> bytes | None:
-    """What the server sent before closing, if it closed within `within` seconds; None if still open."""
-    got = b""
-    try:
-        async with asyncio.timeout(within):
-            while chunk := await reader.read(4096):
-                got += chunk
-    except TimeoutError:
-        return None
-    except ConnectionError:
-        pass
-    return got
 
 
 async def test_slowloris_headers_are_cut_off_and_unfinished_connections_per_ip_are_bounded(
@@ -387,40 +360,32 @@ async def test_slowloris_headers_are_cut_off_and_unfinished_connections_per_ip_a
 ) -> None:
     async with guarded_server(settings, timeout=1.0, pending=3) as address:
         # One header line every 0.3 s, never finished: closed with 408 at the deadline (not kept forever).
-        reader, writer = await _open(address)
+        reader, writer = await opened(address)
         writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         loop = asyncio.get_running_loop()
         started = loop.time()
-
-        async def drip() -> None:
-            with contextlib.suppress(ConnectionError):
-                for i in range(20):
-                    writer.write(f"X-Drip-{i}: 1\r\n".encode())
-                    await writer.drain()
-                    await asyncio.sleep(0.3)
-
-        dripping = asyncio.create_task(drip())
-        answer = await _closed(reader, within=5)
+        dripping = asyncio.create_task(drip(writer, every=0.3))
+        answer = await closed(reader, within=5)
         dripping.cancel()
         writer.close()
         assert answer is not None and answer.startswith(b"HTTP/1.1 408"), answer
         assert loop.time() - started < 3
         # Three silent connections fill this IP's table: a fourth is closed at once, without an answer.
-        silent = [await _open(address) for _ in range(3)]
+        silent = [await opened(address) for _ in range(3)]
         await asyncio.sleep(0.1)
-        reader4, writer4 = await _open(address)
-        assert await _closed(reader4, within=0.5) == b""
+        reader4, writer4 = await opened(address)
+        assert await closed(reader4, within=0.5) == b""
         writer4.close()
         # A client that finishes its headers is served as usual, meanwhile and after.
         for r, w in silent:
-            assert (await _closed(r, within=3) or b"").startswith(b"HTTP/1.1 408")
+            assert (await closed(r, within=3) or b"").startswith(b"HTTP/1.1 408")
             w.close()
         async with httpx.AsyncClient(base_url=f"http://{address}") as http:
             assert (await http.get("/health")).status_code == 200
             # The second request of a kept-alive connection gets its own deadline.
-        reader, writer = await _open(address)
+        reader, writer = await opened(address)
         writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n")
-        answer = await _closed(reader, within=5)
+        answer = await closed(reader, within=5)
         writer.close()
         assert answer is not None and answer.startswith(b"HTTP/1.1 200") and b"408" in answer, answer
 
