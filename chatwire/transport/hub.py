@@ -48,6 +48,7 @@ log = logging.getLogger("chatwire.socket")
 
 NAMESPACE = "/"
 SOCKETIO_PATH = "ws/socket.io"
+LIFECYCLE = ("connect", "disconnect")  # app handlers the hub runs in its own connect and disconnect
 DELTA_TYPES = ("message", "chat:message:delta")
 RELOAD: dict[str, Any] = {"chat_id": None, "message_id": None, "data": {"type": "chat:reload", "data": {}}}
 # Disconnect reasons after which a session is not parked: the client or the server meant it.
@@ -292,9 +293,8 @@ class Hub:
         self.namespace = self.server.of(NAMESPACE)
         self.sockets: dict[str, Socket] = {}  # every socket of `/`, from the start of its connect handler
         self.delivery = Delivery(self)
+        # The app's handlers by event (its socket events, and "connect", "disconnect", "*"): the one table.
         self.handlers: dict[str, Handler] = {}
-        self.connect_handler: Handler | None = None
-        self.disconnect_handler: Handler | None = None
         self.recovery: Recovery | None = None
         # The app's per-session state (Context.local, set by Realtime): a leaving session's rooms are noted there.
         self.states: Mapping[str, SessionState] = {}
@@ -315,25 +315,34 @@ class Hub:
 
     # --- registration (python-socketio's shape, which the handlers are written in) -------------------------------
     def on(self, event: str) -> Callable[[Handler], Handler]:
+        """Decorator: `handler(sid, *args)` runs for `event` (`"*"`: `handler(event, sid, *args)` for any event
+        without its own; "connect" and "disconnect" run in the hub's own lifecycle below)."""
+        if event == "disconnecting":
+            raise ValueError("the hub handles 'disconnecting' itself (rooms noted, then 'disconnect')")
+
         def register(handler: Handler) -> Handler:
-            if event == "connect":
-                self.connect_handler = handler
-            elif event == "disconnect":
-                self.disconnect_handler = handler
-            elif event == "*":
-                self.namespace.on("*")(lambda socket, name, *args: handler(name, socket.sid, *args))
-            else:
-                self.handlers[event] = handler
+            self.handlers[event] = handler
+            if event not in LIFECYCLE:
                 self.namespace.on(event)(self._dispatcher(event))
             return handler
 
         return register
+
+    @property
+    def connect_handler(self) -> Handler | None:
+        return self.handlers.get("connect")
+
+    @property
+    def disconnect_handler(self) -> Handler | None:
+        return self.handlers.get("disconnect")
 
     def event(self, handler: Handler) -> Handler:
         return self.on(handler.__name__)(handler)
 
     def _dispatcher(self, event: str) -> Callable[..., Awaitable[Any]]:
         # looked up on every call, so a wrapper installed later (recovery's user-join) takes effect
+        if event == "*":
+            return lambda socket, name, *args: self.handlers["*"](name, socket.sid, *args)
         return lambda socket, *args: self.handlers[event](socket.sid, *args)
 
     # --- lifecycle -----------------------------------------------------------------------------------------------

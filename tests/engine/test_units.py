@@ -223,3 +223,23 @@ def test_frames_pushed_alone_end_a_websocket_write_and_polling_ignores_the_cut()
     assert session.take() == ["40y", "42z"]  # a poll carries everything at once
     session.push("42w")
     assert session.take_writes() == [["42w"]]
+
+
+def test_the_hub_keeps_its_handlers_in_one_table_and_leaves_disconnecting_to_itself(tmp_path: Path) -> None:
+    from chatwire.config import Settings
+    from chatwire.transport.hub import Hub
+
+    hub = Hub(Settings(data_dir=tmp_path, _env_file=None))  # type: ignore[call-arg]
+
+    async def connect(sid: str, environ: Any, auth: Any) -> None: ...
+
+    async def ping(sid: str, data: Any) -> str:
+        return "pong"
+
+    hub.on("connect")(connect)
+    hub.on("ping")(ping)
+    assert hub.handlers == {"connect": connect, "ping": ping} and hub.connect_handler is connect
+    # the engine's namespace runs the hub's own connect (which calls the app's) and a dispatcher for the event
+    assert "ping" in hub.namespace.handlers and hub.namespace.connect_handler is not connect
+    with pytest.raises(ValueError):
+        hub.on("disconnecting")
