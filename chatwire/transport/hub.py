@@ -287,6 +287,9 @@ class Hub:
             config,
             max_attachments=settings.max_attachments,
             max_attachment_bytes=settings.max_attachment_bytes,
+            max_handlers=settings.socket_max_handlers,
+            # the rate limiter admits at most a burst of events at once: room for all of them to wait
+            max_waiting=settings.rate_limit_burst,
         )
         self.server.engine.on_backlog_overflow = self._overflow
         self.namespace = self.server.of(NAMESPACE)
@@ -302,6 +305,7 @@ class Hub:
         # keeps its connection; an anonymous one is closed.
         self.is_authenticated: Callable[[str], bool] = lambda _sid: False
         self.server.attachment_refusal = self._attachment_refusal
+        self.server.event_refusal = self._event_refusal
         self.overflows = 0
         ns = self.namespace
         # sid -> the task running the app's disconnect handler (recovery waits for a superseded session's parking)
@@ -419,6 +423,12 @@ class Hub:
             return None
         log.info("binary packet over the limits refused", extra={"sid": socket.sid, "reason": reason})
         return {"error": {"code": "payload_too_large", "message": reason}}
+
+    def _event_refusal(self, socket: Socket, event: str) -> Any:
+        log.warning(
+            "socket events waiting past the limit; event refused", extra={"sid": socket.sid, "event": event}
+        )
+        return {"error": {"code": "rate_limited", "message": "too many events in flight"}}
 
     # --- what the rest of the app reads --------------------------------------------------------------------------
     @property
