@@ -6,7 +6,7 @@ or crosses a fleet. Invariant: events published to one room from one task arrive
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 
 class Broker(Protocol):
@@ -39,12 +39,3 @@ class Broker(Protocol):
     async def rooms_of(self, sid: str) -> list[str]:
         """The rooms `sid` is in (its own sid room excluded)."""
         ...
-
-
-@runtime_checkable
-class EmitsNow(Protocol):
-    """A Broker that can often deliver without waiting (chatwire's own engine, one process) may offer `emit_now`:
-    True when the event was delivered in the call (in the same order as `emit` would have), False when nothing
-    was done and the caller must `await emit(...)` instead. Per-token callers use it to skip the coroutines."""
-
-    def emit_now(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> bool: ...

@@ -500,15 +500,6 @@ class EngineBroker:
         if self.metrics is not None:
             self.metrics.event_out(event, time.perf_counter() - start)
 
-    def emit_now(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> bool:
-        """`emit` without an await when delivery needs none (see Broker's EmitsNow); False: use `emit`."""
-        start = time.perf_counter()
-        if not self.hub.delivery.emit_now(event, data, room, skip_sid):
-            return False
-        if self.metrics is not None:
-            self.metrics.event_out(event, time.perf_counter() - start)
-        return True
-
     async def call(self, event: str, data: Any, *, sid: str, timeout: float) -> Any:
         socket = self.hub.sockets.get(sid)
         if socket is None:
