@@ -179,6 +179,10 @@ def heap_growth(trace_dir: Path, warm_unix_ms: float, top: int = 15) -> dict[str
         "sites": sites,
         "stacks": stacks,
         "types": [{"type": n, "grew": g, "at_end": c} for n, g, c in types[:12] if g > 0],
+        # pending asyncio tasks (count, and the wait points of the last snapshot) and the collector's runs
+        "tasks": [census[0].get("tasks"), census[1].get("tasks")],
+        "task_wait_points": census[1].get("task_wait_points", [])[:12],
+        "gc": [census[0].get("gc"), census[1].get("gc")],
     }
 
 
@@ -205,6 +209,13 @@ def heap_report(heap: dict[str, Any]) -> list[str]:
         )
     lines.append("  object types whose count grew (grew, at end):")
     lines += [f"    {t['grew']:>8} {t['at_end']:>8}  {t['type']}" for t in heap["types"]]
+    lines.append(
+        f"  pending tasks (base, last): {heap['tasks'][0]}, {heap['tasks'][1]}; where they wait (last):"
+    )
+    lines += [f"    {count:>8}  {where}" for where, count in heap["task_wait_points"]]
+    if heap["gc"][1]:
+        runs = [[g["collections"] for g in snap] if snap else None for snap in heap["gc"]]
+        lines.append(f"  gc collections per generation (base, last): {runs[0]}, {runs[1]}")
     return lines
 
 

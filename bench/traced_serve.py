@@ -9,7 +9,9 @@ Tracing starts when the process gets SIGUSR1 (bench/soak.py sends it once every 
 under the tracer, importing the app alone takes 4x (1 frame) to 20x (8 frames) longer. Allocations made before
 then are not traced, which is what a growth profile wants (what the running server keeps adding). From then on a
 daemon thread writes DIR/snap-<unix ms>.tracemalloc (tracemalloc.Snapshot.dump) and DIR/snap-<unix ms>.json
-(traced bytes now and at peak, and the count of every object type with at least 20 live instances, from the garbage collector) every interval.
+(traced bytes now and at peak, the count of every object type with at least 20 live instances, from the garbage
+collector, the collector's runs and collections per generation, and the pending asyncio tasks counted by the
+line they wait at) every interval.
 Tracing costs memory (a trace per live block) and CPU (every allocation records its stack), and a snapshot holds
 the GIL while it is taken: RSS and latency of a traced run are not those of a normal one. chatwire itself is not
 changed: this module starts the tracer, then runs chatwire's own command line.
@@ -17,6 +19,7 @@ changed: this module starts the tracer, then runs chatwire's own command line.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -36,14 +39,37 @@ def snapshot(directory: Path) -> None:
     if tracemalloc.is_tracing():
         tracemalloc.take_snapshot().dump(str(directory / f"snap-{stamp}.tracemalloc"))
         current, peak = tracemalloc.get_traced_memory()
-    types = Counter(type(o).__qualname__ for o in gc.get_objects())
+    objects = gc.get_objects()
+    types = Counter(type(o).__qualname__ for o in objects)
+    waiting = Counter(wait_point(o) for o in objects if isinstance(o, asyncio.Task) and not o.done())
+    del objects
     census = {
         "unix_ms": stamp,
         "traced_bytes": current,
         "peak_bytes": peak,
         "types": [(n, c) for n, c in types.most_common() if c >= 20],
+        "tasks": sum(waiting.values()),
+        "task_wait_points": waiting.most_common(30),
+        "gc": [{"collections": g["collections"], "collected": g["collected"]} for g in gc.get_stats()],
     }
     (directory / f"snap-{stamp}.json").write_text(json.dumps(census))
+
+
+def wait_point(task: asyncio.Task[object]) -> str:
+    """Where a pending task waits: the innermost frame of its chain of awaited coroutines that is not asyncio's
+    own (file:line function), and the innermost one's function when that is asyncio's (`-> wait`, `-> sleep`)."""
+    where = f"<{type(task.get_coro()).__name__}>"
+    innermost = ""
+    awaited: object = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is not None:
+            path = Path(frame.f_code.co_filename)
+            innermost = frame.f_code.co_name
+            if path.parent.name != "asyncio":
+                where, innermost = f"{path.parent.name}/{path.name}:{frame.f_lineno} {innermost}", ""
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return f"{where} -> {innermost}" if innermost else where
 
 
 def run_snapshots(directory: Path, interval: float, started: threading.Event) -> None:

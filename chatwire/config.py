@@ -152,6 +152,12 @@ class Settings(BaseSettings):
         50.0, gt=0, description="Socket events per second a session may send (sustained)."
     )
     rate_limit_burst: int = Field(200, gt=0, description="Socket events a session may send in a burst.")
+    socket_max_handlers: int = Field(
+        16,
+        ge=0,
+        description="Socket event handlers one connection may have running at once; later events wait in order "
+        "(at most the rate-limit burst of them, further ones are refused); 0 = no limit.",
+    )
     rate_limit_ip_connects: float = Field(
         50.0, ge=0, description="Socket connects per second one client IP may open (sustained); 0 = no limit."
     )

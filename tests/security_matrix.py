@@ -1046,6 +1046,7 @@ LIMITS = """## Limits
 | limit | setting (default) | refusal |
 |---|---|---|
 | socket events per session | `CHATWIRE_RATE_LIMIT_EVENTS` (50/s), `CHATWIRE_RATE_LIMIT_BURST` (200) | ack `rate_limited`; the connection stays open |
+| socket event handlers in flight per connection | `CHATWIRE_SOCKET_MAX_HANDLERS` (16; 0 = off) | later events wait in arrival order, at most `CHATWIRE_RATE_LIMIT_BURST` of them; past that the ack `rate_limited` ("too many events in flight"); the connection stays open |
 | socket events per client IP, all its sessions | `CHATWIRE_RATE_LIMIT_IP_EVENTS` (1000/s; 0 = off), `CHATWIRE_RATE_LIMIT_IP_EVENT_BURST` (5000) | ack `rate_limited` |
 | socket connects per client IP | `CHATWIRE_RATE_LIMIT_IP_CONNECTS` (50/s; 0 = off), `CHATWIRE_RATE_LIMIT_IP_CONNECT_BURST` (500) | `connect_error` `{message, data: {code: "rate_limited"}}` |
 | live connections per user, across the fleet | `CHATWIRE_MAX_CONNECTIONS_PER_USER` (100; 0 = off) | `connect_error` `data.code` `too_many_connections` (or that ack to `user-join`) |

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 RECOVERABLE_PREFIXES = ("user:", "channel:")
 
@@ -120,3 +120,12 @@ class EventLog(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class AppendsNow(Protocol):
+    """An EventLog whose append never waits (the in-process one) may offer it as a plain call: the delivery
+    pipeline then appends and delivers in one synchronous step, so delivery stays in offset order without a lock
+    (chatwire/transport/hub.py, `Delivery.emit_now`). Same contract as `EventLog.append`."""
+
+    def append_now(self, room: str, event: str, data: Any, *, skip_sid: str | None = None) -> LogEntry: ...

@@ -85,6 +85,11 @@ class MemoryEventLog:
         return self._epoch
 
     async def append(self, room: str, event: str, data: Any, *, skip_sid: str | None = None) -> LogEntry:
+        return self.append_now(room, event, data, skip_sid=skip_sid)
+
+    def append_now(self, room: str, event: str, data: Any, *, skip_sid: str | None = None) -> LogEntry:
+        """`append` without an await (AppendsNow): nothing here waits, so the delivery pipeline appends and
+        delivers in one synchronous step, without a lock or a coroutine per event."""
         now = self._clock()
         self._seq += 1
         entry = LogEntry(self._seq, format_offset(self._epoch, self._seq), room, event, data, skip_sid)

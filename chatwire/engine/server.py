@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import logging
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -77,6 +78,8 @@ class Socket:
         "_acks",
         "_next_ack",
         "_pending",
+        "_running",
+        "_waiting",
         "auth",
         "conn",
         "connected",
@@ -100,6 +103,10 @@ class Socket:
         self._acks: dict[int, Callable[..., Any]] = {}
         self._next_ack = 0
         self._pending: list[Frame] | None = []  # frames emitted before the CONNECT reply went out
+        # Coroutine handlers of this socket in flight, and the events waiting (in arrival order, their handlers
+        # not called yet) for one of the server's `max_handlers` slots.
+        self._running = 0
+        self._waiting: deque[tuple[str, int | None, Handler, list[Any]]] = deque()
 
     @property
     def session(self) -> Session:
@@ -166,6 +173,18 @@ class Socket:
             if handler is None:
                 return
             args = [event, *args]
+        server = self.namespace.server
+        if self._waiting or (server.max_handlers and self._running >= server.max_handlers):
+            # every slot is taken (or earlier events still wait): the event waits its turn, up to `max_waiting`
+            # events; past that it is refused, and the connection stays
+            if len(self._waiting) >= server.max_waiting:
+                self._refuse_event(event, packet.id)
+            else:
+                self._waiting.append((event, packet.id, handler, args))
+            return
+        self._start(event, packet.id, handler, args)
+
+    def _start(self, event: str, ack_id: int | None, handler: Handler, args: list[Any]) -> None:
         try:
             result = handler(self, *args)
         except Exception:
@@ -174,9 +193,10 @@ class Socket:
         if inspect.isawaitable(result):
             # a coroutine handler runs as its own task, so it may wait (even for this client's ack) while the
             # connection keeps reading; plain functions answer inline, in order
-            spawn(self._finish(event, packet.id, result))
+            self._running += 1
+            spawn(self._finish(event, ack_id, result))
         else:
-            self._answer(packet.id, result)
+            self._answer(ack_id, result)
 
     async def _finish(self, event: str, ack_id: int | None, pending: Awaitable[Any]) -> None:
         try:
@@ -184,7 +204,38 @@ class Socket:
         except Exception:
             log.exception("socket.io handler for %r in %s failed", event, self.namespace.name)
             return
+        finally:
+            self._running -= 1
+            self._start_waiting()
         self._answer(ack_id, result)
+
+    def _start_waiting(self) -> None:
+        """Start waiting events, oldest first, while slots are free; a closed socket's waiting events are dropped
+        (events wait only while a handler runs, whose end comes here)."""
+        if not self.connected:
+            self._waiting.clear()
+            return
+        limit = self.namespace.server.max_handlers
+        while self._waiting and (not limit or self._running < limit):
+            self._start(*self._waiting.popleft())
+
+    def _refuse_event(self, event: str, ack_id: int | None) -> None:
+        server = self.namespace.server
+        server.events_refused += 1
+        policy = server.event_refusal
+        answer = policy(self, event) if policy is not None else None
+        if answer is not None:
+            self._answer(ack_id, answer)
+
+    @property
+    def handlers_in_flight(self) -> int:
+        """This socket's coroutine handlers running now (at most the server's `max_handlers`)."""
+        return self._running
+
+    @property
+    def events_waiting(self) -> int:
+        """This socket's events waiting for a handler slot (at most the server's `max_waiting`)."""
+        return len(self._waiting)
 
     def _answer(self, ack_id: int | None, result: Any) -> None:
         if ack_id is not None and self.connected:
@@ -505,6 +556,8 @@ class SocketServer:
         connect_timeout_ms: int = 45_000,
         max_attachments: int = 10,
         max_attachment_bytes: int | None = None,
+        max_handlers: int = 16,
+        max_waiting: int = 200,
         other_app: ASGIApp | None = None,
     ) -> None:
         self.engine = EngineServer(self, engine_config, other_app)
@@ -518,6 +571,13 @@ class SocketServer:
         # socket (see `_refuse` of Connection); counted either way.
         self.attachment_refusal: Callable[[Socket, str], Any] | None = None
         self.attachments_refused = 0
+        # Coroutine handlers one socket may have in flight (0 = no limit); its further events wait in arrival
+        # order, at most `max_waiting` of them, and those past that are refused (`event_refusal` gives the ack
+        # value, when the event asked for one), counted in `events_refused`.
+        self.max_handlers = max_handlers
+        self.max_waiting = max_waiting
+        self.event_refusal: Callable[[Socket, str], Any] | None = None
+        self.events_refused = 0
 
     @property
     def asgi(self) -> EngineServer:

@@ -52,11 +52,28 @@ _NO_OPTIONS: dict[str, Any] = {}  # the scope's extension entries that carry no 
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
 
 
+_TEXT_FIN = 0x81  # FIN + opcode 1 (text)
+_BINARY_FIN = 0x82  # FIN + opcode 2 (binary)
+
+
 def frame_bytes(frame: str | bytes) -> bytes:
-    """One unmasked, uncompressed server frame (text for str, binary for bytes)."""
+    """One unmasked, uncompressed, unfragmented server frame (text for str, binary for bytes), RFC 6455 5.2.
+
+    Framed here rather than through websockets' `Frame.serialize` (a dataclass, a checks pass and a BytesIO per
+    frame): a server frame is one header byte, the payload length in 7, 7+16 or 7+64 bits, and the payload.
+    tests/engine/test_wsprotocol.py compares the two at each length form."""
     if isinstance(frame, str):
-        return Frame(Opcode.TEXT, frame.encode()).serialize(mask=False)
-    return Frame(Opcode.BINARY, frame).serialize(mask=False)
+        payload = frame.encode()
+        first = _TEXT_FIN
+    else:
+        payload = bytes(frame)
+        first = _BINARY_FIN
+    length = len(payload)
+    if length < 126:
+        return bytes((first, length)) + payload
+    if length < 65536:
+        return bytes((first, 126)) + length.to_bytes(2, "big") + payload
+    return bytes((first, 127)) + length.to_bytes(8, "big") + payload
 
 
 class _FrameCache:

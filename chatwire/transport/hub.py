@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from chatwire.backends.eventlog import (
+    AppendsNow,
     EventLog,
     LogEntry,
     ParkedSession,
@@ -146,7 +147,8 @@ class Delivery:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.eventlog: EventLog | None = None
+        self._eventlog: EventLog | None = None
+        self._append_now: AppendsNow | None = None
         self.offset_sids: set[str] = set()
         # sid -> the offset the client last got (what a string-ending event must carry so it is not taken for one)
         self.last_offset: dict[str, str] = {}
@@ -156,6 +158,17 @@ class Delivery:
         self.entered: dict[str, dict[str, int]] = {}
         self.delivered_seq = 0
         self._lock = asyncio.Lock()
+        self._in_lock = 0  # emits holding or waiting for `_lock` (an emit_now must not overtake them)
+
+    @property
+    def eventlog(self) -> EventLog | None:
+        """The log of recoverable rooms (set by Recovery); None: nothing is logged."""
+        return self._eventlog
+
+    @eventlog.setter
+    def eventlog(self, eventlog: EventLog | None) -> None:
+        self._eventlog = eventlog
+        self._append_now = eventlog if isinstance(eventlog, AppendsNow) else None
 
     def entering(self, sid: str, room: str) -> None:
         if is_recoverable(room):
@@ -175,14 +188,32 @@ class Delivery:
     def members(self, room: str) -> list[Socket]:
         return list(self.hub.namespace.rooms.get(room, {}).values())
 
+    def emit_now(self, event: str, data: Any, room: str, skip_sid: str | None) -> bool:
+        """Deliver without waiting, when nothing needs to: True if done, False if only `emit` can (the log's
+        append awaits, or an awaiting emit is in progress and must not be overtaken)."""
+        eventlog = self._eventlog
+        if eventlog is None or not is_recoverable(room) or is_ephemeral(event, data):
+            self.emit_local(event, spread(data), room, skip_sid)
+            return True
+        append_now = self._append_now
+        if append_now is None or self._in_lock:
+            return False
+        # One synchronous step: no other append can come between this entry and its delivery (offset order).
+        self.deliver(append_now.append_now(room, event, data, skip_sid=skip_sid), skip_sid)
+        return True
+
     async def emit(self, event: str, data: Any, room: str, skip_sid: str | None) -> None:
-        if self.eventlog is not None and is_recoverable(room) and not is_ephemeral(event, data):
+        if self.emit_now(event, data, room, skip_sid):
+            return
+        assert self._eventlog is not None
+        self._in_lock += 1
+        try:
             async with self._lock:
                 # Appending and delivering under one lock keeps each session's delivery in offset order.
-                entry = await self.eventlog.append(room, event, data, skip_sid=skip_sid)
+                entry = await self._eventlog.append(room, event, data, skip_sid=skip_sid)
                 self.deliver(entry, skip_sid)
-            return
-        self.emit_local(event, spread(data), room, skip_sid)
+        finally:
+            self._in_lock -= 1
 
     def emit_local(self, event: str, args: list[Any], room: str, skip_sid: str | None) -> int:
         """A non-logged event to this process's members of `room` (a room name or a sid)."""
@@ -288,6 +319,9 @@ class Hub:
             config,
             max_attachments=settings.max_attachments,
             max_attachment_bytes=settings.max_attachment_bytes,
+            max_handlers=settings.socket_max_handlers,
+            # the rate limiter admits at most a burst of events at once: room for all of them to wait
+            max_waiting=settings.rate_limit_burst,
         )
         self.server.engine.on_backlog_overflow = self._overflow
         self.namespace = self.server.of(NAMESPACE)
@@ -302,6 +336,7 @@ class Hub:
         # keeps its connection; an anonymous one is closed.
         self.is_authenticated: Callable[[str], bool] = lambda _sid: False
         self.server.attachment_refusal = self._attachment_refusal
+        self.server.event_refusal = self._event_refusal
         self.overflows = 0
         ns = self.namespace
         # sid -> the task running the app's disconnect handler (recovery waits for a superseded session's parking)
@@ -428,6 +463,12 @@ class Hub:
             return None
         log.info("binary packet over the limits refused", extra={"sid": socket.sid, "reason": reason})
         return {"error": {"code": "payload_too_large", "message": reason}}
+
+    def _event_refusal(self, socket: Socket, event: str) -> Any:
+        log.warning(
+            "socket events waiting past the limit; event refused", extra={"sid": socket.sid, "event": event}
+        )
+        return {"error": {"code": "rate_limited", "message": "too many events in flight"}}
 
     # --- what the rest of the app reads --------------------------------------------------------------------------
     @property

@@ -315,3 +315,58 @@ async def test_server_side_namespace_disconnect(engine: Engine) -> None:
     assert (
         closed(events) is not None
     )  # an event for the namespace it was removed from is a protocol violation
+
+
+async def test_a_flooding_connection_runs_few_handlers_at_once_in_order_and_survives(engine: Engine) -> None:
+    """Past `max_handlers` coroutine handlers in flight, a socket's events wait in arrival order (their handlers
+    not called yet), up to `max_waiting`; the ones past that get the refusal ack, and the connection stays."""
+    server = engine.server
+    server.max_handlers, server.max_waiting = 2, 3
+    server.event_refusal = lambda _socket, event: {"refused": event}
+    gate = asyncio.Event()
+    started: list[int] = []
+    running = 0
+    most = 0
+
+    async def slow(_socket: Any, n: int) -> int:
+        nonlocal running, most
+        started.append(n)
+        running += 1
+        most = max(most, running)
+        await gate.wait()
+        running -= 1
+        return n
+
+    server.of("/").on("slow")(slow)
+    flood = [{"send": f'42{n}["slow",{n}]'} for n in range(7)]
+    still_here = [{"send": '4299["message-with-ack","still here"]'}, {"await": 11}]
+    client = asyncio.create_task(
+        ws_frames(
+            engine.ws(),
+            [OPEN, {"send": "40"}, {"await": 3}, *flood, {"await": 5}, {"await": 10}, *still_here],
+            autopong=True,
+            linger=300,
+        )
+    )
+    socket = await _socket_when(engine, lambda s: s.handlers_in_flight == 2 and s.events_waiting == 3)
+    assert started == [0, 1] and server.events_refused == 2
+    gate.set()
+    events = await client
+    frames = texts(events)
+    assert frames[3:5] == ['435[{"refused":"slow"}]', '436[{"refused":"slow"}]']
+    assert sorted(frames[5:10]) == [f"43{n}[{n}]" for n in range(5)]
+    assert frames[10] == '4399["still here"]'
+    assert started == [0, 1, 2, 3, 4] and most == 2
+    assert closed(events) is None and socket.handlers_in_flight == 0 and socket.events_waiting == 0
+
+
+async def _socket_when(engine: Engine, condition: Any) -> Any:
+    """The first socket of `/` for which `condition` holds, once it does."""
+    found: list[Any] = []
+
+    def check() -> bool:
+        found[:] = [s for s in engine.server.of("/").sockets.values() if condition(s)]
+        return bool(found)
+
+    await until(check)
+    return found[0]

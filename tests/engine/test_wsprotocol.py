@@ -448,3 +448,15 @@ def test_the_public_interfaces_the_protocol_relies_on() -> None:
     state = ServerState()
     assert isinstance(state.connections, set) and isinstance(state.tasks, set)
     assert isinstance(state.default_headers, list)
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70_000])
+def test_hand_framed_server_frames_are_what_websockets_serializes(length: int) -> None:
+    """frame_bytes frames by hand; websockets' own serializer is the reference at the 7-, 16- and 64-bit length
+    forms and at their edges, for text (lengths count UTF-8 bytes, not characters) and binary payloads."""
+    text = ("é" * (length // 2) + "x" * (length % 2)) if length else ""
+    assert len(text.encode()) == length
+    assert frame_bytes(text) == Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+    data = bytes(i % 251 for i in range(length))
+    assert frame_bytes(data) == Frame(Opcode.BINARY, data).serialize(mask=False)
+    assert frame_bytes(bytearray(data)) == frame_bytes(data)

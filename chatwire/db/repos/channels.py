@@ -6,12 +6,19 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chatwire.db.engine import Database
 from chatwire.db.models import Channel, ChannelMember, ChannelMessage, MessageReaction
 from chatwire.util import new_id, now_ns
+
+# Built once with an expanding parameter (one cache entry for any number of ids) instead of per call.
+_REACTIONS_FOR = (
+    select(MessageReaction)
+    .where(MessageReaction.message_id.in_(bindparam("ids", expanding=True)))
+    .order_by(MessageReaction.created_at, MessageReaction.id)
+)
 
 
 class ChannelRepo:
@@ -319,12 +326,7 @@ class ChannelRepo:
         if not message_ids:
             return {}
         async with self.db.read() as s:
-            q = (
-                select(MessageReaction)
-                .where(MessageReaction.message_id.in_(message_ids))
-                .order_by(MessageReaction.created_at, MessageReaction.id)
-            )
-            rows = list((await s.execute(q)).scalars())
+            rows = list((await s.execute(_REACTIONS_FOR, {"ids": message_ids})).scalars())
         grouped: dict[str, dict[str, list[str]]] = defaultdict(dict)
         for r in rows:
             grouped[r.message_id].setdefault(r.name, []).append(r.user_id)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 
 from chatwire.db.engine import Database
 from chatwire.db.models import Chat, ChatMessage
@@ -30,6 +30,23 @@ _COLUMN_FIELDS = {
     "usage": "usage",
     "outcome": "outcome",
 }
+
+# The answer writer's two UPDATEs, built once: building them per flush (expressions such as
+# `func.length(content) == n` with the values inlined) made a graph of SQLAlchemy objects with reference cycles
+# on every write, which only the cyclic collector frees. The SET clause's other columns come from the
+# parameters' keys (Core adds a column named in the parameters to SET), so one statement serves every
+# combination of dirty fields; the compiled cache keeps one entry per combination.
+_MESSAGES = cast(Table, ChatMessage.__table__)
+_WHERE_MESSAGE = (
+    _MESSAGES.c.chat_id == bindparam("w_chat_id"),
+    _MESSAGES.c.id == bindparam("w_message_id"),
+)
+_APPEND_CONTENT = (
+    update(_MESSAGES)
+    .where(*_WHERE_MESSAGE, func.length(_MESSAGES.c.content) == bindparam("w_expect_length"))
+    .values(content=_MESSAGES.c.content + bindparam("w_suffix", type_=_MESSAGES.c.content.type))
+)
+_SET_COLUMNS = update(_MESSAGES).where(*_WHERE_MESSAGE)
 
 
 @dataclass
@@ -485,18 +502,17 @@ class MessageStore:
         """One UPDATE of the message: `content || suffix` (only if the stored content still has
         `expect_length` characters, so a retry after an unknown outcome never appends twice), or `content`
         set in full, plus column `values`. False when the length check failed and nothing was written."""
-        now = now_s()
-        cols: dict[str, Any] = {PATCH_COLUMNS[k]: v for k, v in (values or {}).items()}
-        cols["updated_at"] = now
-        where = [ChatMessage.chat_id == chat_id, ChatMessage.id == message_id]
+        params: dict[str, Any] = {PATCH_COLUMNS[k]: v for k, v in (values or {}).items()}
+        params.update(updated_at=now_s(), w_chat_id=chat_id, w_message_id=message_id)
+        statement = _SET_COLUMNS
         if suffix:
-            cols["content"] = ChatMessage.content + suffix
-            where.append(func.length(ChatMessage.content) == expect_length)
+            statement = _APPEND_CONTENT
+            params.update(w_suffix=suffix, w_expect_length=expect_length)
         elif content is not None:
-            cols["content"] = content
+            params["content"] = content
         try:
             async with self.db.session() as s:
-                result = await s.execute(update(ChatMessage).where(*where).values(**cols))
+                result = await s.execute(statement, params)
                 if result.rowcount == 0:  # type: ignore[attr-defined]
                     raise _NothingWritten
         except _NothingWritten:

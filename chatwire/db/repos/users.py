@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from chatwire.db.engine import Database
@@ -15,6 +15,10 @@ from chatwire.util import new_ordered_id, now_s
 
 # Key of the PostgreSQL advisory lock that serialises "is this the first user?" across sessions and processes.
 FIRST_USER_LOCK = 0x63770001
+
+
+# Built once with an expanding parameter (one cache entry for any number of ids) instead of per call.
+_USERS_BY_ID = select(User).where(User.id.in_(bindparam("ids", expanding=True)))
 
 
 class UserRepo:
@@ -43,7 +47,7 @@ class UserRepo:
         if not ids:
             return []
         async with self.db.read() as s:
-            return list((await s.execute(select(User).where(User.id.in_(ids)))).scalars())
+            return list((await s.execute(_USERS_BY_ID, {"ids": ids})).scalars())
 
     async def list(self, skip: int = 0, limit: int = 1000) -> list[User]:
         async with self.db.read() as s:
