@@ -174,6 +174,15 @@ class _Subscriber:
                 await asyncio.wait_for(self.connected.wait(), 2.0)
         if not self.connected.is_set() or self._pubsub is None:
             return
+        if asyncio.current_task() is self._task:
+            # Called while this connection's listener handles a message (a room entered over the bus): only the
+            # listener reads the confirmation, so waiting for it here would always stall 2 s and then give up.
+            # Redis applies the SUBSCRIBE before any later command on the connection, so nothing is missed.
+            try:
+                await self._sub(*channels)
+            except (RedisError, OSError):
+                log.warning("subscribe failed; will resubscribe on reconnect", extra={"topics": channels[:5]})
+            return
         waits = [self._pending.setdefault(c, asyncio.Event()) for c in channels]
         try:
             await self._sub(*channels)

@@ -96,3 +96,29 @@ async def test_an_idle_bus_stays_subscribed(make_bus: Callable[[], Bus]) -> None
     await b.publish("t", b"after-idle")
     await wait_until(lambda: len(got_a) == 1)
     assert got_a == [("t", b"after-idle")]
+
+
+async def test_a_handler_subscribes_while_handling_a_message(
+    make_bus: Callable[[], Bus], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A room entered over the bus subscribes from inside the bus's own handler; that must neither wait for a
+    confirmation only the busy listener could read nor miss what is published once the handler is done."""
+    a, b = make_bus(), make_bus()
+    got: list[tuple[str, bytes]] = []
+    entered = asyncio.Event()
+
+    async def handler(topic: str, payload: bytes) -> None:
+        got.append((topic, payload))
+        if topic == "enter":
+            await a.subscribe(payload.decode())
+            entered.set()
+
+    await a.start(handler)
+    await started(b)
+    await a.subscribe("enter")
+    caplog.set_level("WARNING")
+    await b.publish("enter", b"room:new")
+    await asyncio.wait_for(entered.wait(), 5)
+    await b.publish("room:new", b"hello")
+    await wait_until(lambda: ("room:new", b"hello") in got)
+    assert not [r for r in caplog.records if "not confirmed" in r.getMessage()]
