@@ -27,6 +27,7 @@ from chatwire.services.external_auth import (
     ExternalVerifier,
     external_user_id,
 )
+from chatwire.services.singleflight import BatchLoader
 from chatwire.util import new_id, now_ms, now_s, text_problem
 
 ROLES = ("admin", "user", "pending")
@@ -235,6 +236,8 @@ class AuthService:
         self.revocations = RevocationSet(users.revoked_tokens, users.is_revoked)
         self.tokens = TokenCache()
         self.user_cache = UserCache()
+        # Misses of the user cache on the connect path: read in batches, each user once (singleflight.py).
+        self.user_loader: BatchLoader[User] = BatchLoader(self._read_users)
         # Each user's channel ids (the rooms of a user-join); ChannelService reads it, ChannelRepo's writes and
         # the fleet's notices drop entries (see forget_memberships).
         self.memberships = MembershipCache()
@@ -294,11 +297,20 @@ class AuthService:
             hit = self.user_cache.get(user_id)
             if hit is not None:
                 return hit
+            return await self.user_loader.load(user_id)
         generation = self.user_cache.generation(user_id)
         user = await self.users.get(user_id)
         if user is not None:
             self.user_cache.put(user_id, user, generation)
         return user
+
+    async def _read_users(self, user_ids: list[str]) -> dict[str, User]:
+        """One query for a batch of cache misses; each row is cached unless its user changed during the read."""
+        generations = {uid: self.user_cache.generation(uid) for uid in user_ids}
+        rows = {u.id: u for u in await self.users.get_many(user_ids)}
+        for uid, user in rows.items():
+            self.user_cache.put(uid, user, generations[uid])
+        return rows
 
     def forget_user(self, user_id: str) -> None:
         """Drop a cached row after a change to the user (rename, role, deletion), here and on every other
