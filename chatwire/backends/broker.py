@@ -6,7 +6,7 @@ or crosses a fleet. Invariant: events published to one room from one task arrive
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class Broker(Protocol):
@@ -38,4 +38,16 @@ class Broker(Protocol):
 
     async def rooms_of(self, sid: str) -> list[str]:
         """The rooms `sid` is in (its own sid room excluded)."""
+        ...
+
+
+@runtime_checkable
+class EmitsNow(Protocol):
+    """A Broker that can deliver an event without awaiting when nothing needs to wait (the own engine with the
+    in-process event log, see `Delivery.emit_now` in chatwire/transport/hub.py). Callers on a hot path (one call
+    per token) use it and fall back to `emit` when it declines."""
+
+    def emit_now(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> bool:
+        """`emit` as one plain call: True if delivered, False if nothing was done and only `emit` can (an
+        awaiting emit is in progress and must not be overtaken, or the delivery itself awaits)."""
         ...

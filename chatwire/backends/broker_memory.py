@@ -17,6 +17,12 @@ class MemoryBroker:
         if self.record:
             self.emitted.append((event, data, room, skip_sid))
 
+    def emit_now(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> bool:
+        """`emit` without an await (EmitsNow): recording never waits."""
+        if self.record:
+            self.emitted.append((event, data, room, skip_sid))
+        return True
+
     async def call(self, event: str, data: Any, *, sid: str, timeout: float) -> Any:
         raise TimeoutError("no session answers through a MemoryBroker")
 

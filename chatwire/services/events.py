@@ -4,6 +4,12 @@
 tools and pipelines. Every event of a message passes one per-message gate: it is queued for persistence and sent
 to `user:{user_id}` in the same order, also when several emitters (tasks, REST callers) stream into one message.
 Delivery never waits on the database: queueing is synchronous, the writer drains in the background.
+
+Fast path (one per token, so it matters): when nothing of the message is in flight (no gate: no emit holds or
+waits for its lock, no snapshot holds the chat) and the broker can deliver without awaiting (`EmitsNow`), the event
+is delivered and queued in one synchronous step, without a gate. That step cannot overtake anything of the message:
+an emit on the locked path keeps its gate until it is done, and while a gate exists every later emit of the message
+takes the locked path behind it. The broker declines (`emit_now` False) when its own awaiting emit is in progress.
 """
 
 from __future__ import annotations
@@ -11,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chatwire.backends.broker import Broker
+from chatwire.backends.broker import Broker, EmitsNow
 from chatwire.backends.sessions import SessionStore
 from chatwire.errors import invalid
 from chatwire.services.persistence import MessageWriter
@@ -86,6 +92,7 @@ class ChatEvents:
         self.sessions = sessions
         self.writer = writer
         self.call_timeout = call_timeout
+        self._emit_now: Callable[..., bool] | None = broker.emit_now if isinstance(broker, EmitsNow) else None
         self._gates: dict[tuple[str, str], _Gate] = {}
         self._holds: dict[str, asyncio.Event] = {}
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}
@@ -94,7 +101,8 @@ class ChatEvents:
     async def emit(self, user_id: str, chat_id: str | None, message_id: str | None, event: Any) -> int:
         """Send one event of a message to `user:{user_id}` and queue it for persistence, in one order.
 
-        Returns the event's sequence number within the message (0 for events without a message).
+        Returns the event's place among the message's events in flight at once (1 when it waited for none; 0 for
+        events without a message).
         """
         return await self.emit_to(user_room(user_id), chat_id, message_id, event)
 
@@ -105,12 +113,23 @@ class ChatEvents:
         if not chat_id or not message_id:
             await self._deliver(payload, room)
             return 0
+        key = (chat_id, message_id)
+        emit_now = self._emit_now
+        if emit_now is not None and key not in self._gates and not (self._holds and chat_id in self._holds):
+            # Uncontended (see the module doc): deliver and queue in one step, no gate, no await.
+            try:
+                done = emit_now(CHAT_EVENT, payload, room=room)
+            except Exception:
+                self._delivery_failed(room)
+                done = True
+            if done:
+                self.writer.submit(chat_id, message_id, event)
+                return 1
         if self._holds:
             hold = self._holds.get(chat_id)
             while hold is not None:  # a reader is taking a consistent snapshot of this chat
                 await hold.wait()
                 hold = self._holds.get(chat_id)
-        key = (chat_id, message_id)
         gate = self._gates.get(key)
         if gate is None:
             gate = self._gates[key] = _Gate()
@@ -243,8 +262,9 @@ class EventEmitter:
         self.chat_id = info.chat_id
         self.message_id = info.message_id
 
-    async def __call__(self, event: Mapping[str, Any]) -> int:
-        return await self.events.emit_to(self.room, self.chat_id, self.message_id, event)
+    def __call__(self, event: Mapping[str, Any]) -> Coroutine[Any, Any, int]:
+        # The `emit_to` coroutine itself, not one wrapping it: one coroutine level less per token.
+        return self.events.emit_to(self.room, self.chat_id, self.message_id, event)
 
 
 class EventCaller:

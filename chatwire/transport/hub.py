@@ -519,6 +519,15 @@ class EngineBroker:
         if self.metrics is not None:
             self.metrics.event_out(event, time.perf_counter() - start)
 
+    def emit_now(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> bool:
+        """`emit` in one synchronous step when `Delivery.emit_now` can (EmitsNow); False: nothing done."""
+        start = time.perf_counter()
+        if not self.hub.delivery.emit_now(event, data, room, skip_sid):
+            return False
+        if self.metrics is not None:
+            self.metrics.event_out(event, time.perf_counter() - start)
+        return True
+
     async def call(self, event: str, data: Any, *, sid: str, timeout: float) -> Any:
         socket = self.hub.sockets.get(sid)
         if socket is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from sqlalchemy import text, update
@@ -243,10 +244,11 @@ class JitterBroker(RecordingBroker):
         await super().emit(event, data, room=room, skip_sid=skip_sid)
 
 
-async def test_concurrent_emitters_one_order_for_tabs_and_database(db: Database) -> None:
+async def three_streams(db: Database, broker: JitterBroker, max_pause: int = 0) -> tuple[str, str]:
+    """Three emitters stream 300 deltas each into one message, then it ends: (delivered text, stored text).
+    `max_pause`: up to that many loop turns between an emitter's tokens (random), so the message's gate drains."""
     chat_id = await make_chat(db)
     writer = MessageWriter(MessageStore(db), flush_interval=0.01)
-    broker = JitterBroker(seed=3)
     events = ChatEvents(broker, MemorySessionStore(60, 3), writer, call_timeout=1)
     emitters = [
         events.get_event_emitter({"user_id": "u1", "chat_id": chat_id, "message_id": "m"}) for _ in range(3)
@@ -255,15 +257,89 @@ async def test_concurrent_emitters_one_order_for_tabs_and_database(db: Database)
     async def stream(k: int) -> None:
         for i in range(300):
             await emitters[k](delta(f"<{k}.{i}>"))
+            for _ in range(broker.rng.randint(0, max_pause) if max_pause else 0):
+                await asyncio.sleep(0)
 
     await asyncio.gather(*(stream(k) for k in range(3)))
     await emitters[0](DONE)
     await writer.flush()
+    await writer.close()
     delivered = "".join(
         data["data"]["data"]["content"] for _, data, _ in broker.sent if data["data"]["type"] == "message"
     )
     assert len(broker.sent) == 901
-    assert (await stored(db, chat_id, "m")).content == delivered
+    return delivered, (await stored(db, chat_id, "m")).content
+
+
+async def test_concurrent_emitters_one_order_for_tabs_and_database(db: Database) -> None:
+    delivered, kept = await three_streams(db, JitterBroker(seed=3))
+    assert kept == delivered
+
+
+class SometimesNowBroker(JitterBroker):
+    """A broker that can deliver without awaiting (EmitsNow) but declines at random, as the own engine does while
+    an awaiting log append is in progress: emits then mix the synchronous path and the locked, awaiting one."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.now = 0
+
+    def emit_now(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> bool:
+        if self.rng.random() < 0.3:
+            return False
+        self.now += 1
+        self.sent.append((event, data, room))
+        return True
+
+
+async def test_emits_without_await_never_overtake_awaiting_ones(db: Database) -> None:
+    broker = SometimesNowBroker(seed=5)
+    delivered, kept = await three_streams(db, broker, max_pause=4)
+    assert 100 < broker.now < 800  # both paths really taken
+    assert kept == delivered
+    for k in range(3):
+        assert re.findall(rf"<{k}\.(\d+)>", delivered) == [str(i) for i in range(300)]
+
+
+class HeldBroker(RecordingBroker):
+    """Delivers at once (EmitsNow) until `hold` is set; then every delivery declines to emit now and awaits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.release = asyncio.Event()
+
+    def emit_now(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> bool:
+        if self.hold:
+            return False
+        self.sent.append((event, data, room))
+        return True
+
+    async def emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
+        await self.release.wait()
+        self.sent.append((event, data, room))
+
+
+async def test_an_emit_behind_an_awaiting_one_of_its_message_waits_for_it(db: Database) -> None:
+    chat_id = await make_chat(db)
+    writer = MessageWriter(MessageStore(db), flush_interval=0.01)
+    broker = HeldBroker()
+    events = ChatEvents(broker, MemorySessionStore(60, 3), writer, call_timeout=1)
+    await events.emit("u1", chat_id, "m", delta("a"))
+    broker.hold = True
+    first = asyncio.ensure_future(events.emit("u1", chat_id, "m", delta("b")))
+    await asyncio.sleep(0)  # `b` now waits in the broker's emit, holding its message's gate
+    broker.hold = False  # the broker could deliver now again: a later `c` of the same message still must not
+    second = asyncio.ensure_future(events.emit("u1", chat_id, "m", delta("c")))
+    await events.emit("u1", chat_id, "other", delta("x"))  # another message is not held up
+    await asyncio.sleep(0.01)
+    assert [data["data"]["data"]["content"] for _, data, _ in broker.sent] == ["a", "x"]
+    broker.release.set()
+    await asyncio.gather(first, second)
+    await events.emit("u1", chat_id, "m", DONE)
+    assert [data["data"]["data"]["content"] for _, data, _ in broker.sent[:4]] == ["a", "x", "b", "c"]
+    await writer.flush()
+    assert (await stored(db, chat_id, "m")).content == "abc"
     await writer.close()
 
 
