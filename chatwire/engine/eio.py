@@ -198,7 +198,7 @@ class Session:
                 waiter.set_result(None)
         elif self._direct is not None and not self._flush_pending:
             self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self.flush_direct)
+            self.engine.flush_soon(self)
 
     def push(self, frame: Frame) -> None:
         """Queue one encoded Engine.IO frame (a text packet, or a binary message)."""
@@ -346,7 +346,7 @@ class Session:
         """DirectConsumer: the transport drained (or was lost); write what waits."""
         if self._direct is not None and not self._flush_pending:
             self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self.flush_direct)
+            self.engine.flush_soon(self)
 
     def flush_direct(self, final: bool = False) -> None:
         """Write everything queued on the direct connection: one write, or one per `alone` group ALONE_GAP apart
@@ -553,6 +553,26 @@ class EngineServer:
         self.on_backlog_overflow: Callable[[Session], Sequence[Frame]] | None = None
         self.backlog_overflows = 0
         self._path = self.config.path.rstrip("/")
+        self._dirty: list[Session] = []  # sessions whose direct write waits for the end of this loop turn
+
+    # --- direct writes -------------------------------------------------------------------------------------------
+    def flush_soon(self, session: Session) -> None:
+        """Have `session.flush_direct()` run at the end of this loop turn. One loop callback per turn for all the
+        sessions written to in it, not one each: a token fanned out to many tabs schedules one, not one per tab.
+        The session dedups itself (`_flush_pending`), so each is listed at most once per turn."""
+        dirty = self._dirty
+        if not dirty:
+            asyncio.get_running_loop().call_soon(self._flush_dirty)
+        dirty.append(session)
+
+    def _flush_dirty(self) -> None:
+        # A session written to while these flush goes into the next turn's list.
+        dirty, self._dirty = self._dirty, []
+        for session in dirty:
+            try:
+                session.flush_direct()
+            except Exception:  # one session's failure must not leave the others unflushed
+                log.exception("direct write of %s failed", session.sid)
 
     # --- session bookkeeping -------------------------------------------------------------------------------------
     def _new_session(self, scope: Scope, state: EioState) -> Session:
