@@ -146,8 +146,13 @@ class _Subscriber:
             delay = min(BACKOFF_MAX, delay * 2)
 
     async def _listen(self) -> None:
+        me = asyncio.current_task()
         while True:
             message = await self._pubsub.get_message(timeout=5.0)
+            if me is not None and me.cancelling():
+                # A cancel that lands while redis-py's read times out can come back as a plain timeout (None):
+                # honour it here, or stop() would wait on a listener that goes on forever.
+                raise asyncio.CancelledError
             if message is None:
                 # No traffic: ping so that a dead connection is noticed within seconds.
                 await self._pubsub.ping()

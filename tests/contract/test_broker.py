@@ -2,8 +2,9 @@
 
 Run against every Broker: the MemoryBroker (membership only; it records emits and nobody answers its calls), the
 engine's EngineBroker (one process, real python-socketio clients over chatwire's engine on uvicorn), and the fleet
-Broker FleetBroker (two processes' worth of engines in this process, joined by the memory Bus), where
-every delivery test has its receivers on the other "process" than the publisher.
+Broker FleetBroker (two processes' worth of engines in this process, joined by the memory Bus, and again by two
+RedisBus connections to the real Redis), where every delivery test has its receivers on the other "process" than
+the publisher.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from chatwire.backends.broker import Broker
 from chatwire.backends.broker_memory import MemoryBroker
 from chatwire.backends.bus import Bus
 from chatwire.backends.bus_memory import MemoryBus, MemoryHub
+from chatwire.backends.bus_redis import RedisBus
 from chatwire.config import Settings
 from chatwire.engine.wsprotocol import EngineWebSocketProtocol
 from chatwire.transport.fleet_broker import FleetBroker
 from chatwire.transport.hub import EngineBroker, Hub
-from tests.conftest import free_port
+from tests.conftest import REDIS_URL, free_port
+from tests.contract.conftest import redis_prefix
 
 
 async def not_found(scope: Any, receive: Any, send: Any) -> None:
@@ -103,7 +106,7 @@ class Env:
     received: Callable[[str], list[Any]] | None
 
 
-@pytest.fixture(params=["memory", "engine", "fleet"])
+@pytest.fixture(params=["memory", "engine", "fleet", "fleet-redis"])
 async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
     kind = request.param
     if kind == "memory":
@@ -119,8 +122,13 @@ async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[E
             yield Env(EngineBroker(a.hub), a.session, lambda sid: a.got[sid])
         return
     async with contextlib.AsyncExitStack() as stack:
-        hub = MemoryHub()  # real Redis carries the fleet in tests/integration/test_fleet.py
-        buses: list[Bus] = [MemoryBus(hub), MemoryBus(hub)]
+        buses: list[Bus]
+        if kind == "fleet-redis":
+            _client, prefix = await stack.enter_async_context(redis_prefix())
+            buses = [RedisBus(REDIS_URL, prefix), RedisBus(REDIS_URL, prefix)]
+        else:
+            hub = MemoryHub()
+            buses = [MemoryBus(hub), MemoryBus(hub)]
         a = await stack.enter_async_context(node(tmp_path / "a"))
         b = await stack.enter_async_context(node(tmp_path / "b"))
         hosts: dict[str, str] = {}
