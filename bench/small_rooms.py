@@ -33,6 +33,7 @@ import jwt
 
 from bench.common import LOAD_LIMITS_OFF, Proc, chatwire_argv, cpu_seconds, free_port, table
 from bench.fanout import NODE_DIR, ensure_node_modules
+from bench.idle import FD_RESERVE, raise_nofile
 
 
 async def chatwire_subject(workdir: Path, users: int) -> tuple[Proc, dict[str, Any]]:
@@ -154,6 +155,14 @@ async def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     ensure_node_modules()
+    # The server holds every tab in one process (and the Node client too): past the descriptor limit the run
+    # would die mid-connect, so the users are capped to what fits, and the table says so.
+    soft, _hard, limit_note = raise_nofile(args.users * args.tabs + FD_RESERVE)
+    fits = max(1, (soft - FD_RESERVE) // args.tabs)
+    asked = args.users
+    if fits < asked:
+        args.users = fits
+    print(f"{limit_note}", file=sys.stderr)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.subjects.split(","):
@@ -186,6 +195,11 @@ async def main() -> None:
         f"\nMany small rooms: {args.users:,} users x {args.tabs} tabs, {args.rounds} events to every user's room "
         f"(`user:{{id}}`), published {args.batch} rooms per call, {args.window} calls in flight\n"
     )
+    if args.users < asked:
+        print(
+            f"**{asked:,} users were asked for; {args.users:,} fit this machine's descriptor limit** "
+            f"({limit_note}; {FD_RESERVE} kept for the server's own files).\n"
+        )
     print(
         table(
             [
