@@ -64,10 +64,12 @@ class EngineConfig:
     ping_timeout_ms: int = 20_000
     upgrade_timeout_ms: int = 10_000
     max_payload: int = 1_000_000
+    # A peer that does not read is closed past this many unsent frames.
     max_buffered_frames: int = 10_000
     # Slow readers: when a session's unsent frames pass either bound, they are dropped and replaced by what the
     # server's `on_backlog_overflow` gives (pings and pongs stay). The oldest frame, when it is one frame as
     # sent, does not count against the byte bound (a large event waits its turn). None: no bound.
+    # Both bounds judge only a peer that is behind (see Session.push), never a burst queued in one loop turn.
     backlog_frames: int | None = None
     backlog_bytes: int | None = None
     path: str = "/socket.io/"
@@ -246,8 +248,19 @@ class Session:
         """Frames and bytes queued and not yet handed to the transport."""
         return len(self._outbox), self._outbox_bytes
 
+    def _behind(self) -> bool:
+        """Whether the peer is not keeping up, the only case the outbox bounds judge: on a WebSocket, its writer
+        waits for the peer to take what was written (`sending`); on polling, no request waits to carry the frames.
+        Frames queued during one loop turn for a peer that reads leave at the end of that turn, however many:
+        a burst (a batch published at once, an app emitting in a loop) is no slow reader."""
+        if self.state is EioState.WEBSOCKET:
+            return self.sending
+        return self._waiter is None
+
     def _over_limits(self) -> bool:
         """Apply the outbox bounds; True when the session was closed for them."""
+        if not self._behind():
+            return False
         cfg = self.engine.config
         outbox = self._outbox
         if len(outbox) > cfg.max_buffered_frames:

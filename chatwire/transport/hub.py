@@ -8,7 +8,8 @@ outbox. Events to recoverable rooms are logged first and carry their offset for 
 
 Slow readers: a session's unsent frames are bounded by the engine's outbox limits (settings slow_reader_backlog_*);
 while its peer does not read, consecutive chat deltas of one message merge into one frame; past a bound the backlog
-is dropped and the session is told to reload (`events` `{type: "chat:reload"}`).
+is dropped and the session is told to reload (`events` `{type: "chat:reload"}`). A burst queued in one loop turn
+for a peer that reads is no slow reader: the bounds judge only a peer that is behind.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from chatwire.engine.packets import EVENT, encode
 from chatwire.engine.state import EioState
 from chatwire.errors import ChatwireError
 from chatwire.metrics import Metrics
+from chatwire.protocol import UserJoin
 from chatwire.services.rooms import user_room
 from chatwire.transport.context import Context, SessionState
 
@@ -791,9 +793,9 @@ class Recovery:
             self.settings.recovery_window_seconds,
         )
 
-    async def catch_up(self, sid: str, user: User, payload: Any) -> dict[str, Any] | None:
+    async def catch_up(self, sid: str, user: User, payload: UserJoin) -> dict[str, Any] | None:
         """`user-join {since}`: replay the user's stream after `since` to this session (a new tab)."""
-        since = getattr(payload, "since", None)
+        since = payload.since
         if since is None:
             return None
         self.delivery.held.setdefault(sid, deque())

@@ -243,3 +243,40 @@ def test_the_hub_keeps_its_handlers_in_one_table_and_leaves_disconnecting_to_its
     assert "ping" in hub.namespace.handlers and hub.namespace.connect_handler is not connect
     with pytest.raises(ValueError):
         hub.on("disconnecting")
+
+
+def test_outbox_bounds_judge_a_peer_that_is_behind_not_a_burst_of_one_turn() -> None:
+    """More frames than the backlog bound, queued in one loop turn for a WebSocket peer that reads, all stay
+    queued (they leave at the end of the turn); the same bound drops the backlog of a peer that is behind, and a
+    polling session counts as behind while no request waits to carry its frames."""
+    from types import SimpleNamespace
+
+    from chatwire.engine.eio import Session
+    from chatwire.engine.state import EioState
+
+    replaced: list[str] = []
+
+    def overflow(_session: Any) -> list[str]:
+        replaced.append("reload")
+        return ["42reload"]
+
+    engine: Any = SimpleNamespace(
+        config=EngineConfig(backlog_frames=10),
+        backlog_overflows=0,
+        on_backlog_overflow=overflow,
+    )
+    reading = Session(engine, "r", {}, EioState.WEBSOCKET)
+    for i in range(50):
+        reading.push(f"42burst{i}")
+    assert reading.backlog()[0] == 50 and replaced == [] and reading.state is EioState.WEBSOCKET
+
+    behind = Session(engine, "b", {}, EioState.WEBSOCKET)
+    behind.sending = True  # its writer waits for the peer to take what was written
+    for i in range(11):
+        behind.push(f"42slow{i}")
+    assert replaced == ["reload"] and behind.take() == ["42reload"]
+
+    polling = Session(engine, "p", {}, EioState.POLLING)  # no GET waiting
+    for i in range(11):
+        polling.push(f"42poll{i}")
+    assert replaced == ["reload", "reload"] and polling.take() == ["42reload"]
