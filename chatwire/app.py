@@ -32,6 +32,7 @@ from chatwire.api import (
     webhooks,
 )
 from chatwire.api import metrics as metrics_api
+from chatwire.backends.eventlog import CountsEntries
 from chatwire.backends.lock_memory import MemoryLock
 from chatwire.backends.sessions_memory import MemorySessionStore
 from chatwire.config import Settings
@@ -156,9 +157,8 @@ def _pipeline_probe(services: Services, metrics: Metrics) -> Any:
 
     async def probe() -> None:
         metrics.set_persistence_queue_depth(services.writer.queued())
-        size = getattr(services.eventlog, "size", None)
-        if callable(size):
-            metrics.set_event_log_size(size())
+        if isinstance(services.eventlog, CountsEntries):
+            metrics.set_event_log_size(services.eventlog.size())
 
     return probe
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from chatwire.api.deps import ServicesDep, UserDep
+from chatwire.backends.bus import Pings
 
 router = APIRouter(tags=["system"])
 
@@ -35,6 +36,8 @@ async def ready(services: ServicesDep) -> JSONResponse:
     if services.bus is not None:
         # The bus is healthy only while its subscription is live: a deaf process must not look ready.
         checks["fleet_bus"] = services.bus.healthy
-        checks["redis"] = await services.bus.ping() if hasattr(services.bus, "ping") else services.bus.healthy
+        checks["redis"] = (
+            await services.bus.ping() if isinstance(services.bus, Pings) else services.bus.healthy
+        )
     ok = all(checks.values())
     return JSONResponse({"status": ok, "checks": checks}, status_code=200 if ok else 503)

@@ -8,7 +8,7 @@ which is why recoverable streams also go to the EventLog.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 Handler = Callable[[str, bytes], Awaitable[None]]
 GapHandler = Callable[[], Awaitable[None]]
@@ -43,3 +43,11 @@ class Bus(Protocol):
     def healthy(self) -> bool:
         """False while the process cannot receive (connection lost, resubscribing)."""
         ...
+
+
+@runtime_checkable
+class Pings(Protocol):
+    """A bus backed by a server that can be asked whether it answers (readiness: `GET /ready` reports it as
+    `redis`); a bus without one is as ready as it is healthy."""
+
+    async def ping(self) -> bool: ...

@@ -63,8 +63,12 @@ class MemoryBus:
     async def publish(self, topic: str, payload: bytes) -> int:
         subs = list(self.hub.subscribers.get(topic, ()))
         for bus in subs:
-            bus._queue.put_nowait((topic, payload))
+            bus.receive(topic, payload)
         return len(subs)
+
+    def receive(self, topic: str, payload: bytes) -> None:
+        """Queue a message published on the hub for this bus's listener (in publication order)."""
+        self._queue.put_nowait((topic, payload))
 
     def channel_name(self, topic: str) -> str:
         return topic

@@ -7,9 +7,10 @@ the entries it names, so entries appended meanwhile (or by another process) are 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -46,3 +47,14 @@ class DocStore(Protocol):
     async def delete(self, document_id: str) -> None:
         """Forget the document entirely."""
         ...
+
+
+@runtime_checkable
+class QueuesAppends(Protocol):
+    """A DocStore that can fix an update's place in its log at once and commit it later: the collaboration service
+    then awaits the commit outside the document's lock (only when it is the document's sole writer). `drain`
+    waits for every queued append, before the database closes."""
+
+    def append_nowait(self, document_id: str, update: bytes) -> asyncio.Future[int]: ...
+
+    async def drain(self) -> None: ...

@@ -129,3 +129,32 @@ class AppendsNow(Protocol):
     (chatwire/transport/hub.py, `Delivery.emit_now`). Same contract as `EventLog.append`."""
 
     def append_now(self, room: str, event: str, data: Any, *, skip_sid: str | None = None) -> LogEntry: ...
+
+
+@runtime_checkable
+class SharedEventLog(Protocol):
+    """An EventLog every process of a fleet shares (Redis): recoverable events travel through it. It appends and
+    publishes in one atomic step, hands out an entry's data by reference, and reads back by sequence number what a
+    process missed while its bus subscription was down (transport/fleet_broker.py)."""
+
+    async def append_and_publish(
+        self,
+        room: str,
+        event: str,
+        data: Any,
+        *,
+        skip_sid: str | None = None,
+        channel: str = "",
+        message: bytes = b"",
+    ) -> LogEntry: ...
+
+    async def data_of(self, room: str, seq: int) -> tuple[bool, Any]: ...
+
+    async def since_seq(self, seq: int, rooms: Collection[str]) -> list[LogEntry]: ...
+
+
+@runtime_checkable
+class CountsEntries(Protocol):
+    """An EventLog that can say how many entries it holds without a round trip (metrics at scrape time)."""
+
+    def size(self) -> int: ...

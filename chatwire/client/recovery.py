@@ -8,6 +8,7 @@ reloaded (False).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import socketio
@@ -45,7 +46,7 @@ class RecoveryMixin:
         user = self._cw_auth
         if callable(user):
             user = user()
-            if hasattr(user, "__await__"):
+            if inspect.isawaitable(user):
                 user = await user
         auth: dict[str, Any] = {"offsets": True}
         if self._cw_pid is not None:

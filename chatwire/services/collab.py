@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pycrdt import Doc, get_state, get_update, merge_updates
 
 from chatwire.backends.broker import Broker
-from chatwire.backends.docstore import DocStore
+from chatwire.backends.docstore import DocStore, QueuesAppends
 from chatwire.db.models import User
 from chatwire.errors import ChatwireError, ErrorCode, invalid
 from chatwire.services.notes import NoteService
@@ -134,7 +134,7 @@ class CollabService:
         # A store that can queue an append at once lets an update's commit be awaited outside its document's lock;
         # only when this process is the document's sole writer (not in a fleet).
         self._append_nowait: Callable[[str, bytes], asyncio.Future[int]] | None = (
-            None if shared else getattr(store, "append_nowait", None)
+            store.append_nowait if isinstance(store, QueuesAppends) and not shared else None
         )
         self.notes = notes
         self.broker = broker
@@ -324,9 +324,8 @@ class CollabService:
                 with contextlib.suppress(Exception):
                     await live.compact_task
         self._docs.clear()
-        drain = getattr(self.store, "drain", None)
-        if drain is not None:
-            await drain()  # updates whose commit is pending are stored before the database closes
+        if isinstance(self.store, QueuesAppends):
+            await self.store.drain()  # updates whose commit is pending are stored before the database closes
 
     # hooks from the note service
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from chatwire.backends.sessions import SessionInfo
 from chatwire.db.models import User
 from chatwire.errors import ChatwireError, ErrorCode
-from chatwire.protocol import MAX_NESTING
+from chatwire.protocol import MAX_NESTING, UserJoin
 from chatwire.services.auth import has_access
 from chatwire.services.container import Services
 from chatwire.transport.limits import IpLimiter
@@ -87,7 +87,7 @@ class Context:
         # Extension points for other event families (collaboration, recovery): run after user-join, after a
         # disconnect and at connect, each guarded so one failing hook cannot break the others.
         # A join hook may return a dict: it is merged into the user-join ack.
-        self.join_hooks: list[Callable[[str, User, Any], Awaitable[Any]]] = []
+        self.join_hooks: list[Callable[[str, User, UserJoin], Awaitable[Any]]] = []
         self.disconnect_hooks: list[Callable[[str, SessionState | None], Awaitable[None]]] = []
         # Run at the end of an accepted connect, before the CONNECT reply: (sid, environ, auth).
         self.connect_hooks: list[Callable[[str, dict[str, Any], Any], Awaitable[None]]] = []

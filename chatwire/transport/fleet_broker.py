@@ -28,7 +28,14 @@ from typing import Any
 import orjson
 
 from chatwire.backends.bus import Bus
-from chatwire.backends.eventlog import LogEntry, format_offset, is_ephemeral, is_recoverable, parse_offset
+from chatwire.backends.eventlog import (
+    LogEntry,
+    SharedEventLog,
+    format_offset,
+    is_ephemeral,
+    is_recoverable,
+    parse_offset,
+)
 from chatwire.metrics import Metrics
 from chatwire.transport.fleet_wire import RELOAD_EVENT, FleetWire, is_room_name, is_rostered
 from chatwire.transport.hub import EngineBroker, Hub, spread
@@ -68,6 +75,8 @@ class FleetBroker(FleetWire):
         self._calls: dict[str, asyncio.Future[Any]] = {}
         # The log position this process has delivered (or skipped, at start) up to: a gap catch-up starts here.
         self._caught_up = 0
+        self._checked_log: object = None
+        self._shared_now: SharedEventLog | None = None
         hub.left_hooks.append(self._session_left)
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
@@ -88,9 +97,18 @@ class FleetBroker(FleetWire):
     def eventlog(self) -> Any:
         return self.delivery.eventlog
 
+    def _shared(self) -> SharedEventLog | None:
+        """The EventLog when it is the fleet's (Redis): recoverable events then travel through it. The answer is
+        kept for the log it was asked of (the recovery service installs the log once, at start-up), so the
+        capability check does not run per emit."""
+        log_now = self.delivery.eventlog
+        if log_now is not self._checked_log:
+            self._checked_log = log_now
+            self._shared_now = log_now if isinstance(log_now, SharedEventLog) else None
+        return self._shared_now
+
     def _shared_log(self) -> bool:
-        """True when the EventLog is the fleet's (Redis): recoverable events then travel through it."""
-        return hasattr(self.eventlog, "append_and_publish") and hasattr(self.bus, "channel_name")
+        return self._shared() is not None
 
     def _is_local(self, sid: str) -> bool:
         return sid in self.hub.sockets
@@ -333,9 +351,10 @@ class FleetBroker(FleetWire):
             self.delivery.emit_local("events", [dict(RELOAD_EVENT)], room, None)
 
     async def _catch_up(self) -> None:
-        since = getattr(self.eventlog, "since_seq", None)
-        if since is None or not self._shared_log():
+        shared = self._shared()
+        if shared is None:
             return
+        since = shared.since_seq
         rooms = [r for r in self.hub.namespace.rooms if is_recoverable(r)]
         start = max(self.delivery.delivered_seq, self._caught_up)
         try:

@@ -97,7 +97,14 @@ class FleetWire:
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Future[Any]) -> None:
+        """A background step (a room left, a call answered) that failed is logged here, once, rather than as an
+        unretrieved task exception when the loop closes; the session it served is gone either way."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("fleet background step failed", extra={"error": repr(exc)})
 
     def cancel_tasks(self) -> None:
         for task in list(self._tasks):
