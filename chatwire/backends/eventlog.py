@@ -132,7 +132,7 @@ class AppendsNow(Protocol):
 
 
 @runtime_checkable
-class SharedEventLog(Protocol):
+class SharedEventLog(EventLog, Protocol):
     """An EventLog every process of a fleet shares (Redis): recoverable events travel through it. It appends and
     publishes in one atomic step, hands out an entry's data by reference, and reads back by sequence number what a
     process missed while its bus subscription was down (transport/fleet_broker.py)."""

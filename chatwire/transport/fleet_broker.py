@@ -84,18 +84,14 @@ class FleetBroker(FleetWire):
         self.bus.on_gap(self._on_gap)
         await self.bus.start(self._on_message)
         await self.bus.subscribe(f"host:{self.host_id}", "all")
-        if self._shared_log():
+        if (shared := self._shared()) is not None:
             with contextlib.suppress(Exception):
-                parsed = parse_offset(await self.eventlog.head())
+                parsed = parse_offset(await shared.head())
                 self._caught_up = parsed[1] if parsed is not None else 0
 
     async def stop(self) -> None:
         self.cancel_tasks()
         await self.bus.stop()
-
-    @property
-    def eventlog(self) -> Any:
-        return self.delivery.eventlog
 
     def _shared(self) -> SharedEventLog | None:
         """The EventLog when it is the fleet's (Redis): recoverable events then travel through it. The answer is
@@ -106,9 +102,6 @@ class FleetBroker(FleetWire):
             self._checked_log = log_now
             self._shared_now = log_now if isinstance(log_now, SharedEventLog) else None
         return self._shared_now
-
-    def _shared_log(self) -> bool:
-        return self._shared() is not None
 
     def _is_local(self, sid: str) -> bool:
         return sid in self.hub.sockets
@@ -138,8 +131,9 @@ class FleetBroker(FleetWire):
             else:
                 await self._to_host_of(room, {"t": "emit", "sid": room, "e": event, "d": wired, "m": multi})
             return
-        if self._shared_log() and is_recoverable(room) and not is_ephemeral(event, data):
-            await self._log_and_publish(event, data, room, skip_sid)
+        shared = self._shared()
+        if shared is not None and is_recoverable(room) and not is_ephemeral(event, data):
+            await self._log_and_publish(shared, event, data, room, skip_sid)
             return
         raw = await self._pack(
             {"t": "emit", "h": self.host_id, "room": room, "e": event, "d": wired, "m": multi, "s": skip_sid}
@@ -147,7 +141,9 @@ class FleetBroker(FleetWire):
         self.delivery.emit_local(event, spread(data), room, skip_sid)
         await self.bus.publish(f"room:{room}", raw)
 
-    async def _log_and_publish(self, event: str, data: Any, room: str, skip: str | None) -> None:
+    async def _log_and_publish(
+        self, shared: SharedEventLog, event: str, data: Any, room: str, skip: str | None
+    ) -> None:
         """Append to the shared log and publish on the room's topic in one atomic step (see eventlog_redis.py);
         this process delivers it when it comes back from its own subscription, in sequence order."""
         wired, multi = wire_data(data)
@@ -156,7 +152,7 @@ class FleetBroker(FleetWire):
             # Published by reference: receivers read the data back from the log entry.
             body = self._dumps({"room": room, "e": event, "ref": True, "m": multi, "s": skip})
             self.large_sent += 1
-        await self.eventlog.append_and_publish(
+        await shared.append_and_publish(
             room, event, data, skip_sid=skip, channel=self.bus.channel_name(f"room:{room}"), message=body
         )
 
@@ -228,8 +224,9 @@ class FleetBroker(FleetWire):
             for room in rooms:
                 if is_rostered(room):
                     await self.roster.add(room, sid)
-        if fresh and self._shared_log():
-            parsed = parse_offset(await self.eventlog.head())
+        shared = self._shared()
+        if fresh and shared is not None:
+            parsed = parse_offset(await shared.head())
             bound = self.delivery.entered.get(sid)
             if parsed is not None and bound is not None:
                 for room in fresh:
@@ -289,8 +286,9 @@ class FleetBroker(FleetWire):
         if seq <= self.delivery.delivered_seq:
             return  # already delivered by a gap catch-up
         msg = orjson.loads(body)
-        if msg.get("ref"):
-            found, data_of = await self.eventlog.data_of(msg["room"], seq)
+        shared = self._shared()
+        if msg.get("ref") and shared is not None:
+            found, data_of = await shared.data_of(msg["room"], seq)
             if not found:
                 log.warning(
                     "large event gone from the log before delivery", extra={"room": msg["room"], "seq": seq}
