@@ -250,6 +250,48 @@ def main() -> None:
     data: dict[str, Any] = {}
     commands: list[str] = []
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    host = machine()  # the load average before the run, not at each write
+
+    def write(done: bool) -> None:
+        """RESULTS.md as it stands: written after every section, so an interrupted run keeps what it measured."""
+        extra = " ".join(sys.argv[1:])
+        command = f'make bench BENCH_ARGS="{extra}"' if extra else "make bench"
+        doc = [
+            "# chatwire benchmark results",
+            "",
+            f"Date: {started:%Y-%m-%d %H:%M} UTC. Command: `{command}` (from the repository root; every subject runs"
+            " as a real process on this machine, driven by Node `socket.io-client` 4.8 processes).",
+            *(
+                [
+                    "",
+                    f"Baseline for the before/after sections: {args.baseline_label or args.baseline}, run from its own"
+                    " source tree with the same virtualenv and the same load generator.",
+                ]
+                if args.baseline
+                else []
+            ),
+            "",
+            "## Machine",
+            "",
+            *host,
+            "",
+            "## Headline (this run)",
+            "",
+            *(headline(data) or ["- (no fan-out/connections results in this run)"]),
+            "",
+            "## Commands",
+            "",
+            *commands,
+            "",
+            *sections,
+        ]
+        if not done:
+            doc[2:2] = [
+                "",
+                f"**Partial: {len(sections)} of {len(names)} sections so far (the run is still going or was interrupted).**",
+            ]
+        args.out.write_text("\n".join(doc))
+
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             argv = list(plan[name])
@@ -270,38 +312,8 @@ def main() -> None:
             result = Path(tmp) / f"{name}.json"
             if result.exists():
                 data[name] = json.loads(result.read_text())
-    extra = " ".join(sys.argv[1:])
-    command = f'make bench BENCH_ARGS="{extra}"' if extra else "make bench"
-    doc = [
-        "# chatwire benchmark results",
-        "",
-        f"Date: {started:%Y-%m-%d %H:%M} UTC. Command: `{command}` (from the repository root; every subject runs"
-        " as a real process on this machine, driven by Node `socket.io-client` 4.8 processes).",
-        *(
-            [
-                "",
-                f"Baseline for the before/after sections: {args.baseline_label or args.baseline}, run from its own"
-                " source tree with the same virtualenv and the same load generator.",
-            ]
-            if args.baseline
-            else []
-        ),
-        "",
-        "## Machine",
-        "",
-        *machine(),
-        "",
-        "## Headline (this run)",
-        "",
-        *(headline(data) or ["- (no fan-out/connections results in this run)"]),
-        "",
-        "## Commands",
-        "",
-        *commands,
-        "",
-        *sections,
-    ]
-    args.out.write_text("\n".join(doc))
+            write(done=False)
+    write(done=True)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
