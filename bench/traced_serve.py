@@ -11,7 +11,7 @@ then are not traced, which is what a growth profile wants (what the running serv
 daemon thread writes DIR/snap-<unix ms>.tracemalloc (tracemalloc.Snapshot.dump) and DIR/snap-<unix ms>.json
 (traced bytes now and at peak, the count of every object type with at least 20 live instances, from the garbage
 collector, the collector's runs and collections per generation, and the pending asyncio tasks counted by the
-line they wait at) every interval.
+line they wait at) every interval, and once more on each SIGUSR2 (bench/churn.py asks for its snapshots that way).
 Tracing costs memory (a trace per live block) and CPU (every allocation records its stack), and a snapshot holds
 the GIL while it is taken: RSS and latency of a traced run are not those of a normal one. chatwire itself is not
 changed: this module starts the tracer, then runs chatwire's own command line.
@@ -97,7 +97,12 @@ def main() -> None:
                 tracemalloc.start(frames)
             started.set()
 
+    def snapshot_now(_signum: int, _frame: object) -> None:
+        if started.is_set():
+            threading.Thread(target=snapshot, args=(directory,), name="heap-snapshot").start()
+
     signal.signal(signal.SIGUSR1, start_tracing)
+    signal.signal(signal.SIGUSR2, snapshot_now)
     threading.Thread(
         target=run_snapshots, args=(directory, interval, started), daemon=True, name="heap-snapshots"
     ).start()

@@ -607,10 +607,14 @@ class SocketServer:
 
     async def on_message(self, session: Session, data: str | bytes) -> None:
         conn = session.handler_state
-        assert isinstance(conn, Connection)
-        await conn.receive(data)
+        if isinstance(conn, Connection):  # none once the session closed (see on_close): nothing is read then
+            await conn.receive(data)
 
     def on_close(self, session: Session, reason: str) -> None:
         conn = session.handler_state
+        # The session and its connection point at each other: dropping the session's side of that cycle lets
+        # reference counting free both once the last handler lets go, instead of waiting for the collector, which
+        # the server runs rarely (app.py `_tune_gc`). The connection keeps its session for handlers still running.
+        session.handler_state = None
         if isinstance(conn, Connection):
             conn.closed(reason)

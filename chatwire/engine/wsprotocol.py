@@ -207,9 +207,12 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         (app.py `_tune_gc`) reaches rarely. When the stream ended in the middle (no closing handshake: a peer that
         drops the TCP connection, as a flooding client does) the parser keeps the error it stopped on, and that
         error's traceback keeps the parser's frame, with the last frame read (up to `ws_max_size` bytes) in its
-        locals. Ending the stream here (idempotent) and clearing those frames' locals frees it at once."""
+        locals. Ending the stream here (idempotent) and clearing those frames' locals frees it at once. Even a
+        clean close leaves the parser suspended at its last `yield`, still holding the protocol object: closing the
+        generator ends that cycle too (nothing steps it again once the stream has ended)."""
         ws = self.ws
         ws.receive_eof()
+        ws.parser.close()
         self.out.clear()
         self.fragments = []
         if ws.state is State.CLOSED:

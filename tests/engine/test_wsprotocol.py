@@ -413,6 +413,8 @@ def test_the_public_interfaces_the_protocol_relies_on() -> None:
     assert params["max_size"].kind is inspect.Parameter.KEYWORD_ONLY
     for name in ("receive_data", "receive_eof", "events_received", "data_to_send", "close_expected"):
         assert callable(getattr(ServerProtocol, name))
+    # its parser is a generator (closed in release_parser once the stream has ended, to end its cycle)
+    assert inspect.isgenerator(ServerProtocol().parser)
     for name in ("accept", "reject", "send_response", "send_close", "fail"):
         assert callable(getattr(ServerProtocol, name))
     assert list(inspect.signature(Frame.serialize).parameters)[:3] == ["self", "mask", "extensions"]
