@@ -3,6 +3,11 @@
 Keys (under the prefix): `s:{sid}` hash of the session; `sids` zset sid -> deadline; `u:{uid}` zset sid -> deadline;
 `users` zset uid -> latest deadline; `usage` zset "model\\0sid" -> deadline; `um:{sid}` set of the sid's models.
 Deadlines are wall-clock milliseconds, so a process killed with SIGKILL leaves nothing alive after the TTL.
+
+`users` is also the fleet's online roster: a user enters it with the first session's `add` (in the same
+transaction, whose ZADD says whether the user is new) and leaves it in the script that removes the last live
+session, so concurrent connects and disconnects of one user on any processes announce one transition each.
+Refreshes (`touch`) only move deadlines of users already in it.
 In a Redis Cluster every key carries the hash tag `{s}` after the prefix (`chatwire:{s}:sids`): the transactions
 below touch several of them, so they must share one slot.
 """
@@ -13,9 +18,19 @@ import time
 from typing import Any
 
 from chatwire.backends.redis_client import AnyRedis
-from chatwire.backends.sessions import SessionInfo
+from chatwire.backends.sessions import Removed, SessionInfo
 
 SEP = "\x00"
+
+# KEYS: u:{uid}, users; ARGV: sid, uid, now (ms). Takes the sid out of the user's sessions; when no live one is
+# left, takes the user out of the roster. Returns 1 when this call did that (the user went offline).
+_REMOVE_USER_SESSION = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[3], '+inf') == 0 then
+  return redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return 0
+"""
 
 
 def _s(value: Any) -> str:
@@ -30,6 +45,7 @@ class RedisSessionStore:
         self.p = prefix + ("{s}:" if cluster else "")
         self.presence_ms = int(presence_ttl * 1000)
         self.usage_ms = int(usage_ttl * 1000)
+        self._remove_user_session = client.register_script(_REMOVE_USER_SESSION)
 
     @staticmethod
     def _now() -> int:
@@ -48,7 +64,7 @@ class RedisSessionStore:
             host=d.get("host", ""),
         )
 
-    async def add(self, info: SessionInfo) -> None:
+    async def add(self, info: SessionInfo) -> bool:
         deadline = self._now() + self.presence_ms
         old = await self.get(info.sid)
         async with self.r.pipeline(transaction=True) as pipe:
@@ -69,9 +85,10 @@ class RedisSessionStore:
             pipe.zadd(f"{self.p}u:{info.user_id}", {info.sid: deadline})
             pipe.pexpire(f"{self.p}u:{info.user_id}", self.presence_ms * 2)
             pipe.zadd(f"{self.p}users", {info.user_id: deadline}, gt=True)
-            await pipe.execute()
+            results = await pipe.execute()
+        return bool(results[-1])  # ZADD counts members added, not scores moved: 1 = the user came online
 
-    async def remove(self, sid: str) -> SessionInfo | None:
+    async def remove(self, sid: str) -> Removed | None:
         info = self._info(sid, await self.r.hgetall(f"{self.p}s:{sid}"))
         models = await self.r.smembers(f"{self.p}um:{sid}")
         async with self.r.pipeline(transaction=True) as pipe:
@@ -79,12 +96,13 @@ class RedisSessionStore:
             pipe.zrem(f"{self.p}sids", sid)
             for m in models:
                 pipe.zrem(f"{self.p}usage", f"{_s(m)}{SEP}{sid}")
-            if info is not None:
-                pipe.zrem(f"{self.p}u:{info.user_id}", sid)
             await pipe.execute()
-        if info is not None and not await self.r.zcount(f"{self.p}u:{info.user_id}", self._now(), "+inf"):
-            await self.r.zrem(f"{self.p}users", info.user_id)
-        return info
+        if info is None:
+            return None
+        last = await self._remove_user_session(
+            keys=[f"{self.p}u:{info.user_id}", f"{self.p}users"], args=[sid, info.user_id, self._now()]
+        )
+        return Removed(info, bool(last))
 
     async def get(self, sid: str) -> SessionInfo | None:
         score = await self.r.zscore(f"{self.p}sids", sid)
@@ -114,7 +132,9 @@ class RedisSessionStore:
                 pipe.pexpire(f"{self.p}s:{sid}", self.presence_ms * 2)
                 pipe.zadd(f"{self.p}u:{user_id}", {sid: deadline}, xx=True)
                 pipe.pexpire(f"{self.p}u:{user_id}", self.presence_ms * 2)
-                pipe.zadd(f"{self.p}users", {user_id: deadline}, gt=True)
+                # xx: a refresh racing the removal of the user's last session must not put the user back on the
+                # roster (the next connect would then not be announced)
+                pipe.zadd(f"{self.p}users", {user_id: deadline}, xx=True, gt=True)
             await pipe.execute()
         return missing
 
@@ -132,10 +152,10 @@ class RedisSessionStore:
         members = await self.r.zrangebyscore(f"{self.p}usage", self._now(), "+inf")
         return sorted({_s(m).split(SEP, 1)[0] for m in members})
 
-    async def purge_expired(self) -> list[SessionInfo]:
+    async def purge_expired(self) -> list[Removed]:
         now = self._now()
         expired = [_s(s) for s in await self.r.zrangebyscore(f"{self.p}sids", "-inf", now)]
-        dropped = [info for sid in expired if (info := await self.remove(sid)) is not None]
+        dropped = [removed for sid in expired if (removed := await self.remove(sid)) is not None]
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(f"{self.p}sids", "-inf", now)
             pipe.zremrangebyscore(f"{self.p}users", "-inf", now)

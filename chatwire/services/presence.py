@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chatwire.backends.sessions import SessionInfo, SessionStore
+from chatwire.backends.sessions import Removed, SessionStore
 from chatwire.db.models import User
 from chatwire.db.repos.users import UserRepo
 from chatwire.services.channels import ChannelService
@@ -24,23 +24,19 @@ class PresenceService:
         self.channels = channels
         self._last_write: dict[str, float] = {}
 
-    async def session_started(self, user: User) -> None:
-        """A new session was registered: if it is the user's only live one in the (fleet-wide) store, the user
-        has just come online."""
-        if self.channels is not None and len(await self.sessions.sids_of(user.id)) == 1:
+    async def came_online(self, user: User) -> None:
+        """The session store said registering a session brought the user's first one (fleet-wide): announce it."""
+        if self.channels is not None:
             await self.channels.announce_presence(user.id, user.name, user.role, online=True)
 
-    async def sessions_ended(self, ended: list[SessionInfo]) -> None:
-        """Sessions were removed (disconnect) or expired (TTL): each of their users with no live session left
-        anywhere has gone offline."""
+    async def sessions_ended(self, ended: list[Removed]) -> None:
+        """Sessions were removed (disconnect) or expired (TTL): announce the users whose last live session one of
+        them was, as the store decided at removal (once per user, however many of their sessions end at once)."""
         if self.channels is None:
             return
-        seen: set[str] = set()
-        for info in ended:
-            if info.user_id in seen:
-                continue
-            seen.add(info.user_id)
-            if not await self.sessions.sids_of(info.user_id):
+        for removed in ended:
+            if removed.last:
+                info = removed.info
                 await self.channels.announce_presence(info.user_id, info.name, info.role, online=False)
 
     async def online(self, user_ids: list[str]) -> set[str]:

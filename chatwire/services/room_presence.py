@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chatwire.backends.broker import Broker
-from chatwire.backends.sessions import SessionInfo, SessionStore
+from chatwire.backends.sessions import SessionStore
 from chatwire.db.models import User
 from chatwire.db.repos.users import UserRepo
 from chatwire.errors import invalid, not_found
@@ -98,24 +98,9 @@ class RoomPresence:
 
     # changes
 
-    async def session_started(self, sid: str, user: User) -> None:
-        """A session of `user` is live: if it is the user's only one, the user joined."""
-        others = [s for s in await self.sessions.sids_of(user.id) if s != sid]
-        if not others:
-            await self._changed(user.id, user.name, "join")
-
-    async def session_ended(self, user_id: str, name: str) -> None:
-        """A session of the user is gone: if none is left anywhere, the user left."""
-        if not await self.sessions.sids_of(user_id):
-            await self._changed(user_id, name, "leave")
-
-    async def sessions_expired(self, dropped: list[SessionInfo]) -> None:
-        """Sessions the upkeep dropped (their process died): users without any session left have left."""
-        seen: set[str] = set()
-        for info in dropped:
-            if info.user_id not in seen:
-                seen.add(info.user_id)
-                await self.session_ended(info.user_id, info.name)
+    async def changed(self, user_id: str, name: str, *, online: bool) -> None:
+        """The session store said the user's first session came (`join`) or last one went (`leave`)."""
+        await self._changed(user_id, name, "join" if online else "leave")
 
     async def _changed(self, user_id: str, name: str, kind: str) -> None:
         person = {"id": user_id, "name": name}

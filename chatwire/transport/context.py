@@ -56,6 +56,8 @@ class SessionState:
     user: User | None = None
     jti: str | None = None
     ip: str | None = None
+    # What this process last wrote to the session store for the session (None: not registered)
+    registered: SessionInfo | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,6 +93,9 @@ class Context:
         self.disconnect_hooks: list[Callable[[str, SessionState | None], Awaitable[None]]] = []
         # Run at the end of an accepted connect, before the CONNECT reply: (sid, environ, auth).
         self.connect_hooks: list[Callable[[str, dict[str, Any], Any], Awaitable[None]]] = []
+        # Told (user_id, name, online) the moment the session store decides a user came online or went offline
+        # (once per transition, fleet-wide); synchronous, so they are told in the order the store decided.
+        self.presence_hooks: list[Callable[[str, str, bool], None]] = []
 
     def state(self, sid: str) -> SessionState:
         st = self.local.get(sid)
@@ -101,22 +106,31 @@ class Context:
             self.local[sid] = st
         return st
 
-    async def register_session(self, sid: str) -> None:
-        """Record this process's authenticated session `sid` in the (possibly fleet-wide) session store."""
+    async def register_session(self, sid: str, *, again: bool = False) -> bool:
+        """Record this process's authenticated session `sid` in the (possibly fleet-wide) session store; True
+        when the store says this brought the user online. A session already registered with the same details
+        (a `user-join` with the token its connect verified) is not written twice, unless `again` (the store lost
+        it)."""
         st = self.local.get(sid)
         if st is None or st.user is None:
-            return
+            return False
         user = st.user
-        await self.services.sessions.add(
-            SessionInfo(
-                sid=sid,
-                user_id=user.id,
-                name=user.name,
-                role=user.role,
-                jti=st.jti,
-                host=self.services.host_id,
-            )
+        info = SessionInfo(
+            sid=sid, user_id=user.id, name=user.name, role=user.role, jti=st.jti, host=self.services.host_id
         )
+        if info == st.registered and not again:
+            return False
+        came_online = await self.services.sessions.add(info)
+        st.registered = info
+        return came_online
+
+    def presence_changed(self, user_id: str, name: str, *, online: bool) -> None:
+        """Tell the presence hooks what the session store decided (each guarded against the others' failures)."""
+        for hook in self.presence_hooks:
+            try:
+                hook(user_id, name, online)
+            except Exception:
+                log.exception("presence hook failed", extra={"user_id": user_id})
 
     def is_authenticated(self, sid: str) -> bool:
         """Whether session `sid` of this process has proved a user (connect token or user-join)."""

@@ -1,23 +1,20 @@
-"""Room presence changes from the connection lifecycle: a session that authenticates (at connect or with
-`user-join`) and one that goes away tell `services.room_presence` (see services/room_presence.py).
+"""Room presence changes from the connection lifecycle: when the session store decides that a user came online
+(the first session authenticated, at connect or with `user-join`) or went offline (the last one went away or
+expired), `services.room_presence` announces it (see services/room_presence.py).
 
-The work (a store read, the user's channel rooms, the outgoing webhook) runs in a task of its own, so a connect is
-never answered later because of it; one user's changes run one after the other, so a quick connect and disconnect
-announce `join` before `leave`."""
+The work (the user's channel rooms, the outgoing webhook) runs in a task of its own, so a connect is never
+answered later because of it; one user's changes run one after the other in the order the store decided them,
+so a quick connect and disconnect announce `join` before `leave`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from chatwire.db.models import User
-from chatwire.transport.context import Context, SessionState
+from chatwire.transport.context import Context
 
 log = logging.getLogger("chatwire.presence")
-
-ANNOUNCED = "presence_announced"
 
 
 class UserQueues:
@@ -46,25 +43,7 @@ def register(ctx: Context) -> None:
     presence = ctx.services.room_presence
     queues = UserQueues()
 
-    def started(sid: str) -> None:
-        st = ctx.local.get(sid)
-        if st is None or st.user is None or st.extra.get(ANNOUNCED):
-            return
-        st.extra[ANNOUNCED] = True
-        user = st.user
-        queues.run(user.id, lambda: presence.session_started(sid, user))
+    def changed(user_id: str, name: str, online: bool) -> None:
+        queues.run(user_id, lambda: presence.changed(user_id, name, online=online))
 
-    async def on_connect(sid: str, _environ: dict[str, Any], _auth: Any) -> None:
-        started(sid)
-
-    async def on_join(sid: str, _user: User, _payload: Any) -> None:
-        started(sid)
-
-    async def on_disconnect(_sid: str, st: SessionState | None) -> None:
-        if st is not None and st.user is not None and st.extra.get(ANNOUNCED):
-            user = st.user
-            queues.run(user.id, lambda: presence.session_ended(user.id, user.name))
-
-    ctx.connect_hooks.append(on_connect)
-    ctx.join_hooks.append(on_join)
-    ctx.disconnect_hooks.append(on_disconnect)
+    ctx.presence_hooks.append(changed)

@@ -86,7 +86,8 @@ class Realtime:
         st = self.ctx.local.get(sid)
         if st is None or st.user is None:
             return
-        await self.ctx.register_session(sid)
+        # The user was announced online when the session first came; the roster the store rebuilds is no news.
+        await self.ctx.register_session(sid, again=True)
         log.info("session re-registered", extra={"sid": sid, "user_id": st.user.id})
 
     async def _upkeep(self) -> None:
@@ -101,8 +102,10 @@ class Realtime:
                     await self._reregister(sid)
                 if await lock.acquire(CLEANUP_LOCK, owner, interval * 3):
                     expired = await self.services.sessions.purge_expired()
+                    for removed in expired:
+                        if removed.last:
+                            self.ctx.presence_changed(removed.info.user_id, removed.info.name, online=False)
                     await self.services.presence.sessions_ended(expired)
-                    await self.services.room_presence.sessions_expired(expired)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -29,14 +29,15 @@ async def authenticate_session(ctx: Context, hub: Registrar, sid: str, identity:
             raise ChatwireError(
                 ErrorCode.TOO_MANY_CONNECTIONS, f"this user already has {limit} live connections"
             )
-    new = st.user is None
     st.user = identity.user
     st.jti = identity.jti
-    await ctx.register_session(sid)
+    came_online = await ctx.register_session(sid)
     await ctx.services.broker.enter_room(sid, user_room(identity.user.id))
-    if new:
+    if came_online:  # the store's decision: once per user however many tabs connect at once
+        user = identity.user
+        ctx.presence_changed(user.id, user.name, online=True)
         try:
-            await ctx.services.presence.session_started(identity.user)
+            await ctx.services.presence.came_online(user)
         except Exception:
             log.exception("presence announcement failed", extra={"sid": sid})
 
@@ -83,11 +84,12 @@ def register(hub: Registrar, ctx: Context) -> None:
         services.metrics.disconnected()
         if st is not None:
             st.extra["disconnect_reason"] = str(args[0]) if args else None
-        info = await services.sessions.remove(sid)
-        user_id = info.user_id if info else (st.user.id if st and st.user else None)
-        if info is not None:
+        removed = await services.sessions.remove(sid)
+        user_id = removed.info.user_id if removed else (st.user.id if st and st.user else None)
+        if removed is not None and removed.last:
+            ctx.presence_changed(removed.info.user_id, removed.info.name, online=False)
             try:
-                await services.presence.sessions_ended([info])
+                await services.presence.sessions_ended([removed])
             except Exception:
                 log.exception("presence announcement failed", extra={"sid": sid})
         for hook in ctx.disconnect_hooks:

@@ -41,7 +41,7 @@ async def test_add_get_remove(store: SessionStore) -> None:
     assert await store.sids_of("u1") == ["s1", "s2"]
     assert await store.online_user_ids() == ["u1", "u2"]
     removed = await store.remove("s1")
-    assert removed is not None and removed.sid == "s1"
+    assert removed is not None and removed.info.sid == "s1" and not removed.last  # "s2" is still live
     assert await store.get("s1") is None
     assert await store.sids_of("u1") == ["s2"]
     await store.remove("s2")
@@ -88,3 +88,39 @@ async def test_touch_of_unknown_session_creates_nothing(store: SessionStore) -> 
     assert await store.touch(["ghost", "s1"]) == ["ghost"]
     assert await store.get("ghost") is None
     assert await store.online_user_ids() == ["u1"]
+
+
+async def test_one_user_comes_online_and_goes_offline_once_however_many_sessions(store: SessionStore) -> None:
+    # Concurrent adds (several connections to Redis at once): exactly one of them brought the user online.
+    first = await asyncio.gather(*(store.add(info(f"s{i}", "u1")) for i in range(20)))
+    assert sorted(first) == [False] * 19 + [True]
+    assert await store.add(info("s0", "u1")) is False  # the same session again is no news
+    assert await store.add(info("t0", "u2")) is True
+    removed = await asyncio.gather(*(store.remove(f"s{i}") for i in range(20)))
+    assert [r.last for r in removed if r is not None].count(True) == 1
+    assert len([r for r in removed if r is not None]) == 20
+    assert await store.remove("s3") is None
+    assert await store.online_user_ids() == ["u2"]
+    # Offline, the user's next session brings them online again.
+    assert await store.add(info("s99", "u1")) is True
+
+
+async def test_the_last_live_session_decides_even_with_expired_ones_around(store: SessionStore) -> None:
+    await store.add(info("old", "u1"))
+    await asyncio.sleep(PRESENCE_TTL * 1.5)  # "old" expires (its process died), nobody purged it yet
+    assert await store.add(info("new", "u1")) is False  # never announced offline: no second online either
+    gone = await store.remove("new")
+    assert gone is not None and gone.last  # "old" is not live: the user is offline now
+    assert await store.touch(["new"]) == ["new"]  # a late refresh does not put the user back on the roster
+    purged = await store.purge_expired()
+    assert [(r.info.sid, r.last) for r in purged] == [("old", False)]  # already announced: once is enough
+    assert await store.add(info("again", "u1")) is True
+
+
+async def test_an_expired_last_session_goes_offline_at_purge(store: SessionStore) -> None:
+    await store.add(info("s1", "u1"))
+    await store.add(info("s2", "u1"))
+    await asyncio.sleep(PRESENCE_TTL * 1.5)
+    purged = await store.purge_expired()
+    assert sorted(r.info.sid for r in purged) == ["s1", "s2"]
+    assert [r.last for r in purged].count(True) == 1
