@@ -194,6 +194,13 @@ class Settings(BaseSettings):
     slow_reader_backlog_bytes: int = Field(
         8 << 20, gt=0, description="Backlog size at which a slow session is told to reload (chat:reload)."
     )
+    delta_linger_ms: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description="Chat deltas to a session wait up to this long to share one write; any other event sends them "
+        "at once, in order. 0 = every delta is written at the end of its loop turn.",
+    )
     recovery_window_seconds: float = Field(
         120.0,
         ge=0,

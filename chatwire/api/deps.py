@@ -12,7 +12,9 @@ from chatwire.services.auth import Identity, has_access
 from chatwire.services.container import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """The app's service container. `async` so FastAPI runs it on the loop: a sync dependency costs every request
+    a round trip through the threadpool, for one attribute read."""
     return request.app.state.services  # type: ignore[no-any-return]
 
 

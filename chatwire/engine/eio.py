@@ -77,6 +77,12 @@ class EngineConfig:
     cors_allowed_origins: str | Sequence[str] | None = None
     allow_polling: bool = True
     allow_websocket: bool = True
+    # Seconds a frame pushed with `linger=True` may wait for company before it is written (see Session.push_coalescing);
+    # 0: written at the end of the loop turn like any other.
+    linger: float = 0.0
+    # A lingering burst past either bound is written at once.
+    linger_max_frames: int = 64
+    linger_max_bytes: int = 64 << 10
 
 
 class WebSocketClosedError(OSError):
@@ -137,6 +143,7 @@ class Session:
         "_direct",
         "_flush_pending",
         "_heartbeat",
+        "_lingering",
         "_noop_timer",
         "_outbox",
         "_outbox_bytes",
@@ -166,6 +173,9 @@ class Session:
         self._outbox: list[Frame] = []
         self._outbox_bytes = 0
         self._tail: Any = None  # the merge token of the last queued frame (see push_coalescing)
+        self._lingering = (
+            False  # every queued frame may wait for the engine's linger timer (see push_coalescing)
+        )
         self.sending = False  # the WebSocket writer is waiting for the peer to take what it wrote
         self._boundaries: list[int] = []  # outbox positions after which a WebSocket write must end
         self._waiter: asyncio.Future[None] | None = None
@@ -203,12 +213,14 @@ class Session:
             self.engine.flush_soon(self)
 
     def push(self, frame: Frame) -> None:
-        """Queue one encoded Engine.IO frame (a text packet, or a binary message)."""
+        """Queue one encoded Engine.IO frame (a text packet, or a binary message); it takes any lingering ones
+        with it, in order."""
         if self.state is EioState.CLOSED:
             return
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
         self._tail = None
+        self._lingering = False
         if self._over_limits():
             return
         self._wake()
@@ -223,15 +235,20 @@ class Session:
         self._outbox.extend(frames)
         self._outbox_bytes += sum(map(len, frames))
         self._tail = None
+        self._lingering = False
         if alone:
             self._boundaries.append(len(self._outbox))
         if self._over_limits():
             return
         self._wake()
 
-    def push_coalescing(self, frame: Frame, token: Any) -> None:
+    def push_coalescing(self, frame: Frame, token: Any, *, linger: bool = False) -> None:
         """Queue a frame that may merge into the one before it while the peer is not reading: `token.key` names
-        what may merge, `tail.merge(token)` gives the merged frame and its token (chat deltas of one message)."""
+        what may merge, `tail.merge(token)` gives the merged frame and its token (chat deltas of one message).
+
+        `linger`: the frame may also wait up to `config.linger` for others to share its write (many small frames
+        cost one write, not one each). Any other push takes it along at once, in order; so does a burst past
+        `config.linger_max_*`, the session's close, and `release_linger()`."""
         tail = self._tail
         if tail is not None and self.sending and self._outbox and tail.key == token.key:
             merged_frame, merged = tail.merge(token)
@@ -240,9 +257,36 @@ class Session:
             self._tail = merged
             self._over_limits()
             return
-        self.push(frame)
-        if self._outbox and self._outbox[-1] is frame:
+        if not linger or self.engine.config.linger <= 0:
+            self.push(frame)
+            if self._outbox and self._outbox[-1] is frame:
+                self._tail = token
+            return
+        if self.state is EioState.CLOSED:
+            return
+        outbox = self._outbox
+        outbox.append(frame)
+        self._outbox_bytes += len(frame)
+        self._tail = None
+        if self._over_limits():
+            return
+        if outbox and outbox[-1] is frame:
             self._tail = token
+        cfg = self.engine.config
+        if len(outbox) == 1:  # nothing else waits to be written: this frame starts a lingering group
+            self._lingering = True
+            self.engine.linger_soon(self)
+        elif not self._lingering:
+            return  # frames that do not wait are queued, their write is already on its way
+        if len(outbox) >= cfg.linger_max_frames or self._outbox_bytes >= cfg.linger_max_bytes:
+            self.release_linger()
+
+    def release_linger(self) -> None:
+        """Write the lingering frames now (the engine's linger timer, the end of a burst or of a turn)."""
+        if self._lingering:
+            self._lingering = False
+            if self._outbox:
+                self._wake()
 
     def backlog(self) -> tuple[int, int]:
         """Frames and bytes queued and not yet handed to the transport."""
@@ -291,8 +335,9 @@ class Session:
         self.push(MESSAGE + data if isinstance(data, str) else data)
 
     async def wait_output(self) -> None:
-        """Return once the outbox has frames or the state has changed (only one consumer waits at a time)."""
-        if self._outbox or self.state is EioState.CLOSED:
+        """Return once the outbox has frames that do not linger, or the state has changed (only one consumer
+        waits at a time)."""
+        if (self._outbox and not self._lingering) or self.state is EioState.CLOSED:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiter = waiter
@@ -310,6 +355,7 @@ class Session:
         out, self._outbox = self._outbox, []
         self._outbox_bytes = 0
         self._tail = None
+        self._lingering = False
         self._boundaries.clear()
         return out
 
@@ -513,6 +559,15 @@ class Session:
         self.engine.session_closed(self, reason)
 
 
+def _each(sessions: list[Session], action: Callable[[Session], None], failed: str) -> None:
+    """Run `action` on every session; one session's failure is logged and must not leave the others undone."""
+    for session in sessions:
+        try:
+            action(session)
+        except Exception:
+            log.exception(failed, session.sid)
+
+
 def _json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
@@ -567,6 +622,8 @@ class EngineServer:
         self.backlog_overflows = 0
         self._path = self.config.path.rstrip("/")
         self._dirty: list[Session] = []  # sessions whose direct write waits for the end of this loop turn
+        self._lingering: list[Session] = []  # sessions whose frames wait for the linger timer
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     # --- direct writes -------------------------------------------------------------------------------------------
     def flush_soon(self, session: Session) -> None:
@@ -578,14 +635,25 @@ class EngineServer:
             asyncio.get_running_loop().call_soon(self._flush_dirty)
         dirty.append(session)
 
+    def linger_soon(self, session: Session) -> None:
+        """Have `session.release_linger()` run within `config.linger`. One loop timer for all the sessions whose
+        frames linger, armed by the first of them: a frame waits at most the linger, and a token fanned out to many
+        tabs costs no timer per tab."""
+        self._lingering.append(session)
+        if self._linger_timer is None:
+            self._linger_timer = asyncio.get_running_loop().call_later(
+                self.config.linger, self._release_lingering
+            )
+
+    def _release_lingering(self) -> None:
+        self._linger_timer = None
+        sessions, self._lingering = self._lingering, []
+        _each(sessions, Session.release_linger, "releasing the lingering frames of %s failed")
+
     def _flush_dirty(self) -> None:
         # A session written to while these flush goes into the next turn's list.
         dirty, self._dirty = self._dirty, []
-        for session in dirty:
-            try:
-                session.flush_direct()
-            except Exception:  # one session's failure must not leave the others unflushed
-                log.exception("direct write of %s failed", session.sid)
+        _each(dirty, Session.flush_direct, "direct write of %s failed")
 
     # --- session bookkeeping -------------------------------------------------------------------------------------
     def _new_session(self, scope: Scope, state: EioState) -> Session:

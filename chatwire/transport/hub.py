@@ -10,6 +10,10 @@ Slow readers: a session's unsent frames are bounded by the engine's outbox limit
 while its peer does not read, consecutive chat deltas of one message merge into one frame; past a bound the backlog
 is dropped and the session is told to reload (`events` `{type: "chat:reload"}`). A burst queued in one loop turn
 for a peer that reads is no slow reader: the bounds judge only a peer that is behind.
+
+Chat deltas linger: a session's delta frames wait up to `delta_linger_ms` (one engine timer for all sessions) so
+that a streamed answer's tokens leave in a few writes, not one each; any other event to the session takes them
+along first, in order, so a turn's `done` flushes them.
 """
 
 from __future__ import annotations
@@ -121,9 +125,10 @@ def delta_of(event: str, args: list[Any]) -> Delta | None:
 
 
 def push(socket: Socket, frames: list[Frame], delta: Delta | None) -> None:
-    """Append one event's frames to a socket; a delta may merge into the one before it (see the module doc)."""
+    """Append one event's frames to a socket; a delta may merge into the one before it (see the module doc) and
+    linger for the next ones to share its write (CHATWIRE_DELTA_LINGER_MS)."""
     if delta is not None and socket.connected and len(frames) == 1:
-        socket.session.push_coalescing(frames[0], delta)
+        socket.session.push_coalescing(frames[0], delta, linger=True)
     else:
         socket.push(frames)
 
@@ -316,6 +321,7 @@ class Hub:
             allow_websocket="websocket" in settings.transports,
             backlog_frames=settings.slow_reader_backlog_events,
             backlog_bytes=settings.slow_reader_backlog_bytes,
+            linger=settings.delta_linger_ms / 1000,
         )
         self.server = SocketServer(
             config,
