@@ -55,10 +55,15 @@ async def test_timer_wheel_never_fires_early_and_honours_cancel() -> None:
         wheel.call_later(delay, record(name))
     cancelled = wheel.call_later(0.05, lambda: fired.append(("x", 0.0)))
     cancelled.cancel()
-    await asyncio.sleep(0.25)
+    # Late is only the machine's load (not asserted: timing belongs in bench/); early or out of order is a bug.
+    for _ in range(500):
+        if len(fired) >= 3:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # the cancelled one would have fired by now too
     assert [n for n, _ in fired] == ["a", "b", "c"]
     for (_, at), due in zip(fired, [0.03, 0.06, 0.12], strict=True):
-        assert due - 1e-3 <= at < due + 0.05
+        assert at >= due - 1e-3
     assert len(wheel) == 0
 
 
