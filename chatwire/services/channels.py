@@ -13,6 +13,7 @@ from chatwire.errors import ChatwireError, ErrorCode, forbidden, not_found
 from chatwire.services.auth import ACCESS_ROLES
 from chatwire.services.auth_cache import MembershipCache
 from chatwire.services.rooms import Rooms, channel_room, user_room
+from chatwire.services.singleflight import BatchLoader
 from chatwire.util import now_ns
 
 CHANNEL_EVENT = "events:channel"
@@ -64,21 +65,32 @@ class ChannelService:
         # Each user's channel ids, read on every user-join; the repo's membership writes (and, in a fleet, the
         # other processes' notices) drop entries. The container shares the auth service's cache.
         self.memberships = MembershipCache()
+        # Misses of one loop turn are read in one query: a cold connect storm does not take a pool connection
+        # per user-join (5,000 joins once exhausted the pool: internal_error acks).
+        self.membership_loader: BatchLoader[tuple[str, ...]] = BatchLoader(self._read_memberships)
         repo.changed_hooks.append(self._memberships_changed)
 
     def _memberships_changed(self, user_ids: list[str]) -> None:
         for user_id in user_ids:
             self.memberships.forget(user_id)
+            self.membership_loader.forget(user_id)
 
     async def channel_ids(self, user_id: str) -> tuple[str, ...]:
-        """The ids of the channels `user_id` belongs to: from the cache, else one query (then cached)."""
+        """The ids of the channels `user_id` belongs to: from the cache, else read with the other misses of the
+        same loop turn (then cached)."""
         hit = self.memberships.get(user_id)
         if hit is not None:
             return hit
-        generation = self.memberships.generation(user_id)
-        ids = tuple(await self.repo.channel_ids_for_user(user_id))
-        self.memberships.put(user_id, ids, generation)
-        return ids
+        return await self.membership_loader.load(user_id) or ()
+
+    async def _read_memberships(self, user_ids: list[str]) -> dict[str, tuple[str, ...]]:
+        """One query for a batch of misses; each answer is cached unless the user's memberships changed meanwhile."""
+        generations = {uid: self.memberships.generation(uid) for uid in user_ids}
+        rows = await self.repo.channel_ids_for_users(user_ids)
+        found = {uid: tuple(rows.get(uid, ())) for uid in user_ids}
+        for uid, ids in found.items():
+            self.memberships.put(uid, ids, generations[uid])
+        return found
 
     # access
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from chatwire.backends.sessions import SessionStore
-from chatwire.db.models import ChatMessage, User
+from chatwire.db.models import Chat, ChatMessage, User
 from chatwire.db.repos.chats import ChatRepo, message_to_json
 from chatwire.errors import ChatwireError, forbidden, invalid, not_found
 from chatwire.services.events import ChatEvents, EventCaller, EventEmitter, RequestInfo
@@ -178,36 +178,49 @@ class CompletionService:
         model: str,
     ) -> list[ChatMessage]:
         """Store the user message (if new) and the empty answer; tell the user's tabs; the path to the question."""
-        record = await self.chats.get_with_messages(chat_id)
-        if record is None or (record.chat.user_id != user.id):
-            raise not_found("chat")
-        rows = {m.id: m for m in record.messages}
-        current = rows.get(record.chat.current_id or "")
-        if user_message is None:
-            # chatwire's shape: the last body message is the question; stored already when its id is known, or
-            # when it is the chat's current message with the same text.
-            last = messages[-1] if messages else {}
-            if last.get("role") == "user":
-                known = rows.get(str(last.get("id") or ""))
-                if known is not None and known.role == "user":
-                    user_message = {"id": known.id}
-                elif (
-                    current is not None
-                    and current.role == "user"
-                    and current.content == _text_of(last.get("content"))
-                ):
-                    user_message = {"id": current.id}
-                else:
-                    user_message = {"content": _text_of(last.get("content"))}
-                    parent_id = current.id if current is not None else None
-            elif parent_id is None and current is not None:
-                parent_id = current.id
+        before: list[ChatMessage] = []  # the chat's messages as found, before the turn
+
+        def decide(chat: Chat, found: list[ChatMessage]) -> tuple[dict[str, Any] | None, str | None]:
+            """Which question this turn answers, from the chat as stored (read once, in add_turn's transaction)."""
+            if chat.user_id != user.id:
+                raise not_found("chat")
+            before.extend(found)
+            rows = {m.id: m for m in found}
+            current = rows.get(chat.current_id or "")
+            question, parent = user_message, parent_id
+            if question is None:
+                # chatwire's shape: the last body message is the question; stored already when its id is known,
+                # or when it is the chat's current message with the same text.
+                last = messages[-1] if messages else {}
+                if last.get("role") == "user":
+                    known = rows.get(str(last.get("id") or ""))
+                    if known is not None and known.role == "user":
+                        question = {"id": known.id}
+                    elif (
+                        current is not None
+                        and current.role == "user"
+                        and current.content == _text_of(last.get("content"))
+                    ):
+                        question = {"id": current.id}
+                    else:
+                        question = {"content": _text_of(last.get("content"))}
+                        parent = current.id if current is not None else None
+                elif parent is None and current is not None:
+                    parent = current.id
+            return question, parent
+
         path = await self.chats.add_turn(
-            chat_id, user_message=user_message, parent_id=parent_id, assistant_id=message_id, model=model
-        )
+            chat_id,
+            user_message=user_message,
+            parent_id=parent_id,
+            assistant_id=message_id,
+            model=model,
+            decide=decide,
+        )  # a chat that does not exist is `not_found` there too
+        rows = {m.id: m for m in before}
         # As Open WebUI's `chat:messages`: the question, the answer and the question's parent, with childrenIds.
         children: dict[str, list[str]] = {}
-        for m in [*record.messages, *([path[-1]] if path and path[-1].id not in rows else [])]:
+        for m in [*before, *([path[-1]] if path and path[-1].id not in rows else [])]:
             if m.parent_id is not None and m.id != message_id:
                 children.setdefault(m.parent_id, []).append(m.id)
         turn: dict[str, Any] = {}

@@ -22,7 +22,7 @@ class BatchLoader(Generic[V]):
         self._read_many = read_many
         self.max_batch = max_batch
         self._pending: dict[str, asyncio.Future[V | None]] = {}
-        self._queued: list[str] = []
+        self._queued: dict[str, None] = {}  # keys waiting for the next read to start (in order)
         self.reads = 0  # how many batch reads ran (tests, metrics)
 
     async def load(self, key: str) -> V | None:
@@ -32,21 +32,30 @@ class BatchLoader(Generic[V]):
             self._pending[key] = future
             if not self._queued:
                 asyncio.get_running_loop().call_soon(self._dispatch)
-            self._queued.append(key)
+            self._queued[key] = None
         return await asyncio.shield(future)
 
-    def _dispatch(self) -> None:
-        queued, self._queued = self._queued, []
-        for start in range(0, len(queued), self.max_batch):
-            asyncio.ensure_future(self._read(queued[start : start + self.max_batch]))
+    def forget(self, key: str) -> None:
+        """The value of `key` changed: a load from now on reads it again instead of joining a read in flight
+        (whose waiters still get what it reads). A read not started yet reads the new value anyway."""
+        if key not in self._queued:
+            self._pending.pop(key, None)
 
-    async def _read(self, keys: list[str]) -> None:
+    def _dispatch(self) -> None:
+        queued, self._queued = self._queued, {}
+        waiting = {key: self._pending[key] for key in queued}
+        keys = list(waiting)
+        for start in range(0, len(keys), self.max_batch):
+            batch = keys[start : start + self.max_batch]
+            asyncio.ensure_future(self._read({key: waiting[key] for key in batch}))
+
+    async def _read(self, waiting: dict[str, asyncio.Future[V | None]]) -> None:
         self.reads += 1
         try:
-            found = await self._read_many(keys)
+            found = await self._read_many(list(waiting))
         except BaseException as exc:
-            for key in keys:
-                future = self._pending.pop(key)
+            for key, future in waiting.items():
+                self._done(key, future)
                 if not future.done():
                     future.set_exception(
                         exc if isinstance(exc, Exception) else RuntimeError("read cancelled")
@@ -55,7 +64,11 @@ class BatchLoader(Generic[V]):
             if not isinstance(exc, Exception):
                 raise
             return
-        for key in keys:
-            future = self._pending.pop(key)
+        for key, future in waiting.items():
+            self._done(key, future)
             if not future.done():
                 future.set_result(found.get(key))
+
+    def _done(self, key: str, future: asyncio.Future[V | None]) -> None:
+        if self._pending.get(key) is future:  # not forgotten and asked for again meanwhile
+            del self._pending[key]

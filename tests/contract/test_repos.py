@@ -7,12 +7,12 @@ import asyncio
 import pytest
 
 from chatwire.db.engine import Database
-from chatwire.db.models import User
+from chatwire.db.models import Chat, ChatMessage, User
 from chatwire.db.repos.channels import ChannelRepo
 from chatwire.db.repos.chats import ChatRepo, chat_to_json
 from chatwire.db.repos.notes import NoteRepo
 from chatwire.db.repos.users import UserRepo
-from chatwire.errors import ChatwireError, ErrorCode
+from chatwire.errors import ChatwireError, ErrorCode, not_found
 from chatwire.util import now_s
 
 
@@ -490,3 +490,40 @@ async def db_write_content(db: Database, chat_id: str, message_id: str, content:
     from chatwire.db.repos.chats import MessageStore
 
     assert await MessageStore(db).write_patch(chat_id, message_id, content=content)
+
+
+async def test_add_turn_decides_the_question_from_the_chat_it_reads(db: Database) -> None:
+    """`decide` sees the chat as stored before the turn and picks what is stored; a refusal stores nothing."""
+    (ada,) = await make_users(db, "Ada")
+    repo = ChatRepo(db)
+    chat_id = (await repo.create(ada.id, {"title": "t"})).chat.id
+    await repo.add_turn(
+        chat_id, user_message={"id": "u1", "content": "hi"}, parent_id=None, assistant_id="a1", model="m"
+    )
+    seen: list[tuple[str | None, list[str]]] = []
+
+    def follow_up(chat: Chat, found: list[ChatMessage]) -> tuple[dict[str, str] | None, str | None]:
+        seen.append((chat.current_id, [m.id for m in found]))
+        return {"id": "u2", "content": "more"}, chat.current_id
+
+    path = await repo.add_turn(
+        chat_id, user_message=None, parent_id=None, assistant_id="a2", model="m", decide=follow_up
+    )
+    assert seen == [("a1", ["u1", "a1"])]
+    assert [m.id for m in path] == ["u1", "a1", "u2"]
+
+    def refuse(chat: Chat, found: list[ChatMessage]) -> tuple[dict[str, str] | None, str | None]:
+        raise not_found("chat")
+
+    with pytest.raises(ChatwireError):
+        await repo.add_turn(
+            chat_id,
+            user_message={"content": "x"},
+            parent_id=None,
+            assistant_id="a3",
+            model="m",
+            decide=refuse,
+        )
+    record = await repo.get_with_messages(chat_id)
+    assert record is not None and [m.id for m in record.messages] == ["u1", "a1", "u2", "a2"]
+    assert record.chat.current_id == "a2"

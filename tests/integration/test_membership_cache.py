@@ -116,3 +116,18 @@ async def test_fleet_notice_for_everyone_clears_every_entry(server: RunningServe
     assert auth.memberships.get("x") is None and auth.memberships.get("y") == ("c2",)
     auth.fleet_user_changed({"memberships": "all"})
     assert auth.memberships.get("y") is None
+
+
+async def test_cold_misses_of_one_turn_are_read_in_one_query(server: RunningServer) -> None:
+    ada = await server.signup("Ada")
+    others = [await server.signup(f"U{i}") for i in range(5)]
+    cid = await create_group(server, ada["token"], [u["id"] for u in others])
+    channels = server.services.channels
+    for u in [ada, *others]:
+        channels.memberships.forget(u["id"])
+    lonely = await server.signup("Lonely")
+    ids = [u["id"] for u in [ada, *others, lonely]] * 4  # four tabs of each user join at once
+    with statements(server, "from channel_members") as reads:
+        got = await asyncio.gather(*(channels.channel_ids(uid) for uid in ids))
+    assert len(reads) == 1
+    assert got == ([(cid,)] * 6 + [()]) * 4

@@ -34,3 +34,28 @@ async def test_a_failed_read_fails_every_waiter_and_the_next_load_reads_again() 
     assert all(isinstance(r, OSError) for r in results)
     assert await loader.load("x") == "x"
     assert calls == 2
+
+
+async def test_a_forgotten_key_is_read_again_instead_of_joining_the_read_in_flight() -> None:
+    value = "old"
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def read_many(keys: list[str]) -> dict[str, str]:
+        seen = value
+        started.set()
+        await release.wait()
+        return {k: seen for k in keys}
+
+    loader: BatchLoader[str] = BatchLoader(read_many)
+    first = asyncio.ensure_future(loader.load("k"))
+    await started.wait()
+    value = "new"
+    loader.forget("k")  # changed while the first read is in flight
+    started.clear()
+    second = asyncio.ensure_future(loader.load("k"))
+    await started.wait()
+    release.set()
+    assert await first == "old"
+    assert await second == "new"
+    assert loader.reads == 2

@@ -93,6 +93,17 @@ class ChannelRepo:
             q = select(ChannelMember.channel_id).where(ChannelMember.user_id == user_id)
             return list((await s.execute(q)).scalars())
 
+    async def channel_ids_for_users(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """Each user's channel ids in one query (users in no channel are left out)."""
+        out: dict[str, list[str]] = {}
+        async with self.db.read() as s:
+            q = select(ChannelMember.user_id, ChannelMember.channel_id).where(
+                ChannelMember.user_id.in_(user_ids)
+            )
+            for user_id, channel_id in await s.execute(q):
+                out.setdefault(user_id, []).append(channel_id)
+        return out
+
     async def member_ids(self, channel_id: str) -> list[str]:
         async with self.db.read() as s:
             q = select(ChannelMember.user_id).where(ChannelMember.channel_id == channel_id)

@@ -49,6 +49,10 @@ _APPEND_CONTENT = (
 _SET_COLUMNS = update(_MESSAGES).where(*_WHERE_MESSAGE)
 
 
+# add_turn's `decide`: (the chat, its messages by position) -> (user_message, parent_id) to store.
+DecideTurn = Callable[[Chat, list[ChatMessage]], tuple[dict[str, Any] | None, str | None]]
+
+
 @dataclass
 class ChatRecord:
     chat: Chat
@@ -278,10 +282,15 @@ class ChatRepo:
         parent_id: str | None,
         assistant_id: str,
         model: str,
+        decide: DecideTurn | None = None,
     ) -> list[ChatMessage]:
         """Store one turn before its answer streams: the user message (unless stored already) and an empty
         assistant answer under it, which becomes the chat's current message. Returns the path from the root to
         the user message (or to the answer's parent when there is no user message).
+
+        `decide`: called with the chat and its messages as stored (by position) before anything is written, in
+        the same transaction; it returns the `(user_message, parent_id)` to store (instead of the arguments) or
+        raises to refuse. A caller that must look at the chat to know the turn reads it once, not twice.
 
         Refused (`conflict`) when the answer id is taken by a message that is not an empty unfinished answer, when
         the user message id is taken by another role, or when the parent does not exist."""
@@ -290,9 +299,12 @@ class ChatRepo:
             chat = await s.get(Chat, chat_id)
             if chat is None:
                 raise ChatwireError(ErrorCode.NOT_FOUND, "chat not found")
-            q = select(ChatMessage).where(ChatMessage.chat_id == chat_id)
-            rows = {m.id: m for m in (await s.execute(q)).scalars()}
-            position = max((m.position for m in rows.values()), default=-1) + 1
+            q = select(ChatMessage).where(ChatMessage.chat_id == chat_id).order_by(ChatMessage.position)
+            found = list((await s.execute(q)).scalars())
+            rows = {m.id: m for m in found}
+            if decide is not None:
+                user_message, parent_id = decide(chat, found)
+            position = max((m.position for m in found), default=-1) + 1
             anchor = parent_id
             if user_message is not None:
                 uid = _message_id(user_message.get("id"), "user message id") or new_id()
