@@ -77,6 +77,42 @@ def apply_update(doc: Doc, update: bytes) -> None:
         raise ValueError(f"update rejected by pycrdt: {exc}") from None
 
 
+class _KeyLock:
+    """A key's lock and how many hold it or wait for it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class KeyedLocks:
+    """One asyncio lock per key, kept only while someone holds it or waits for it: a key's entry goes when its last
+    user leaves, so the table is as large as the keys in use now, not every key ever locked. Everyone who arrives
+    while the entry exists shares its lock, so no two holders of one key ever use different locks."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _KeyLock] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _KeyLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users and self._entries.get(key) is entry:
+                del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 @dataclass
 class Editor:
     """One session editing a document, and the awareness clients it announced (to clear them when it goes)."""
@@ -141,7 +177,7 @@ class CollabService:
         self.compact_every = compact_every
         self.save_debounce = save_debounce
         self._docs: dict[str, LiveDoc] = {}
-        self._opening: dict[str, asyncio.Lock] = {}
+        self._opening = KeyedLocks()
         self._by_sid: dict[str, set[str]] = {}
         self._session_locks: dict[str, asyncio.Lock] = {}
         notes.access_lost_hooks.append(self._on_access_lost)
@@ -356,7 +392,6 @@ class CollabService:
 
     async def _on_note_deleted(self, note_id: str) -> None:
         document_id = f"note:{note_id}"
-        self._opening.pop(document_id, None)
         live = self._docs.pop(document_id, None)
         if live is not None:
             live.pending = None
@@ -399,13 +434,14 @@ class CollabService:
                 live = self._docs.setdefault(document_id, LiveDoc(document_id, doc, tail))
         return live
 
-    def _opening_lock(self, document_id: str) -> asyncio.Lock:
-        """Serialises loading a document with resetting its stored state (one small lock per document id,
-        kept until the note is deleted, so that no two holders ever use different locks)."""
-        lock = self._opening.get(document_id)
-        if lock is None:
-            lock = self._opening[document_id] = asyncio.Lock()
-        return lock
+    def _opening_lock(self, document_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Serialises loading a document with resetting its stored state (one lock per document id, kept while
+        it is held or waited for)."""
+        return self._opening.hold(document_id)
+
+    def opening_locks(self) -> int:
+        """Document ids whose opening lock is held or waited for now (tests)."""
+        return len(self._opening)
 
     async def _load(self, document_id: str) -> tuple[Doc, int]:
         """A Doc rebuilt from the stored snapshot and tail, and the tail's length."""

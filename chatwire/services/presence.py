@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from chatwire.backends.sessions import Removed, SessionStore
@@ -16,13 +17,22 @@ LAST_ACTIVE_WRITE_INTERVAL = 60.0
 
 class PresenceService:
     def __init__(
-        self, sessions: SessionStore, users: UserRepo, channels: ChannelService | None = None
+        self,
+        sessions: SessionStore,
+        users: UserRepo,
+        channels: ChannelService | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions
         self.users = users
         # Told when a user comes online or goes offline, to announce it in the user's channels.
         self.channels = channels
+        self.clock = clock
+        # When each user's last_active_at was last written. An entry older than the write interval no longer
+        # holds a write back, so those are swept out (once an interval): the table holds the users who wrote in
+        # the last one or two intervals, not every user who ever sent a heartbeat.
         self._last_write: dict[str, float] = {}
+        self._swept_at = clock()
 
     async def came_online(self, user: User) -> None:
         """The session store said registering a session brought the user's first one (fleet-wide): announce it."""
@@ -47,10 +57,19 @@ class PresenceService:
     async def heartbeat(self, sid: str, user_id: str) -> None:
         """Refresh the session's TTL; write the user's last_active_at at most once a minute."""
         await self.sessions.touch([sid])
-        now = time.monotonic()
+        now = self.clock()
+        if now - self._swept_at >= LAST_ACTIVE_WRITE_INTERVAL:
+            self._swept_at = now
+            self._last_write = {
+                u: at for u, at in self._last_write.items() if now - at < LAST_ACTIVE_WRITE_INTERVAL
+            }
         if now - self._last_write.get(user_id, float("-inf")) >= LAST_ACTIVE_WRITE_INTERVAL:
             self._last_write[user_id] = now
             await self.users.touch(user_id, now_s())
+
+    def write_times_held(self) -> int:
+        """Users whose last write of last_active_at is remembered (bounded by the sweep above)."""
+        return len(self._last_write)
 
     async def usage(self, sid: str, model: str) -> None:
         await self.sessions.record_usage(sid, model)

@@ -18,7 +18,7 @@ from chatwire.db.models import User
 from chatwire.db.repos.notes import NoteRepo
 from chatwire.db.repos.users import UserRepo
 from chatwire.errors import ChatwireError
-from chatwire.services.collab import CollabService
+from chatwire.services.collab import CollabService, KeyedLocks
 from chatwire.services.notes import NoteService
 from chatwire.services.rooms import Rooms
 
@@ -119,3 +119,50 @@ async def test_content_saves_are_debounced_into_one_write(
     assert [w["data"]["content"] for w in writes] == [{"md": "v9"}]
     note = await repo.get(note_id)
     assert note is not None and note.data == {"content": {"md": "v9"}}
+
+
+async def test_a_key_lock_is_shared_while_in_use_and_forgotten_after() -> None:
+    """KeyedLocks: one key's holders run one at a time on one lock, and the table keeps only keys in use."""
+    locks = KeyedLocks()
+    order: list[str] = []
+    first_in = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder(name: str, hold_until: asyncio.Event | None) -> None:
+        async with locks.hold("k"):
+            order.append(f"{name} in")
+            first_in.set()
+            if hold_until is not None:
+                await hold_until.wait()
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(holder("a", release))
+    await first_in.wait()
+    second = asyncio.create_task(holder("b", None))
+    await asyncio.sleep(0)
+    assert order == ["a in"]  # b waits for a
+    async with locks.hold("other"):
+        assert len(locks) == 2  # "k" held by a and waited for by b, "other" by us
+    assert len(locks) == 1
+    release.set()
+    await asyncio.gather(first, second)
+    assert order == ["a in", "a out", "b in", "b out"]
+    assert len(locks) == 0
+
+
+async def test_opening_locks_go_once_the_documents_are_open_or_left(
+    setup: tuple[CollabService, FlakyStore, MemoryBroker, User, str],
+) -> None:
+    """Every document ever opened used to keep its opening lock until its note was deleted."""
+    collab, _store, _broker, user, doc_id = setup
+    others = [await collab.notes.create(user, f"n{i}", {"content": {"md": ""}}, None, None) for i in range(3)]
+    ids = [doc_id, *(f"note:{n['id']}" for n in others)]
+    await asyncio.gather(*(collab.join(f"s{i}", user, d, None) for i, d in enumerate(ids)))
+    assert all(collab.is_open(d) for d in ids)
+    assert collab.opening_locks() == 0
+    await collab.disconnected("s0")
+    for i, d in enumerate(ids[1:], 1):
+        await collab.leave(f"s{i}", user, d)
+    # a REST write of the content takes the same lock, to reset the stored state of a document nobody edits
+    await collab.notes.update(others[0]["id"], user, {"data": {"content": {"md": "rest"}}})
+    assert collab.opening_locks() == 0
