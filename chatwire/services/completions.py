@@ -263,6 +263,7 @@ class CompletionService:
         changed = False
         loop = asyncio.get_running_loop()
         next_snapshot = loop.time() + self.snapshot_seconds
+        me = asyncio.current_task()
         try:
             done = False
             async for event in self._stream(model, messages, call):
@@ -276,6 +277,10 @@ class CompletionService:
                     pieces = [str(data.get("content") or "")]
                     changed = False
                 await emit(event)
+                if me is not None and me.cancelling():
+                    # A stop whose cancel a library swallowed (Python 3.11's wait_for, used by redis-py to send):
+                    # honour it here, or the answer would run on to its end after the stop was acknowledged.
+                    raise asyncio.CancelledError
                 done = done or _ends(event)
                 if changed and self.snapshot_seconds > 0 and not done and loop.time() >= next_snapshot:
                     pieces = ["".join(pieces)]
