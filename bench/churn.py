@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import LOAD_LIMITS_OFF, Proc, free_port
+from bench.common import LOAD_LIMITS_OFF, Proc, free_port, server_env, trace_env
 from bench.connect_storm import storm
 from bench.fanout import ensure_node_modules
 from bench.soak import heap_growth, heap_report, rss_mb
@@ -128,16 +128,9 @@ async def run_churn(
     port = free_port()
     trace_dir = workdir / "heap"
     env = {
-        "CHATWIRE_PORT": str(port),
-        "CHATWIRE_DATA_DIR": str(workdir / "data"),
-        "CHATWIRE_JWT_SECRET": uuid.uuid4().hex,
-        "CHATWIRE_LOG_LEVEL": "WARNING",
-        "CHATWIRE_RATE_LIMIT_EVENTS": "200",
-        "CHATWIRE_RATE_LIMIT_BURST": "1000",
+        **server_env(port, workdir),
         **LOAD_LIMITS_OFF,
-        "CHATWIRE_BENCH_TRACE_DIR": str(trace_dir),
-        "CHATWIRE_BENCH_TRACE_INTERVAL": str(365 * 86400),  # snapshots only when asked for
-        "CHATWIRE_BENCH_TRACE_FRAMES": str(frames),
+        **trace_env(trace_dir, 365 * 86400, frames),  # snapshots only when asked for
     }
     argv = [sys.executable, "-m", "bench.traced_serve"]
     proc = await Proc(argv, env, port, workdir / "chatwire.log").ready()

@@ -96,6 +96,28 @@ LOAD_LIMITS_OFF = {
 }
 
 
+def server_env(port: int, workdir: Path) -> dict[str, str]:
+    """The settings every long-running bench server starts from: its own port, data directory and secret, a quiet
+    log, and event rates far above the bench's own traffic, so a burst of joins at connect time is never refused."""
+    return {
+        "CHATWIRE_PORT": str(port),
+        "CHATWIRE_DATA_DIR": str(workdir / "data"),
+        "CHATWIRE_JWT_SECRET": uuid.uuid4().hex,
+        "CHATWIRE_LOG_LEVEL": "WARNING",
+        "CHATWIRE_RATE_LIMIT_EVENTS": "200",
+        "CHATWIRE_RATE_LIMIT_BURST": "1000",
+    }
+
+
+def trace_env(trace_dir: Path, interval: float, frames: int) -> dict[str, str]:
+    """What bench/traced_serve.py reads: where its heap snapshots go, how often, and how many stack frames."""
+    return {
+        "CHATWIRE_BENCH_TRACE_DIR": str(trace_dir),
+        "CHATWIRE_BENCH_TRACE_INTERVAL": str(interval),
+        "CHATWIRE_BENCH_TRACE_FRAMES": str(frames),
+    }
+
+
 def chatwire_argv() -> list[str]:
     return [sys.executable, "-m", "chatwire", "serve"]
 

@@ -38,7 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, Proc, chatwire_argv, free_port, fresh_postgres
+from bench.common import REPO, Proc, chatwire_argv, free_port, fresh_postgres, server_env, trace_env
 from chatwire.services.models import demo_answer
 
 NODE_DIR = REPO / "tests" / "node"
@@ -393,15 +393,9 @@ async def run_soak(
     port = free_port()
     log_path = workdir / "server.log"
     env = {
-        "CHATWIRE_PORT": str(port),
-        "CHATWIRE_DATA_DIR": str(workdir / "data"),
-        "CHATWIRE_JWT_SECRET": uuid.uuid4().hex,
-        "CHATWIRE_LOG_LEVEL": "WARNING",
+        **server_env(port, workdir),
         "CHATWIRE_LOG_FORMAT": "json",
         "CHATWIRE_DATABASE_URL": database_url,
-        # The soak's own traffic is far below these, but a burst of joins at connect time must never be refused.
-        "CHATWIRE_RATE_LIMIT_EVENTS": "200",
-        "CHATWIRE_RATE_LIMIT_BURST": "1000",
         # Every tab connects from 127.0.0.1, where real users come from many addresses: the per-IP limits (50
         # connects/s, 1,000 events/s by default) would refuse most of the connect wave, so they are off here.
         "CHATWIRE_RATE_LIMIT_IP_CONNECTS": "0",
@@ -412,9 +406,7 @@ async def run_soak(
     trace_dir = workdir / "heap"
     if trace_memory > 0:
         argv = [sys.executable, "-m", "bench.traced_serve"]
-        env["CHATWIRE_BENCH_TRACE_DIR"] = str(trace_dir)
-        env["CHATWIRE_BENCH_TRACE_INTERVAL"] = str(trace_memory)
-        env["CHATWIRE_BENCH_TRACE_FRAMES"] = str(trace_frames)
+        env.update(trace_env(trace_dir, trace_memory, trace_frames))
     server = Proc(argv, env, port, log_path)
     res = SoakResult(
         clients=clients,
