@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -37,22 +38,30 @@ Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 # the JSON encoders (orjson stops at 255) and Python's recursion limit can take.
 MAX_NESTING = 128
 
+# Validation context of a payload whose nesting and text were already checked whole (`socket_handler` does so for
+# every socket event): the per-field checks below would repeat that work on each field of each nested model.
+PAYLOAD_CHECKED: dict[str, bool] = {"payload_checked": True}
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", str_max_length=1_000_000)
 
     @field_validator("*", mode="after")
     @classmethod
-    def _not_too_deep(cls, value: Any) -> Any:
+    def _not_too_deep(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.context is PAYLOAD_CHECKED:
+            return value
         if isinstance(value, dict | list) and nested_deeper_than(value, MAX_NESTING):
             raise ValueError(f"nested more than {MAX_NESTING} levels deep")
         return value
 
     @field_validator("*", mode="after")
     @classmethod
-    def _storable_text(cls, value: Any) -> Any:
+    def _storable_text(cls, value: Any, info: ValidationInfo) -> Any:
         """The edge rule for text: every string at any depth must be encodable UTF-8 and free of NUL (PostgreSQL
         text cannot hold it), so both databases and every encoder agree; anything else is `invalid_payload`."""
+        if info.context is PAYLOAD_CHECKED:
+            return value
         problem = text_problem(value)
         if problem is not None:
             raise ValueError(problem)

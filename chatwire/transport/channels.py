@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatwire.errors import invalid
-from chatwire.protocol import ChannelEvent, TypingData
+from chatwire.protocol import PAYLOAD_CHECKED, ChannelEvent, TypingData
 from chatwire.services.rooms import channel_room
 from chatwire.transport.context import Context, Registrar, socket_handler
 
@@ -21,7 +21,7 @@ def register(hub: Registrar, ctx: Context) -> None:
         if kind == "typing":
             if payload.data.data is None:
                 raise invalid("data.data: typing events carry {typing: bool}")
-            typing = TypingData.model_validate(payload.data.data).typing
+            typing = TypingData.model_validate(payload.data.data, context=PAYLOAD_CHECKED).typing
             if ctx.in_room(sid, channel_room(payload.channel_id)):
                 # Sessions enter and leave a channel's room with membership: being in it is proof enough.
                 await channels.relay_typing(payload.channel_id, payload.message_id, user, typing)

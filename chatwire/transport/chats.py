@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatwire.errors import invalid, not_found
-from chatwire.protocol import ChatEvent, TypingData
+from chatwire.protocol import PAYLOAD_CHECKED, ChatEvent, TypingData
 from chatwire.services.chats import CHAT_EVENT
 from chatwire.transport.context import Context, Registrar, SessionState, socket_handler
 
@@ -42,7 +42,7 @@ def register(hub: Registrar, ctx: Context) -> None:
         if kind == "typing":
             if payload.data.data is None:
                 raise invalid("data.data: typing events carry {typing: bool}")
-            typing = TypingData.model_validate(payload.data.data).typing
+            typing = TypingData.model_validate(payload.data.data, context=PAYLOAD_CHECKED).typing
             if not ctx.in_room(sid, chat_room(chat_id)):
                 raise not_found("chat")  # join the chat first
             await chats.own_chat(chat_id, user)

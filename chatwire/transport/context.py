@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from chatwire.backends.sessions import SessionInfo
 from chatwire.db.models import User
 from chatwire.errors import ChatwireError, ErrorCode
-from chatwire.protocol import MAX_NESTING, UserJoin
+from chatwire.protocol import MAX_NESTING, PAYLOAD_CHECKED, UserJoin
 from chatwire.services.auth import has_access
 from chatwire.services.container import Services
 from chatwire.transport.limits import IpLimiter
@@ -150,6 +150,10 @@ class Context:
         return st.user
 
 
+# The encoded size up to which no payload can nest deeper than MAX_NESTING (an encoding of depth d is at least 2d long).
+_NEVER_TOO_DEEP = 2 * MAX_NESTING + 1
+
+
 def payload_size(data: Any) -> int:
     return measure(data)[0]
 
@@ -191,18 +195,20 @@ def socket_handler(
                     raise ChatwireError(
                         ErrorCode.RATE_LIMITED, "too many events from this address; slow down"
                     )
-                if nested_deeper_than(data, MAX_NESTING):
+                size, problem = measure(data)
+                # every level of nesting takes two characters (its brackets), so a short payload is never too deep
+                if size > _NEVER_TOO_DEEP and nested_deeper_than(data, MAX_NESTING):
                     raise ChatwireError(
                         ErrorCode.INVALID_PAYLOAD, f"payload nested more than {MAX_NESTING} levels deep"
                     )
-                size, problem = measure(data)
                 if size > ctx.settings.max_payload_bytes:
                     raise ChatwireError(
                         ErrorCode.PAYLOAD_TOO_LARGE, f"payload over {ctx.settings.max_payload_bytes} bytes"
                     )
                 if problem is not None:
                     raise ChatwireError(ErrorCode.INVALID_PAYLOAD, problem)
-                payload = model.model_validate(data) if model is not None else data
+                # nesting and text are checked whole above; the model checks shapes and bounds
+                payload = model.model_validate(data, context=PAYLOAD_CHECKED) if model is not None else data
                 return await fn(ctx, sid, payload)
             except ChatwireError as exc:
                 _log_rejection(ctx, sid, event, exc.code.value, exc.message)

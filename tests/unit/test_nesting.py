@@ -15,3 +15,23 @@ def test_depth_is_counted_exactly() -> None:
 
 def test_towers_deeper_than_the_recursion_limit_are_measured() -> None:
     assert nested_deeper_than(nested(100_000), 128)
+
+
+def test_a_payload_too_short_to_be_too_deep_is_never_walked() -> None:
+    """socket_handler skips the depth walk for payloads of at most _NEVER_TOO_DEEP encoded bytes: the tightest
+    tower one level too deep (lists or objects) is already longer than that, binary or not."""
+    from chatwire.protocol import MAX_NESTING
+    from chatwire.transport.context import _NEVER_TOO_DEEP, measure
+
+    def tower(depth: int, leaf: object, box: str) -> object:
+        value: object = leaf
+        for _ in range(depth - (1 if isinstance(leaf, list | dict) else 0)):
+            value = [value] if box == "list" else {"": value}
+        return value
+
+    for leaf in ([], {}, b"", 0):
+        for box in ("list", "dict"):
+            value = tower(MAX_NESTING + 1, leaf, box)
+            assert nested_deeper_than(value, MAX_NESTING)
+            assert measure(value)[0] > _NEVER_TOO_DEEP
+    assert measure(tower(MAX_NESTING, [], "list"))[0] <= _NEVER_TOO_DEEP
