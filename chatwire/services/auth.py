@@ -280,7 +280,7 @@ class AuthService:
         if not isinstance(token, str) or not token:
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "missing token")
         if self.external is not None and not (token in self.tokens or self._is_own(token, self.external)):
-            return await self._authenticate_external(self.external, token)
+            return await self._authenticate_external(self.external, token, recent_user)
         claims = self.decode(token)
         jti = claims.get("jti") if isinstance(claims.get("jti"), str) else None
         if jti is not None and await self.revocations.is_revoked(jti):
@@ -409,12 +409,17 @@ class AuthService:
             return legacy
         return None
 
-    async def _authenticate_external(self, external: ExternalVerifier, token: str) -> Identity:
-        """Verify an external token and return its user, provisioning it on first sight."""
+    async def _authenticate_external(
+        self, external: ExternalVerifier, token: str, recent_user: bool = False
+    ) -> Identity:
+        """Verify an external token and return its user, provisioning it on first sight. `recent_user`: a known
+        user's row may come from the user cache (as for chatwire's own tokens), so a reconnect reads nothing."""
         claims = external.verify(token)
         if claims.jti is not None and await self.revocations.is_revoked(claims.jti):
             raise ChatwireError(ErrorCode.UNAUTHORIZED, "token revoked")
-        user = await self._external_row(claims.user_id)
+        user = await self._user(self.external_id(claims.user_id), True) if recent_user else None
+        if user is None:
+            user = await self._external_row(claims.user_id)
         if user is None:
             user = await self._provision(claims)
         else:

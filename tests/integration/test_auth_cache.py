@@ -218,3 +218,39 @@ async def test_pending_after_a_role_change_gets_no_channel_room(server: RunningS
     assert rooms == [f"user:{bob['id']}"], rooms
     await warm.close()
     await again.close()
+
+
+def external_token(secret: str, sub: str, name: str) -> str:
+    import time
+
+    import jwt
+
+    claims = {"sub": sub, "name": name, "aud": "chatwire", "exp": int(time.time()) + 60}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+async def test_warm_external_connect_reads_no_user_row_and_a_new_name_still_lands(settings: Settings) -> None:
+    secret = "app-secret-" + "e" * 30
+    external = settings.model_copy(
+        update={"external_algorithms": ["HS256"], "external_secret": secret, "external_audience": "chatwire"}
+    )
+    async with run_server(external) as server:
+        token = external_token(secret, "u-9", "Grace")
+        first = await RecordingClient(server.url).connect(token)  # provisions the row
+        await first.close()
+        with auth_reads(server) as reads:
+            again = [await RecordingClient(server.url).connect(token) for _ in range(3)]
+        try:
+            assert reads == []  # connect and user-join of a known external user: served from the user cache
+        finally:
+            for client in again:
+                await client.close()
+        # a changed claim is written (and the cached row dropped) even though the row came from the cache
+        renamed = await RecordingClient(server.url).connect(external_token(secret, "u-9", "Grace Hopper"))
+        try:
+            row = await server.services.users.get("u-9@external")
+            assert row is not None and row.name == "Grace Hopper"
+            identity = await server.services.auth.authenticate(token, recent_user=True)
+            assert identity.user.id == "u-9@external"
+        finally:
+            await renamed.close()
