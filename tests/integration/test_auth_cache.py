@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import jwt
 import pytest
 import socketio
 from sqlalchemy import event
@@ -221,10 +223,6 @@ async def test_pending_after_a_role_change_gets_no_channel_room(server: RunningS
 
 
 def external_token(secret: str, sub: str, name: str) -> str:
-    import time
-
-    import jwt
-
     claims = {"sub": sub, "name": name, "aud": "chatwire", "exp": int(time.time()) + 60}
     return jwt.encode(claims, secret, algorithm="HS256")
 
