@@ -30,7 +30,7 @@ def session_json(services: Services, user: User) -> dict[str, Any]:
 @router.post("/signup")
 async def signup(form: SignupForm, services: ServicesDep) -> dict[str, Any]:
     user = await services.auth.signup(form.name, str(form.email), form.password)
-    await services.channels.join_public_channels(user)
+    await services.channels.join_public_channels([user])
     return session_json(services, user)
 
 
@@ -48,7 +48,7 @@ async def me(identity: IdentityDep, services: ServicesDep) -> dict[str, Any]:
 @router.post("/add")
 async def add_user(form: AddUserForm, _admin: AdminDep, services: ServicesDep) -> dict[str, Any]:
     user = await services.auth.add_user(form.name, str(form.email), form.password, form.role)
-    await services.channels.join_public_channels(user)
+    await services.channels.join_public_channels([user])
     return session_json(services, user)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from chatwire.backends.attempts import AttemptLog
 from chatwire.backends.attempts_memory import MemoryAttemptLog
 from chatwire.db.models import User
-from chatwire.db.repos.users import UserRepo
+from chatwire.db.repos.users import NewUser, UserRepo
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.services.auth_cache import MembershipCache, RevocationSet, TokenCache, UserCache
 from chatwire.services.external_auth import (
@@ -27,7 +27,7 @@ from chatwire.services.external_auth import (
     ExternalVerifier,
     external_user_id,
 )
-from chatwire.services.singleflight import BatchLoader
+from chatwire.services.singleflight import BatchLoader, KeyedBatcher
 from chatwire.util import new_id, now_ms, now_s, text_problem
 
 ROLES = ("admin", "user", "pending")
@@ -225,8 +225,8 @@ class AuthService:
         self.throttle = throttle or SigninThrottle.in_memory(10, 50, 300.0)
         self.external = external
         self.external_default_role = external_default_role
-        # Run once for each user created from an external identity (e.g. join the open channels).
-        self.provisioned_hooks: list[Callable[[User], Awaitable[None]]] = []
+        # Run once for each batch of users created from external identities (e.g. join the open channels).
+        self.provisioned_hooks: list[Callable[[list[User]], Awaitable[None]]] = []
         self.secret = secret
         self.token_ttl = token_ttl
         self.default_role = default_role
@@ -238,6 +238,11 @@ class AuthService:
         self.user_cache = UserCache()
         # Misses of the user cache on the connect path: read in batches, each user once (singleflight.py).
         self.user_loader: BatchLoader[User] = BatchLoader(self._read_users)
+        # First sights of external users: their pre-namespace rows read, and their new rows written, in batches.
+        self.legacy_loader: BatchLoader[User] = BatchLoader(self._read_legacy)
+        self.provisioner: KeyedBatcher[NewUser, tuple[User, bool]] = KeyedBatcher(
+            self._provision_batch, max_batch=200
+        )
         # Each user's channel ids (the rooms of a user-join); ChannelService reads it, ChannelRepo's writes and
         # the fleet's notices drop entries (see forget_memberships).
         self.memberships = MembershipCache()
@@ -405,11 +410,13 @@ class AuthService:
         return user if user is not None else await self._legacy_external_row(subject)
 
     async def _legacy_external_row(self, subject: str) -> User | None:
-        """A row provisioned before ids were namespaced, if `subject` names one."""
-        legacy = await self.users.get(subject)
-        if legacy is not None and not legacy.password_hash and legacy.id not in RESERVED_USER_IDS:
-            return legacy
-        return None
+        """A row provisioned before ids were namespaced, if `subject` names one (read in batches: every first
+        sight asks)."""
+        return await self.legacy_loader.load(subject)
+
+    async def _read_legacy(self, subjects: list[str]) -> dict[str, User]:
+        rows = await self.users.get_many(subjects)
+        return {u.id: u for u in rows if not u.password_hash and u.id not in RESERVED_USER_IDS}
 
     async def _authenticate_external(
         self, external: ExternalVerifier, token: str, recent_user: bool = False
@@ -441,26 +448,36 @@ class AuthService:
 
     async def _provision(self, claims: ExternalClaims) -> User:
         """Create the user row of an external identity, in the external namespace; its email only if no other
-        account has it."""
+        account has it. The first sights of one loop turn (a reconnecting fleet of new users) are written in one
+        transaction, and the tabs of one user racing to be first share that write."""
         user_id = self.external_id(claims.user_id)
         if user_id in RESERVED_USER_IDS:  # cannot happen (namespaced ids hold "@" or "x-"); kept as a guard
             raise ChatwireError(ErrorCode.INVALID_PAYLOAD, "reserved user id")
         placeholder = f"ext-{hashlib.sha256(user_id.encode()).hexdigest()[:24]}@external.invalid"
-        email = claims.email
-        if email is None or await self.users.get_by_email(email) is not None:
-            email = placeholder
-        user, created = await self.users.provision(
+        new = NewUser(
             user_id=user_id,
             name=claims.name or claims.user_id,
-            email=email,
+            email=claims.email,
             fallback_email=placeholder,
             role=claims.role or self.external_default_role,
         )
+        found = await self.provisioner.submit(user_id, new)
+        if found is None:  # provision_many answers for every id it is given
+            raise RuntimeError(f"could not provision external user {user_id!r}")
+        return found[0]
+
+    async def _provision_batch(self, new: dict[str, NewUser]) -> dict[str, tuple[User, bool]]:
+        """One transaction for a batch of first sights; the users it created go to the provisioned hooks."""
+        out = await self.users.provision_many(list(new.values()))
+        created = [user for user, was_created in out.values() if was_created]
         if created:
-            log.info("external user provisioned", extra={"user_id": user.id})
+            log.info(
+                "external users provisioned",
+                extra={"count": len(created), "user_ids": [u.id for u in created[:20]]},
+            )
             for hook in self.provisioned_hooks:
-                await hook(user)
-        return user
+                await hook(created)
+        return out
 
     async def ensure_external_user(self, user_id: str, name: str | None, email: str | None) -> User:
         """The user of the app's id `user_id`, created as its first login would (server API: add members before

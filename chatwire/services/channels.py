@@ -243,10 +243,12 @@ class ChannelService:
         await self.repo.delete(channel_id)
         await self.broker.close_room(channel_room(channel_id))
 
-    async def join_public_channels(self, user: User) -> None:
-        """A new account joins every standard, non-private channel: those are open to all users."""
+    async def join_public_channels(self, users: list[User]) -> None:
+        """New accounts join every standard, non-private channel: those are open to all users."""
+        if not users:
+            return
         for channel in await self.repo.list_public():
-            await self.repo.add_members(channel.id, [user.id])
+            await self.repo.add_members(channel.id, [user.id for user in users])
 
     async def members(
         self, channel_id: str, user: User, online: Callable[[list[str]], Awaitable[set[str]]]

@@ -38,6 +38,7 @@ import orjson
 from chatwire.db.models import ChannelWebhook, User, WebhookDelivery, WebhookEndpoint
 from chatwire.db.repos.webhooks import DEAD, DELIVERED, PENDING, WebhookRepo
 from chatwire.errors import ChatwireError, ErrorCode, forbidden, invalid, not_found
+from chatwire.services.singleflight import BatchLoader
 from chatwire.util import new_id
 
 log = logging.getLogger("chatwire.webhooks")
@@ -63,6 +64,7 @@ HEADER_ATTEMPT = "chatwire-attempt"
 LEASE_GRACE_SECONDS = 5.0
 PRUNE_EVERY_SECONDS = 300.0
 MAX_URL = 2048
+ACTIVE_KEY = "active"  # the one key of the active-endpoints read
 
 # `await notify(kind, data)`: what the services that own the events call (one narrow hook each).
 Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -160,6 +162,8 @@ class WebhookService:
         self.repo = repo
         self.cache_seconds = cache_seconds
         self._cache: tuple[float, list[WebhookEndpoint]] | None = None
+        # Callers that find the cache stale at once (a connect storm's presence changes) share one read.
+        self._active: BatchLoader[list[WebhookEndpoint]] = BatchLoader(self._read_active)
         # Set by the dispatcher: new rows are due now, so it should look at once rather than at its next poll.
         self.wake: Callable[[], None] = lambda: None
         self.enqueue_failures = 0
@@ -177,7 +181,7 @@ class WebhookService:
             key_id=key_id,
             now_ms=now_ms(),
         )
-        self._cache = None
+        self._invalidate()
         return endpoint_json(row, pending=0, secret=True)
 
     async def _endpoint(self, endpoint_id: str) -> WebhookEndpoint:
@@ -218,7 +222,7 @@ class WebhookService:
         if rotate_secret:
             values["secret"] = new_secret()
         await self.repo.update_endpoint(endpoint_id, values, now_ms())
-        self._cache = None
+        self._invalidate()
         row = await self._endpoint(endpoint_id)
         pending = await self.repo.pending_counts()
         return endpoint_json(row, pending=pending.get(row.id, 0), secret=rotate_secret)
@@ -226,7 +230,7 @@ class WebhookService:
     async def delete(self, endpoint_id: str) -> None:
         if not await self.repo.delete_endpoint(endpoint_id):
             raise not_found("webhook endpoint")
-        self._cache = None
+        self._invalidate()
 
     async def deliveries(self, endpoint_id: str, status: str | None, limit: int) -> list[dict[str, Any]]:
         await self._endpoint(endpoint_id)
@@ -248,11 +252,21 @@ class WebhookService:
 
     # the outbox
 
+    def _invalidate(self) -> None:
+        """An endpoint changed here: the next event reads them again (not joining a read already under way)."""
+        self._cache = None
+        self._active.forget(ACTIVE_KEY)
+
+    async def _read_active(self, _keys: list[str]) -> dict[str, list[WebhookEndpoint]]:
+        return {ACTIVE_KEY: await self.repo.active_endpoints()}
+
     async def _subscribed(self, kind: str) -> list[WebhookEndpoint]:
         now = time.monotonic()
-        if self._cache is None or now - self._cache[0] >= self.cache_seconds:
-            self._cache = (now, await self.repo.active_endpoints())
-        return [e for e in self._cache[1] if kind in e.events or "*" in e.events]
+        cache = self._cache
+        if cache is None or now - cache[0] >= self.cache_seconds:
+            cache = (now, await self._active.load(ACTIVE_KEY) or [])
+            self._cache = cache
+        return [e for e in cache[1] if kind in e.events or "*" in e.events]
 
     async def notify(self, kind: str, data: dict[str, Any]) -> None:
         """Put one delivery per subscribed endpoint in the outbox (committed before this returns).

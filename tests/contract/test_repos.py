@@ -11,7 +11,7 @@ from chatwire.db.models import Chat, ChatMessage, User
 from chatwire.db.repos.channels import ChannelRepo
 from chatwire.db.repos.chats import ChatRepo, chat_to_json
 from chatwire.db.repos.notes import NoteRepo
-from chatwire.db.repos.users import UserRepo
+from chatwire.db.repos.users import NewUser, UserRepo
 from chatwire.errors import ChatwireError, ErrorCode, not_found
 from chatwire.util import now_s
 
@@ -57,6 +57,68 @@ async def test_concurrent_first_signups_make_exactly_one_admin(db: Database) -> 
         )
     )
     assert sorted(u.role for u in users) == ["admin"] + ["user"] * 7
+
+
+async def test_provision_many_creates_returns_existing_and_gives_taken_emails_the_fallback(
+    db: Database,
+) -> None:
+    repo = UserRepo(db)
+    (ada,) = await make_users(db, "Ada")
+
+    def new(uid: str, email: str | None) -> NewUser:
+        return NewUser(
+            user_id=uid, name=uid, email=email, fallback_email=f"{uid}@fallback.invalid", role="user"
+        )
+
+    first = await repo.provision_many(
+        [
+            new("x1", "ADA@example.com"),
+            new("x2", "X2@example.com"),
+            new("x3", "x2@example.com"),
+            new("x4", None),
+        ]
+    )
+    assert {uid: created for uid, (_user, created) in first.items()} == {
+        "x1": True,
+        "x2": True,
+        "x3": True,
+        "x4": True,
+    }
+    emails = {uid: user.email for uid, (user, _created) in first.items()}
+    assert emails == {
+        "x1": "x1@fallback.invalid",  # Ada has it
+        "x2": "x2@example.com",
+        "x3": "x3@fallback.invalid",  # x2 took it earlier in the same batch
+        "x4": "x4@fallback.invalid",
+    }
+    again = await repo.provision_many([new("x2", "other@example.com"), new("x5", "x5@example.com")])
+    assert again["x2"][1] is False and again["x2"][0].email == "x2@example.com"
+    assert again["x5"][1] is True
+    stored = {u.id: u for u in await repo.get_many(["x1", "x2", "x3", "x4", "x5"])}
+    assert sorted(stored) == ["x1", "x2", "x3", "x4", "x5"]
+    assert stored["x3"].password_hash is None and stored["x3"].role == "user"
+    assert (await repo.get(ada.id)).email == "ada@example.com"  # type: ignore[union-attr]
+    assert await repo.provision_many([]) == {}
+
+
+async def test_concurrent_provision_batches_create_each_user_once(db: Database) -> None:
+    """Two batches sharing users race (on PostgreSQL, as two processes would): each user is created by exactly
+    one of them, and the other gets the row."""
+    repo = UserRepo(db)
+
+    def batch(*uids: str) -> list[NewUser]:
+        return [NewUser(uid, uid, f"{uid}@example.com", f"{uid}@fallback.invalid", "user") for uid in uids]
+
+    results = await asyncio.gather(
+        *(repo.provision_many(batch(f"r{i}", f"r{i + 1}", "shared")) for i in range(4))
+    )
+    created: dict[str, int] = {}
+    for result in results:
+        for uid, (user, was_created) in result.items():
+            assert user.id == uid
+            created[uid] = created.get(uid, 0) + int(was_created)
+    assert created == {"shared": 1, **{f"r{i}": 1 for i in range(5)}}
+    assert await repo.count() == 6
 
 
 async def test_email_is_unique(db: Database) -> None:

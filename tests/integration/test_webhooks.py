@@ -15,6 +15,10 @@ import pytest
 from chatwire.client.server import ServerApiError, ServerClient
 from chatwire.client.webhooks import WebhookVerificationError, verify
 from chatwire.config import Settings
+from chatwire.db.engine import Database
+from chatwire.db.models import WebhookEndpoint
+from chatwire.db.repos.webhooks import WebhookRepo
+from chatwire.services.webhooks import WebhookService
 from tests.conftest import RunningServer, run_server
 from tests.dbsnap import snapshot
 from tests.sio import RecordingClient
@@ -386,3 +390,27 @@ async def test_incoming_webhook_messages_trigger_outgoing_webhooks(
     data = receiver.delivered()[0].json["data"]
     assert data["user"] == {"id": hook["id"], "name": "bot", "role": "webhook"}
     assert data["message"]["content"] == "ping"
+
+
+class CountingRepo(WebhookRepo):
+    """The real repository, counting how often the active endpoints are read."""
+
+    reads = 0
+
+    async def active_endpoints(self) -> list[WebhookEndpoint]:
+        self.reads += 1
+        return await super().active_endpoints()
+
+
+async def test_events_that_find_the_endpoint_cache_stale_share_one_read(db: Database) -> None:
+    repo = CountingRepo(db)
+    service = WebhookService(repo, cache_seconds=60.0)
+    # A connect storm: hundreds of presence changes arrive before the first read of the endpoints returns.
+    await asyncio.gather(*(service.notify("user.online", {"user_id": f"u{i}"}) for i in range(200)))
+    assert repo.reads == 1
+    created = await service.create("https://hooks.example.com/in", ["user.online"], "", None)
+    # A new endpoint is seen at once (not after the cache's minute), by one read again.
+    await asyncio.gather(*(service.notify("user.online", {"user_id": f"v{i}"}) for i in range(50)))
+    assert repo.reads == 2
+    pending = await repo.deliveries(created["id"], "pending", 100)
+    assert len(pending) == 50 and service.enqueue_failures == 0

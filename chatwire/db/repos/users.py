@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,18 @@ FIRST_USER_LOCK = 0x63770001
 
 # Built once with an expanding parameter (one cache entry for any number of ids) instead of per call.
 _USERS_BY_ID = select(User).where(User.id.in_(bindparam("ids", expanding=True)))
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """A user row to create for an external identity on its first sight (`UserRepo.provision_many`). `email`:
+    the identity's address, or None; the row gets `fallback_email` when there is none or it is taken."""
+
+    user_id: str
+    name: str
+    email: str | None
+    fallback_email: str
+    role: str
 
 
 class UserRepo:
@@ -168,6 +181,60 @@ class UserRepo:
                 if existing is not None:
                     return existing, False
         raise RuntimeError(f"could not provision external user {user_id!r}")
+
+    async def provision_many(self, new: builtins.list[NewUser]) -> dict[str, tuple[User, bool]]:
+        """Create many external users in one transaction -> {user_id: (user, created)}; an id that exists already
+        maps to its row and False, a taken (or in this batch repeated) email gives way to the fallback address.
+        When a concurrent writer of another process gets in between (PostgreSQL), each user is provisioned on
+        its own instead, as `provision` does."""
+        if not new:
+            return {}
+        try:
+            return await self._insert_many(new)
+        except IntegrityError:
+            out: dict[str, tuple[User, bool]] = {}
+            for item in new:
+                out[item.user_id] = await self.provision(
+                    user_id=item.user_id,
+                    name=item.name,
+                    email=item.email or item.fallback_email,
+                    fallback_email=item.fallback_email,
+                    role=item.role,
+                )
+            return out
+
+    async def _insert_many(self, new: builtins.list[NewUser]) -> dict[str, tuple[User, bool]]:
+        now = now_s()
+        out: dict[str, tuple[User, bool]] = {}
+        async with self.db.session() as s:
+            ids = list(dict.fromkeys(item.user_id for item in new))
+            for user in (await s.execute(_USERS_BY_ID, {"ids": ids})).scalars():
+                out[user.id] = (user, False)
+            wanted = {item.email.lower() for item in new if item.email and item.user_id not in out}
+            taken: set[str] = set()
+            if wanted:
+                q = select(User.email).where(User.email.in_(bindparam("emails", expanding=True)))
+                taken = set((await s.execute(q, {"emails": list(wanted)})).scalars())
+            for item in new:
+                if item.user_id in out:
+                    continue
+                email = item.email.lower() if item.email else None
+                if email is None or email in taken:
+                    email = item.fallback_email.lower()
+                taken.add(email)
+                user = User(
+                    id=item.user_id,
+                    name=item.name,
+                    email=email,
+                    password_hash=None,
+                    role=item.role,
+                    last_active_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(user)
+                out[user.id] = (user, True)
+        return out
 
     async def update_profile(self, user_id: str, **values: object) -> User | None:
         """Update name/role (or other columns) of a user and return the fresh row."""
