@@ -5,13 +5,14 @@ Every client is an official socket.io-client 4.8 connection (bench/node/storm.mj
 own `jti`) spread over `--users` users; the subject verifies it at connect (chatwire: its normal connect path, with
 the revocation check and the user row; python-socketio: PyJWT; Node: jsonwebtoken), puts the session in
 `user:{id}`, and `user-join` verifies it again and acknowledges. chatwire's users are also members of `--channels`
-group channels, so its `user-join` enters channel rooms too (the peers have no channels: they do less).
+group channels, so its `user-join` enters channel rooms too and each user's first session announces its presence
+in them (the peers have no channels: they do less); `chatwire-no-channels` is chatwire doing only the peers' work.
 
 Two storms per subject on one server process: `cold` right after start (nothing cached: every token and user is
 new to the process, as after a deploy) and `warm` (all clients closed, then the same tokens again: a network
 blip). Server CPU is the process's user+system time from /proc, read before and after each storm.
 
-Run: python -m bench.connect_storm [--n 2000] [--users 100] [--subjects chatwire,python-socketio,node]
+Run: python -m bench.connect_storm [--n 5000] [--users 100] [--subjects chatwire,chatwire-no-channels,python-socketio,node]
 """
 
 from __future__ import annotations
@@ -106,8 +107,15 @@ async def node_subject(workdir: Path, users: int, _channels: int) -> tuple[Proc,
     return proc, [f"user-{i}" for i in range(users)]
 
 
+async def chatwire_no_channels(workdir: Path, users: int, _channels: int) -> tuple[Proc, list[str]]:
+    """chatwire doing the peers' work: its users are in no channel, so a user-join enters `user:{id}` only and a
+    user's first session announces its presence to nobody."""
+    return await chatwire_subject(workdir, users, 0)
+
+
 SUBJECTS: dict[str, Any] = {
     "chatwire": chatwire_subject,
+    "chatwire-no-channels": chatwire_no_channels,
     "python-socketio": stock_subject,
     "node": node_subject,
 }
@@ -178,7 +186,7 @@ async def main() -> None:
     parser.add_argument("--users", type=int, default=100, help="users the clients' tokens belong to")
     parser.add_argument("--channels", type=int, default=2, help="chatwire: group channels every user is in")
     parser.add_argument("--concurrency", type=int, default=0, help="attempts in flight (0: all at once)")
-    parser.add_argument("--subjects", default="chatwire,python-socketio,node")
+    parser.add_argument("--subjects", default=",".join(SUBJECTS))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     ensure_node_modules()

@@ -169,9 +169,16 @@ def headline(data: dict[str, Any]) -> list[str]:
                 for p in ("python-socketio", "node")
                 if p in storm
             )
+            bare = storm.get("chatwire-no-channels", {}).get(phase)
+            same_work = (
+                f" (in no channel, the peers' work: {bare['perSecond']:,.0f}/s and "
+                f"{bare['cpu_ms_per_connect']:.2f} ms)"
+                if bare
+                else ""
+            )
             lines.append(
                 f"- connect storm ({phase}): chatwire {cw['perSecond']:,.0f} connects/s and "
-                f"{cw['cpu_ms_per_connect']:.2f} ms server CPU per authenticated connect{peers}"
+                f"{cw['cpu_ms_per_connect']:.2f} ms server CPU per authenticated connect{same_work}{peers}"
             )
     points = data.get("streaming-curve")
     if points:
