@@ -3,6 +3,7 @@ epoch per start."""
 
 from __future__ import annotations
 
+import heapq
 import secrets
 import time
 from collections import deque
@@ -79,6 +80,9 @@ class MemoryEventLog:
         self._trimmed: dict[str, int] = {}
         self._floor = 0
         self._parked: dict[str, tuple[float, ParkedSession]] = {}
+        # (expiry, pid) of every park, soonest first: expired sessions are dropped from the front, so a mass
+        # disconnect (a deploy, a network blip) costs O(log n) per session, not a scan of all parked ones.
+        self._park_expiry: list[tuple[float, str]] = []
         self._next_sweep = 0.0
 
     async def epoch(self) -> str:
@@ -142,8 +146,14 @@ class MemoryEventLog:
 
     async def park(self, pid: str, session: ParkedSession, ttl: float) -> None:
         now = self._clock()
-        self._parked = {k: v for k, v in self._parked.items() if v[0] > now}
+        expiry = self._park_expiry
+        while expiry and expiry[0][0] <= now:
+            at, old = heapq.heappop(expiry)
+            item = self._parked.get(old)
+            if item is not None and item[0] == at:  # not claimed, nor parked again since
+                del self._parked[old]
         self._parked[pid] = (now + ttl, session)
+        heapq.heappush(expiry, (now + ttl, pid))
 
     async def claim(self, pid: str) -> ParkedSession | None:
         item = self._parked.pop(pid, None)
@@ -156,6 +166,7 @@ class MemoryEventLog:
         self._order.clear()
         self._bytes = self._held = 0
         self._parked.clear()
+        self._park_expiry.clear()
 
     def _trim_oldest(self) -> None:
         """Drop the oldest entry of the whole log (entries already trimmed by their room are skipped)."""

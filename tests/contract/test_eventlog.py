@@ -131,6 +131,22 @@ async def test_parked_session_is_claimed_once_and_expires(made: Made) -> None:
     assert await log.claim("unknown") is None
 
 
+async def test_parking_again_outlives_the_first_parks_expiry(made: Made) -> None:
+    log = made.log
+    parked = ParkedSession("sid1", "u1", ("user:u1",), await log.head())
+    await log.park("pid1", parked, ttl=10)
+    made.clock.now += 5
+    await log.park("pid1", parked, ttl=10)  # the same tab disconnected again: a new deadline
+    made.clock.now += 6  # past the first deadline, before the second
+    for i in range(300):  # a mass disconnect: each park also drops what has expired
+        await log.park(f"crowd{i}", parked, ttl=3)
+    assert await log.claim("pid1") == parked
+    made.clock.now += 4
+    await log.park("late", parked, ttl=10)
+    assert await log.claim("crowd7") is None and await log.claim("crowd299") is None
+    assert await log.claim("late") == parked
+
+
 def test_recoverable_rooms() -> None:
     assert is_recoverable("user:1") and is_recoverable("channel:2")
     assert not is_recoverable("note:1") and not is_recoverable("doc_note:1") and not is_recoverable("sid")
