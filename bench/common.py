@@ -36,6 +36,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def ratio(value: float, peer: float) -> str:
+    """`value / peer` as "1.23x", or "-" when the peer measured nothing (a tiny run's CPU can be below one clock
+    tick of /proc's accounting, 10 ms)."""
+    return f"{value / peer:.2f}x" if peer > 0 else "-"
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import jwt
 
-from bench.common import LOAD_LIMITS_OFF, Proc, chatwire_argv, cpu_seconds, free_port, table
+from bench.common import LOAD_LIMITS_OFF, Proc, chatwire_argv, cpu_seconds, free_port, ratio, table
 from bench.fanout import NODE_DIR, ensure_node_modules
 
 SECRET = "bench-storm-" + uuid.uuid4().hex
@@ -200,7 +200,7 @@ async def main() -> None:
             vs = []
             for peer in ("python-socketio", "node"):
                 p = results.get(peer, {}).get(phase)
-                vs.append(f"{r['cpu_ms_per_connect'] / p['cpu_ms_per_connect']:.2f}x" if p else "-")
+                vs.append(ratio(r["cpu_ms_per_connect"], p["cpu_ms_per_connect"]) if p else "-")
             rows.append(
                 [
                     name,

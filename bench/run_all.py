@@ -197,7 +197,7 @@ def headline(data: dict[str, Any]) -> list[str]:
         versus = (
             f" = **{cw['cpu_us_per_delivery'] / node['cpu_us_per_delivery']:.2f}x Node socket.io's** "
             f"({node['cpu_us_per_delivery']:.1f} us, {node['deliveriesPerSecond']:,.0f}/s)"
-            if node
+            if node and node["cpu_us_per_delivery"] > 0
             else ""
         )
         lines.append(

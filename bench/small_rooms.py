@@ -31,7 +31,7 @@ from typing import Any
 
 import jwt
 
-from bench.common import LOAD_LIMITS_OFF, Proc, chatwire_argv, cpu_seconds, free_port, table
+from bench.common import LOAD_LIMITS_OFF, Proc, chatwire_argv, cpu_seconds, free_port, ratio, table
 from bench.fanout import NODE_DIR, ensure_node_modules
 from bench.idle import FD_RESERVE, raise_nofile
 
@@ -185,9 +185,9 @@ async def main() -> None:
                 f"{r['deliveries']:,}",
                 str(r["missing"]),
                 f"{r['deliveriesPerSecond']:,.0f}",
-                f"{r['deliveriesPerSecond'] / node['deliveriesPerSecond']:.2f}x" if node else "-",
+                ratio(r["deliveriesPerSecond"], node["deliveriesPerSecond"]) if node else "-",
                 f"{r['cpu_us_per_delivery']:.1f}",
-                f"{r['cpu_us_per_delivery'] / node['cpu_us_per_delivery']:.2f}x" if node else "-",
+                ratio(r["cpu_us_per_delivery"], node["cpu_us_per_delivery"]) if node else "-",
                 f"{r['connect_seconds']:.0f}",
             ]
         )

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import jwt
 
-from bench.common import LOAD_LIMITS_OFF, REPO, Proc, chatwire_argv, cpu_seconds, free_port, table
+from bench.common import LOAD_LIMITS_OFF, REPO, Proc, chatwire_argv, cpu_seconds, free_port, ratio, table
 from bench.fanout import NODE_DIR, ensure_node_modules
 
 
@@ -290,7 +290,7 @@ async def main() -> None:
                 f"{r['tokens']:,}",
                 str(r["missing"]),
                 f"{r['cpu_us_per_token']:.0f}",
-                f"{r['cpu_us_per_token'] / base['cpu_us_per_token']:.2f}x" if base else "-",
+                ratio(r["cpu_us_per_token"], base["cpu_us_per_token"]) if base else "-",
                 f"{r['framesPerSecond']:,.0f}",
                 fmt(r["p50"]),
                 fmt(r["p99"]),
