@@ -22,6 +22,20 @@ FIRST_USER_LOCK = 0x63770001
 _USERS_BY_ID = select(User).where(User.id.in_(bindparam("ids", expanding=True)))
 
 
+def _user_row(user_id: str, name: str, email: str, password_hash: str | None, role: str, now: int) -> User:
+    """A new user row, active and created `now`."""
+    return User(
+        id=user_id,
+        name=name,
+        email=email,
+        password_hash=password_hash,
+        role=role,
+        last_active_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 @dataclass(frozen=True)
 class NewUser:
     """A user row to create for an external identity on its first sight (`UserRepo.provision_many`). `email`:
@@ -153,16 +167,7 @@ class UserRepo:
                 existing = (await s.execute(select(func.count()).select_from(User))).scalar_one()
                 if existing == 0:
                     role = "admin"
-            user = User(
-                id=user_id or new_ordered_id(),
-                name=name,
-                email=email.lower(),
-                password_hash=password_hash,
-                role=role,
-                last_active_at=now,
-                created_at=now,
-                updated_at=now,
-            )
+            user = _user_row(user_id or new_ordered_id(), name, email.lower(), password_hash, role, now)
             s.add(user)
         return user
 
@@ -222,16 +227,7 @@ class UserRepo:
                 if email is None or email in taken:
                     email = item.fallback_email.lower()
                 taken.add(email)
-                user = User(
-                    id=item.user_id,
-                    name=item.name,
-                    email=email,
-                    password_hash=None,
-                    role=item.role,
-                    last_active_at=now,
-                    created_at=now,
-                    updated_at=now,
-                )
+                user = _user_row(item.user_id, item.name, email, None, item.role, now)
                 s.add(user)
                 out[user.id] = (user, True)
         return out
