@@ -5,7 +5,10 @@ Each subject is a real `chatwire serve` process (SQLite, the embedded default); 
 /api/chat/completions`, the demo model) and records when each token reaches each tab. Subjects, same run:
 chatwire from this checkout and, when `CHATWIRE_BENCH_BASELINE_SRC` names another version's source tree (`make
 bench BENCH_ARGS="--baseline DIR"`), `chatwire-baseline` run from it: the ratio column compares the two.
-Reported: server CPU per token (from /proc/PID/stat, over the generation only), frames/s delivered to the tabs,
+`chatwire-per-token` is this checkout with delta coalescing off (`CHATWIRE_COMPLETION_COALESCE_MS=0`: one event per
+token), the peer of the ratio column when there is no baseline. A token is one word of the demo answer, counted in
+the delta events' text (a merged event carries several). Reported: server CPU per token (from /proc/PID/stat, over
+the generation only), delta events and frames/s delivered to the tabs,
 p50/p99 token latency (see tabs.mjs for how it is measured without a timestamp in the events), the spread of one
 token's arrival between a user's two tabs, and persistence writes (from /metrics).
 
@@ -60,6 +63,7 @@ async def run_subject(name: str, src: Path | None, args: argparse.Namespace, wor
         "CHATWIRE_EXTERNAL_SECRET": secret,
         **LOAD_LIMITS_OFF,
         **({"PYTHONPATH": str(src)} if src is not None else {}),
+        **SUBJECT_ENV.get(name, {}),
     }
     proc = await Proc(chatwire_argv(), full_env, port, workdir / f"{name}.log", cwd=src or REPO).ready()
     try:
@@ -170,8 +174,10 @@ async def run_subject(name: str, src: Path | None, args: argparse.Namespace, wor
     }
 
 
-# name -> the source tree it runs from (None: this checkout).
-SUBJECTS: dict[str, Path | None] = {"chatwire": None}
+# name -> the source tree it runs from (None: this checkout). `chatwire-per-token` is this checkout with delta
+# coalescing off (one event per token), the peer that shows what coalescing saves.
+SUBJECTS: dict[str, Path | None] = {"chatwire": None, "chatwire-per-token": None}
+SUBJECT_ENV: dict[str, dict[str, str]] = {"chatwire-per-token": {"CHATWIRE_COMPLETION_COALESCE_MS": "0"}}
 if os.environ.get("CHATWIRE_BENCH_BASELINE_SRC"):
     SUBJECTS["chatwire-baseline"] = Path(os.environ["CHATWIRE_BENCH_BASELINE_SRC"])
 
@@ -280,7 +286,8 @@ async def main() -> None:
                 f"{r['cpu_us_per_token']:.0f} us CPU/token",
                 file=sys.stderr,
             )
-    base = results.get("chatwire-baseline")
+    ref = "chatwire-baseline" if "chatwire-baseline" in results else "chatwire-per-token"
+    base = results.get(ref)
     rows = []
     for name, r in results.items():
         rows.append(
@@ -291,6 +298,7 @@ async def main() -> None:
                 str(r["missing"]),
                 f"{r['cpu_us_per_token']:.0f}",
                 ratio(r["cpu_us_per_token"], base["cpu_us_per_token"]) if base else "-",
+                f"{r['deltaEvents'] / max(r['tokens'], 1):.2f}",
                 f"{r['framesPerSecond']:,.0f}",
                 fmt(r["p50"]),
                 fmt(r["p99"]),
@@ -311,7 +319,8 @@ async def main() -> None:
                 "tokens delivered",
                 "missing",
                 "CPU us/token",
-                "CPU vs baseline",
+                f"CPU vs {ref}",
+                "delta events/token",
                 "frames/s",
                 "p50 ms",
                 "p99 ms",

@@ -252,6 +252,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Interval of the full-content snapshots of a streaming answer (a late tab converges); 0 = off.",
     )
+    completion_coalesce_ms: int = Field(
+        50,
+        ge=0,
+        le=1000,
+        description="Text deltas of an answer arriving faster than this are sent together, one event per window; "
+        "0 = one event per token.",
+    )
     interrupt_grace_seconds: int = Field(
         300,
         ge=0,

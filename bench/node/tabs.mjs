@@ -1,10 +1,11 @@
 // Streaming load: every user has T tabs (official socket.io-client 4.8); once all are connected, each user starts
-// one generation (POST /api/chat/completions, the demo model) and every tab records when each token arrives.
+// one generation (POST /api/chat/completions, the demo model) and every tab records when each token arrives
+// (a delta event that carries several tokens delivers them all at its arrival).
 // Usage: node tabs.mjs '<options JSON>' | OPTIONS.json
 //   {url, path?, tabs, users: [{token, chatId, messageId}], prompt, rate, expectTokens, timeoutMs?}
 // Prints {"ready": n} once every tab is connected and waits for a line on stdin before starting the generations.
 // Prints one JSON line when every tab saw its message's `chat:completion` (or at the time-out):
-//   {tabs, tokens, frames, seconds, framesPerSecond, p50, p99, max, missing, skewP99}
+//   {tabs, tokens, deltaEvents, frames, seconds, framesPerSecond, p50, p99, max, missing, skewP99}
 // Token latency: the demo model schedules token i of a generation at start + i / rate (rate = tokens/s, known
 // to the caller), and the events carry no timestamp. For each tab, lag_i = arrival_i - i / rate; the smallest lag
 // of the tab is taken as its zero, so a token's latency is how much later it arrived than the tab's best-served
@@ -38,6 +39,7 @@ for (let i = 0; i < o.users.length; i += 25) {
 }
 
 let frames = 0;
+let deltaEvents = 0;
 let done = 0;
 let firstSend = 0;
 let lastArrival = 0;
@@ -50,7 +52,12 @@ for (const tab of tabs) {
     const type = p?.data?.type;
     const now = performance.now();
     if (type === "chat:message:delta") {
-      tab.arrivals.push(now);
+      // One event may carry several tokens (the server merges a fast model's deltas): each token of it arrived
+      // now. The demo's tokens are words with one trailing space, the last without one.
+      const text = p.data.data?.content ?? "";
+      const n = text.split(" ").length - (text.endsWith(" ") ? 1 : 0);
+      for (let k = 0; k < n; k++) tab.arrivals.push(now);
+      deltaEvents++;
       lastArrival = now;
     } else if (type === "chat:completion" && p.data.data?.done && !tab.done) {
       tab.done = true;
@@ -99,7 +106,7 @@ skews.sort((a, b) => a - b);
 const q = (xs, p) => (xs.length ? xs[Math.min(xs.length - 1, Math.round(p * (xs.length - 1)))] : null);
 const seconds = (lastArrival - firstSend) / 1000;
 process.stdout.write(JSON.stringify({
-  tabs: tabs.length, refused, completed: done, tokens, frames, seconds, framesPerSecond: frames / seconds,
+  tabs: tabs.length, refused, completed: done, tokens, deltaEvents, frames, seconds, framesPerSecond: frames / seconds,
   p50: q(lat, 0.5), p99: q(lat, 0.99), max: lat.length ? lat[lat.length - 1] : null,
   missing: expected - tokens, skewP99: q(skews, 0.99),
 }) + "\n");

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from chatwire.backends.sessions import SessionStore
 from chatwire.db.models import Chat, ChatMessage, User
 from chatwire.db.repos.chats import ChatRepo, message_to_json
 from chatwire.errors import ChatwireError, forbidden, invalid, not_found
+from chatwire.services.coalesce import DeltaCoalescer, plain_delta_text
 from chatwire.services.events import ChatEvents, EventCaller, EventEmitter, RequestInfo
 from chatwire.services.models import DEMO_MODEL_ID, DemoModel, OpenAIUpstream
 from chatwire.services.persistence import MessageWriter
@@ -81,6 +82,7 @@ class CompletionService:
         upstream: OpenAIUpstream | None = None,
         *,
         snapshot_seconds: float = 1.0,
+        coalesce_seconds: float = 0.0,
     ) -> None:
         self.events = events
         self.tasks = tasks
@@ -90,6 +92,7 @@ class CompletionService:
         self.demo = demo
         self.upstream = upstream
         self.snapshot_seconds = snapshot_seconds
+        self.coalesce_seconds = coalesce_seconds
         self._closing = False
 
     async def models(self) -> list[dict[str, Any]]:
@@ -258,7 +261,9 @@ class CompletionService:
     async def _run(
         self, model: str, messages: list[dict[str, Any]], emit: EventEmitter, call: EventCaller
     ) -> None:
-        await emit({"type": "chat:active", "data": {"active": True}})
+        coalescer = DeltaCoalescer(emit, self.coalesce_seconds) if self.coalesce_seconds > 0 else None
+        send: Callable[[dict[str, Any]], Awaitable[Any]] = emit if coalescer is None else coalescer.send
+        await send({"type": "chat:active", "data": {"active": True}})
         pieces: list[str] = []
         changed = False
         loop = asyncio.get_running_loop()
@@ -267,33 +272,42 @@ class CompletionService:
         try:
             done = False
             async for event in self._stream(model, messages, call):
-                kind = event.get("type")
-                raw = event.get("data")
-                data: dict[str, Any] = raw if isinstance(raw, dict) else {}
-                if kind in _APPEND and isinstance(data.get("content"), str):
-                    pieces.append(data["content"])
+                if coalescer is not None and (text := plain_delta_text(event)) is not None:
+                    # The per-token path: the text is held and leaves with the others of its window.
+                    pieces.append(text)
                     changed = True
-                elif kind in _REPLACE or (kind == "chat:completion" and isinstance(data.get("content"), str)):
-                    pieces = [str(data.get("content") or "")]
-                    changed = False
-                await emit(event)
+                    if coalescer.add(text):
+                        await coalescer.flush()
+                else:
+                    kind = event.get("type")
+                    raw = event.get("data")
+                    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+                    if kind in _APPEND and isinstance(data.get("content"), str):
+                        pieces.append(data["content"])
+                        changed = True
+                    elif kind in _REPLACE or (
+                        kind == "chat:completion" and isinstance(data.get("content"), str)
+                    ):
+                        pieces = [str(data.get("content") or "")]
+                        changed = False
+                    await send(event)
+                    done = done or _ends(event)
                 if me is not None and me.cancelling():
                     # A stop whose cancel a library swallowed (Python 3.11's wait_for, used by redis-py to send):
                     # honour it here, or the answer would run on to its end after the stop was acknowledged.
                     raise asyncio.CancelledError
-                done = done or _ends(event)
                 if changed and self.snapshot_seconds > 0 and not done and loop.time() >= next_snapshot:
                     pieces = ["".join(pieces)]
-                    await emit({"type": "chat:completion", "data": {"content": pieces[0]}})
+                    await send({"type": "chat:completion", "data": {"content": pieces[0]}})
                     changed = False
                     next_snapshot = loop.time() + self.snapshot_seconds
             if not done:
-                await emit({"type": "chat:completion", "data": {"done": True}})
+                await send({"type": "chat:completion", "data": {"done": True}})
         except asyncio.CancelledError:
             if self._closing:  # the server is shutting down: the answer was cut, not stopped by someone
-                await emit({"type": "chat:completion", "data": {"done": True, "outcome": "interrupted"}})
+                await send({"type": "chat:completion", "data": {"done": True, "outcome": "interrupted"}})
             else:
-                await emit({"type": "chat:tasks:cancel", "data": {}})
+                await send({"type": "chat:tasks:cancel", "data": {}})
             raise
         except Exception as exc:
             if isinstance(exc, ChatwireError):
@@ -303,12 +317,12 @@ class CompletionService:
                 message = "The answer failed because of an error in chatwire; the server log has the details."
             log.warning("generation failed", extra={"model": model, "error": message})
             error = {"content": message}
-            await emit({"type": "chat:message:error", "data": {"error": error}})
-            await emit(
+            await send({"type": "chat:message:error", "data": {"error": error}})
+            await send(
                 {"type": "chat:completion", "data": {"done": True, "error": error, "outcome": "failed"}}
             )
         finally:
-            await emit({"type": "chat:active", "data": {"active": False}})
+            await send({"type": "chat:active", "data": {"active": False}})
 
     async def stop(self, task_id: str, user: User) -> bool:
         """Stop a generation of `user` (admins may stop any)."""

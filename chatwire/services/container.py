@@ -148,6 +148,7 @@ class Services:
             DemoModel(settings.demo_tokens_per_second, settings.demo_max_tokens),
             upstream,
             snapshot_seconds=settings.completion_snapshot_seconds,
+            coalesce_seconds=settings.completion_coalesce_ms / 1000,
         )
         chats = ChatService(chat_repo, broker, eventlog)
         chats.pipeline = events

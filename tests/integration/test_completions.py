@@ -43,6 +43,19 @@ async def start(server: RunningServer, token: str, body: dict[str, Any], status:
         return r.json()  # type: ignore[no-any-return]
 
 
+async def ask_demo(
+    server: RunningServer, token: str, chat_id: str, message_id: str, prompt: str
+) -> dict[str, Any]:
+    """Start a demo generation of `prompt` answered as `message_id` in `chat_id`."""
+    body = {
+        "model": "demo",
+        "messages": [{"role": "user", "content": prompt}],
+        "chat_id": chat_id,
+        "id": message_id,
+    }
+    return await start(server, token, body)
+
+
 async def stored(server: RunningServer, token: str, chat_id: str, message_id: str) -> dict[str, Any]:
     await server.services.writer.flush()
     async with server.http(token) as http:
@@ -94,6 +107,41 @@ async def test_demo_generation_streams_and_persists_what_the_client_rebuilds(fas
         await client.close()
 
 
+@pytest.mark.parametrize("coalesce_ms", [50, 0])
+async def test_fast_tokens_reach_the_tabs_in_fewer_events_with_the_same_text(
+    settings: Settings, coalesce_ms: int
+) -> None:
+    """A model faster than the coalescing window: its deltas arrive merged (one event per window, the text whole
+    and in order, the status and final events after the text before them); with the window at 0, one per token."""
+    update = {"demo_tokens_per_second": 1000.0, "completion_coalesce_ms": coalesce_ms}
+    async with run_server(settings.model_copy(update=update)) as server:
+        user, chat_id, client = await setup_user(server)
+        seen: list[ChatEvent] = []
+        client.on_event(lambda e: seen.append(e) if e.message_id == "c1" else None)
+        try:
+            prompt = "Tell me about windows in 200 words"
+            await ask_demo(server, user["token"], chat_id, "c1", prompt)
+            rebuilt = await client.wait_done(chat_id, "c1")
+            await client.wait_for(lambda: any(e.type == "chat:active" and not e.data["active"] for e in seen))
+            deltas = [e.data["content"] for e in seen if e.type == "chat:message:delta"]
+            full = "".join(demo_answer(prompt))
+            assert "".join(deltas) == rebuilt["content"] == full
+            if coalesce_ms:
+                # 200 tokens over ~0.2 s at one event per 50 ms: a handful of events, each of several tokens.
+                assert 2 <= len(deltas) <= 40, len(deltas)
+            else:
+                assert len(deltas) == 200
+            kinds = [e.type for e in seen]
+            last_delta = max(i for i, k in enumerate(kinds) if k == "chat:message:delta")
+            finished = next(
+                i for i, e in enumerate(seen) if e.type == "chat:completion" and e.data.get("done")
+            )
+            assert kinds.index("status") < kinds.index("chat:message:delta") and finished > last_delta
+            same_as_stored(rebuilt, await stored(server, user["token"], chat_id, "c1"))
+        finally:
+            await client.close()
+
+
 async def test_the_writer_starts_from_the_stored_turn_without_reading_the_answer_back(
     fast: RunningServer,
 ) -> None:
@@ -105,16 +153,7 @@ async def test_the_writer_starts_from_the_stored_turn_without_reading_the_answer
     try:
         prompt = "Tell me about writers in 50 words"
         with statements(fast, "from chat_messages") as reads:
-            await start(
-                fast,
-                user["token"],
-                {
-                    "model": "demo",
-                    "messages": [{"role": "user", "content": prompt}],
-                    "chat_id": chat_id,
-                    "id": "a2",
-                },
-            )
+            await ask_demo(fast, user["token"], chat_id, "a2", prompt)
             before = len(reads)  # the turn's own reads (the chat's messages)
             rebuilt = await client.wait_done(chat_id, "a2")
             await fast.services.writer.flush()
