@@ -177,6 +177,30 @@ async def test_a_refused_handshake_is_403_and_the_http_response_extension_sends_
     assert peer.transport.closed
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 1 << 16])
+async def test_a_request_in_any_chunks_with_frames_right_behind_it_is_parsed_once_accepted(
+    chunk: int,
+) -> None:
+    """The request's end may straddle chunks, and a client may send frames before the 101: those wait for the
+    app's accept and are then read as frames, not handed to the handshake parser."""
+    seen, app = recorder(echo)
+    peer = Peer(app)
+    peer.client.send_request(peer.client.connect())
+    request = b"".join(peer.client.data_to_send())
+    frames = Frame(Opcode.TEXT, b"early").serialize(mask=True) + Frame(Opcode.BINARY, b"\x01").serialize(
+        mask=True
+    )
+    stream = request + frames
+    for pos in range(0, len(stream), chunk):
+        peer.protocol.data_received(stream[pos : pos + chunk])
+    await turns()
+    assert {"type": "websocket.receive", "text": "early"} in seen
+    assert {"type": "websocket.receive", "bytes": b"\x01"} in seen
+    peer.pull()
+    assert peer.response is not None and peer.response.status_code == 101
+    assert peer.texts() == ["early"]
+
+
 async def test_fragmented_messages_reach_the_app_whole() -> None:
     seen, app = recorder(echo)
     peer = Peer(app)
