@@ -46,6 +46,11 @@ DIRECT = "chatwire.websocket.direct"
 # frame per listener (the protocol's compliance suite does) gets them in separate reads, as from Node's server.
 ALONE_GAP = float(os.environ.get("CHATWIRE_ENGINE_ALONE_GAP", "0.01"))
 NOOP_EVERY = 0.1  # seconds between noops that release a poll while an upgrade is under way
+# The heartbeat wheel's buckets are this fraction of the shorter of pingInterval and pingTimeout wide (200 ms at the
+# defaults, never under the general wheel's 5 ms): a ping leaves, and a late pong is judged, at most that much
+# late. Idle, an event-loop wakeup per due bucket is the cost, not the precision: thousands of sockets whose pings
+# fall into a few buckets a second are pinged a few dozen per wakeup, and their pongs come back together.
+HEARTBEAT_SLACK = 0.01
 
 # Engine.IO's own error codes for rejected HTTP requests (the reference server's numbering).
 TRANSPORT_UNKNOWN = (0, "Transport unknown")
@@ -438,7 +443,9 @@ class Session:
 
     # --- heartbeat -----------------------------------------------------------------------------------------------
     def start_heartbeat(self) -> None:
-        self._heartbeat = self.engine.wheel.call_later(self.engine.config.ping_interval_ms / 1000, self._beat)
+        self._heartbeat = self.engine.heartbeats.call_later(
+            self.engine.config.ping_interval_ms / 1000, self._beat
+        )
 
     def _beat(self) -> None:
         """The heartbeat timer: a ping is due (send it, wait pingTimeout for the pong), or its pong is late."""
@@ -450,7 +457,7 @@ class Session:
             # decide on that turn, not this one.
             asyncio.get_running_loop().call_soon(self._ping_timed_out_now)
             return
-        wheel = self.engine.wheel
+        wheel = self.engine.heartbeats
         timeout = self.engine.config.ping_timeout_ms / 1000
         # Two clocks: the client gets the whole pingTimeout from the moment the ping actually leaves (a busy server
         # is not the client's fault), while a poll that arrives instead of a pong is judged against the moment the
@@ -475,13 +482,13 @@ class Session:
         if self._pong_deadline is None or timer is None:
             return  # a pong nobody asked for changes nothing
         self._pong_deadline = None
-        wheel = self.engine.wheel
+        wheel = self.engine.heartbeats
         wheel.move(timer, wheel.now() + self.engine.config.ping_interval_ms / 1000)
 
     def overdue(self) -> bool:
         """True when a ping is unanswered pingTimeout after it was due, even if the timer has not run yet."""
         deadline = self._pong_deadline
-        return deadline is not None and self.engine.wheel.now() > deadline
+        return deadline is not None and self.engine.heartbeats.now() > deadline
 
     # --- upgrade -------------------------------------------------------------------------------------------------
     @property
@@ -616,7 +623,11 @@ class EngineServer:
         self.config = config or EngineConfig()
         self.other_app = other_app
         self.sessions: dict[str, Session] = {}
-        self.wheel = TimerWheel()
+        self.wheel = TimerWheel()  # connect, upgrade and noop timers
+        cfg = self.config
+        self.heartbeats = TimerWheel(
+            max(0.005, HEARTBEAT_SLACK * min(cfg.ping_interval_ms, cfg.ping_timeout_ms) / 1000)
+        )
         # Slow readers (see EngineConfig.backlog_*): what replaces a dropped backlog, and how often it happened.
         self.on_backlog_overflow: Callable[[Session], Sequence[Frame]] | None = None
         self.backlog_overflows = 0

@@ -1,8 +1,11 @@
 """chatwire's own WebSocket server protocol for uvicorn: asyncio.Protocol outside, ASGI inside, coalesced writes.
 
 uvicorn takes a protocol class through its public `ws=` option and hands it the upgraded connection (the raw
-request bytes, then the socket). This class parses and frames with the public Sans-I/O API of `websockets`
-(`websockets.server.ServerProtocol`, `websockets.frames`) and runs the ASGI app with the WebSocket scope.
+request bytes, then the socket). The opening handshake goes through the public Sans-I/O API of `websockets`
+(`websockets.server.ServerProtocol`: request parsing, accept/reject, the HTTP response); once the 101 is sent that
+object is dropped and the connection's frames are chatwire's own, both ways: incoming ones are parsed by
+chatwire/engine/wsframes.py (an idle server's work is mostly one tiny pong frame per connection every ping
+interval), outgoing ones are framed here. The ASGI app runs with the WebSocket scope.
 
 What it adds over uvicorn's own protocols: every frame the app sends during one event-loop turn is buffered and the
 whole buffer leaves in one `transport.write` at the end of the turn, so a fan-out that queues several frames for a
@@ -13,7 +16,9 @@ transport's buffer is above its high-water mark, `send` waits until it drains; w
 received messages, reading from the socket pauses.
 
 No WebSocket-level keepalive pings are sent (Engine.IO has its own heartbeat); a client's ping is answered with a
-pong by the sans-I/O layer. No compression is negotiated (Node socket.io's default too).
+pong. No compression is negotiated (Node socket.io's default too). Closing follows RFC 6455 7.1 for a server: the
+peer's close is echoed and TCP closed at once; ours waits CLOSE_TIMEOUT for the peer's answer; a protocol error
+(1002, 1007, 1009) sends its close frame and closes TCP without waiting.
 """
 
 from __future__ import annotations
@@ -28,12 +33,12 @@ from typing import Any, cast
 from urllib.parse import unquote
 
 from websockets.datastructures import Headers
-from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from chatwire.engine.eio import DIRECT, SEND_BATCH, DirectConsumer, WebSocketClosedError
+from chatwire.engine.wsframes import FrameError, FrameReader, close_frame, pong_frame
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,7 @@ READ_LOW = 16  # ... and resumes
 # The same in bytes: a few large binary frames (attachments) pause reading as surely as many small messages do.
 READ_HIGH_BYTES = 1 << 20
 READ_LOW_BYTES = 256 << 10
+EARLY_MAX = 1 << 20  # frame bytes a client may send before the app accepts; reading pauses past it
 FLUSH_NOW = 256 * 1024  # bytes buffered within one turn that are written at once instead of at the turn's end
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the peer to end TCP after our close frame
 
@@ -119,17 +125,19 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         "consumer",
         "disconnect_code",
         "drain_waiter",
+        "early",
         "flush_scheduled",
-        "fragment_opcode",
-        "fragments",
         "handshake_done",
+        "head_tail",
         "inbox",
         "inbox_bytes",
         "inbox_waiter",
         "loop",
         "lost",
+        "open",
         "out",
         "out_size",
+        "reader",
         "reading_paused",
         "request",
         "response_start",
@@ -146,13 +154,20 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         self.root_path: str = config.root_path
         self.server_state = server_state
         self.app_state = app_state if app_state is not None else {}
-        self.ws = ServerProtocol(max_size=config.ws_max_size)
+        # the opening handshake's sans-I/O object, dropped once the 101 is sent (kept after a refusal: it ends TCP)
+        self.ws: ServerProtocol | None = ServerProtocol(max_size=config.ws_max_size)
+        self.reader = FrameReader(config.ws_max_size)
+        self.head_tail = b""  # the last bytes of an incomplete request, to find its end across chunks
+        self.early: list[bytes] = []  # bytes after the request that arrived before the app accepted
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.request: Request | None = None
         self.accepted = False
         self.handshake_done = False  # accepted, or an HTTP response sent instead
-        self.closed_sent = False
+        self.open = False  # accepted, and no close frame sent or received, nor the connection lost
+        self.closed_sent = (
+            False  # our close frame is sent (or the connection is done): no more frames from us
+        )
         self.lost = False
         self.disconnect_code: int | None = None
         self.inbox: list[Message] = []  # a list: most connections hold nothing here for most of their life
@@ -164,8 +179,6 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         self.out: list[bytes] = []
         self.out_size = 0
         self.flush_scheduled = False
-        self.fragments: list[bytes] = []
-        self.fragment_opcode: Opcode | None = None
         self.response_start: Message | None = None
         self.close_timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
@@ -178,18 +191,56 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         self.server_state.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.ws.receive_data(data)
-        self.handle_events()
+        if self.accepted:
+            try:
+                self.reader.feed(data, self)
+            except FrameError as exc:
+                self.fail(exc.code, exc.reason)
+        elif self.request is None and self.ws is not None:
+            self.receive_request(data)
+        elif not self.handshake_done:
+            self.hold(data)
+
+    def receive_request(self, data: bytes) -> None:
+        """Hand the sans-I/O layer the bytes up to the end of the request's headers (a handshake has no body), and
+        keep what follows: those are frames, parsed by our reader once the app has accepted."""
+        assert self.ws is not None
+        seen = self.head_tail + data
+        end = seen.find(b"\r\n\r\n")
+        if end < 0:
+            self.head_tail = seen[-3:]
+            self.ws.receive_data(data)
+        else:
+            cut = end + 4 - len(self.head_tail)
+            self.head_tail = b""
+            self.ws.receive_data(data[:cut])
+            if cut < len(data):
+                self.hold(data[cut:])
+        for event in self.ws.events_received():
+            if isinstance(event, Request):
+                self.start_app(event)
         self.pump()
 
+    def hold(self, data: bytes) -> None:
+        """Frames that arrived before the app accepted (or refused): they wait, and reading pauses past EARLY_MAX."""
+        self.early.append(data)
+        if sum(map(len, self.early)) > EARLY_MAX and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
     def eof_received(self) -> bool | None:
-        self.ws.receive_eof()
-        self.handle_events()
-        self.pump()
+        if self.ws is not None:
+            self.ws.receive_eof()
+            self.pump()
+        else:  # the stream ended without a closing handshake (or after it): TCP closes, the app sees 1006
+            self.reader.stop()
+            self.open = False
+            self.end()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self.open = False
         self.server_state.connections.discard(self)
         if self.close_timer is not None:
             self.close_timer.cancel()
@@ -201,20 +252,24 @@ class EngineWebSocketProtocol(asyncio.Protocol):
             consumer.on_writable()  # what waited to be written learns that it never will be
 
     def release_parser(self) -> None:
-        """Let the sans-I/O layer's parser end now, and free what it holds without waiting for the collector.
+        """Let the parsers end now, and free what they hold without waiting for the collector.
 
-        Its parser is a generator whose frame refers back to the protocol object: a cycle, which the tuned collector
+        Ours drops its buffered bytes. The handshake's sans-I/O object is only still here when the handshake did
+        not complete (refused, or the connection lost before the app answered). Its parser is a generator whose frame refers back to the protocol object: a cycle, which the tuned collector
         (app.py `_tune_gc`) reaches rarely. When the stream ended in the middle (no closing handshake: a peer that
         drops the TCP connection, as a flooding client does) the parser keeps the error it stopped on, and that
         error's traceback keeps the parser's frame, with the last frame read (up to `ws_max_size` bytes) in its
         locals. Ending the stream here (idempotent) and clearing those frames' locals frees it at once. Even a
         clean close leaves the parser suspended at its last `yield`, still holding the protocol object: closing the
         generator ends that cycle too (nothing steps it again once the stream has ended)."""
+        self.reader.stop()
+        self.early = []
+        self.out.clear()
         ws = self.ws
+        if ws is None:
+            return
         ws.receive_eof()
         ws.parser.close()
-        self.out.clear()
-        self.fragments = []
         if ws.state is State.CLOSED:
             cause = ws.close_exc.__cause__
             if cause is not None and cause.__traceback__ is not None:
@@ -232,59 +287,49 @@ class EngineWebSocketProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: close an open WebSocket with 1012 (service restart), anything else at once."""
-        if self.accepted and not self.closed_sent and self.ws.state is State.OPEN:
-            self.ws.send_close(1012, "server shutdown")
-            self.closed_sent = True
-            self.pump()
+        if self.open:
+            self.send_close(1012, "server shutdown")
         elif self.transport is not None:
             self.transport.close()
 
-    # --- incoming ------------------------------------------------------------------------------------------------
-    def handle_events(self) -> None:
-        for event in self.ws.events_received():
-            if isinstance(event, Request):
-                self.start_app(event)
-            elif isinstance(event, Frame):
-                self.handle_frame(event)
-        if self.ws.state is State.CLOSING and self.ws.close_sent is not None and not self.closed_sent:
-            # the sans-I/O layer failed the connection (protocol error, 1009, bad UTF-8...) or echoed a close
-            self.closed_sent = True
-            self.disconnected(self.ws.close_sent.code)
-
-    def handle_frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if frame.fin:
-                self.deliver(opcode, bytes(frame.data))
-            else:
-                self.fragment_opcode = opcode
-                self.fragments = [bytes(frame.data)]
-        elif opcode is Opcode.CONT:
-            self.fragments.append(bytes(frame.data))
-            if frame.fin and self.fragment_opcode is not None:
-                data, self.fragments = b"".join(self.fragments), []
-                kind, self.fragment_opcode = self.fragment_opcode, None
-                self.deliver(kind, data)
-        elif opcode is Opcode.CLOSE:
-            self.disconnected(Close.parse(frame.data).code)
-
-    def deliver(self, opcode: Opcode, data: bytes) -> None:
+    # --- incoming (the FrameSink of our reader) ----------------------------------------------------------------------
+    def on_text(self, text: str) -> None:
         if self.closed_sent:
             return  # the app has closed: it reads nothing but the disconnect from now on
-        if opcode is Opcode.TEXT:
-            try:
-                text = data.decode()
-            except UnicodeDecodeError:
-                self.ws.fail(1007, "invalid UTF-8")
-                self.closed_sent = True
-                self.disconnected(1007)
-                return
-            consumer = self.consumer
-            if consumer is not None and consumer.receive_now(text):
-                return
-            self.enqueue({"type": "websocket.receive", "text": text}, len(text))  # as `receive` subtracts it
-        else:
+        consumer = self.consumer
+        if consumer is not None and consumer.receive_now(text):
+            return
+        self.enqueue({"type": "websocket.receive", "text": text}, len(text))  # as `receive` subtracts it
+
+    def on_binary(self, data: bytes) -> None:
+        if not self.closed_sent:
             self.enqueue({"type": "websocket.receive", "bytes": data}, len(data))
+
+    def on_ping(self, payload: bytes) -> None:
+        if not self.closed_sent:
+            self.buffer(pong_frame(payload))
+
+    def on_pong(self, payload: bytes) -> None:
+        """An unsolicited pong (we send no pings): nothing to do (RFC 6455 5.5.3)."""
+
+    def on_close(self, code: int, reason: str, payload: bytes) -> None:
+        """The peer's close: echo it unless ours went first, then close TCP (a server does not wait)."""
+        self.open = False
+        if not self.closed_sent:
+            self.closed_sent = True
+            self.buffer(bytes((0x88, len(payload))) + payload)
+        self.disconnected(code)
+        self.end()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 7.1.7): our close frame with `code` unless one went out, then close TCP."""
+        self.reader.stop()
+        self.open = False
+        if not self.closed_sent:
+            self.closed_sent = True
+            self.buffer(close_frame(code, reason))
+        self.disconnected(code)
+        self.end()
 
     def enqueue(self, message: Message, size: int = 0) -> None:
         if self.disconnect_code is not None:
@@ -345,7 +390,9 @@ class EngineWebSocketProtocol(asyncio.Protocol):
 
     # --- outgoing ------------------------------------------------------------------------------------------------
     def pump(self) -> None:
-        """Move what the sans-I/O layer wants written (handshake response, pongs, close frames) to the socket."""
+        """Move what the handshake's sans-I/O layer wants written (its response, or a refusal and the end of TCP)."""
+        if self.ws is None:
+            return
         for data in self.ws.data_to_send():
             if data:
                 self.buffer(data)
@@ -357,6 +404,23 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         if self.ws.close_expected() and self.close_timer is None and not self.lost:
             self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.abort)
         self.flush()
+
+    def send_close(self, code: int, reason: str = "") -> None:
+        """Start the closing handshake: our close frame leaves now; TCP closes when the peer answers with its own
+        (`on_close`), or CLOSE_TIMEOUT later."""
+        data = close_frame(code, reason)
+        self.open = False
+        self.closed_sent = True
+        self.buffer(data)
+        self.flush()
+        if self.close_timer is None and not self.lost:
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.abort)
+
+    def end(self) -> None:
+        """Write what is buffered, then close TCP."""
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -397,10 +461,10 @@ class EngineWebSocketProtocol(asyncio.Protocol):
     # --- DirectWebSocket (the engine's DIRECT extension) -------------------------------------------------------------
     @property
     def writable(self) -> bool:
-        return not (self.writing_paused or self.closed_sent or self.lost) and self.ws.state is State.OPEN
+        return self.open and not self.writing_paused
 
     def write_frames(self, frames: Sequence[Any], flush: bool = False) -> None:
-        if self.closed_sent or self.lost or self.ws.state is not State.OPEN:
+        if not self.open:
             raise WebSocketClosed("websocket is closed")
         encode = _cache.encode
         if flush:  # written now: nothing to schedule for the end of the turn
@@ -415,12 +479,10 @@ class EngineWebSocketProtocol(asyncio.Protocol):
             self.buffer(encode(frame))
 
     def close(self, code: int) -> None:
-        if self.accepted and not self.closed_sent and self.ws.state is State.OPEN:
-            self.closed_sent = True
-            self.ws.send_close(code, "")
+        if self.open:
+            self.send_close(code)
             self.drop_inbox()
             self.disconnected(code)
-            self.pump()
 
     def attach(self, consumer: DirectConsumer | None) -> None:
         self.consumer = consumer
@@ -443,13 +505,12 @@ class EngineWebSocketProtocol(asyncio.Protocol):
             self.accept(message)
         elif kind == "websocket.close":
             if not self.handshake_done:
-                self.respond(self.ws.reject(http.HTTPStatus.FORBIDDEN, "WebSocket connection refused\n"))
-            elif self.accepted and not self.closed_sent and self.ws.state is State.OPEN:
-                self.closed_sent = True
-                self.ws.send_close(int(message.get("code") or 1000), str(message.get("reason") or ""))
+                self.refuse(http.HTTPStatus.FORBIDDEN, "WebSocket connection refused\n")
+            elif self.open:
+                code = int(message.get("code") or 1000)
+                self.send_close(code, str(message.get("reason") or ""))
                 self.drop_inbox()
-                self.disconnected(int(message.get("code") or 1000))
-                self.pump()
+                self.disconnected(code)
             else:
                 raise WebSocketClosed("websocket is closed")
         elif (
@@ -479,7 +540,7 @@ class EngineWebSocketProtocol(asyncio.Protocol):
             raise RuntimeError(f"unexpected ASGI message {kind!r} in this websocket state")
 
     def accept(self, message: Message) -> None:
-        assert self.request is not None
+        assert self.request is not None and self.ws is not None
         response = self.ws.accept(self.request)
         if response.status_code == 101:
             subprotocol = message.get("subprotocol")
@@ -491,6 +552,25 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         self.respond(response)
         if not self.accepted:
             self.disconnected(1006)
+            return
+        # From here on the frames are ours: the handshake's object goes (its parser, a generator, ends now, so no
+        # cycle waits for the collector), and frames the client sent early are parsed.
+        assert self.ws is not None
+        self.ws.parser.close()
+        self.ws = None
+        self.request = None
+        self.open = not self.lost
+        early, self.early = self.early, []
+        if self.reading_paused and self.transport is not None and not self.lost:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        for data in early:
+            self.data_received(data)
+
+    def refuse(self, status: http.HTTPStatus, body: str) -> None:
+        """An HTTP response instead of the upgrade (the app refused it, or failed before answering)."""
+        assert self.ws is not None
+        self.respond(self.ws.reject(status, body))
 
     def respond(self, response: Response) -> None:
         for name, value in self.server_state.default_headers:
@@ -500,6 +580,7 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         if "Date" not in response.headers:
             response.headers["Date"] = email.utils.formatdate(usegmt=True)
         self.handshake_done = True
+        assert self.ws is not None
         self.ws.send_response(response)
         if response.status_code != 101:
             self.disconnected(1006)
@@ -549,18 +630,14 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         except Exception:
             log.exception("exception in the ASGI websocket app")
             if not self.handshake_done:
-                self.respond(self.ws.reject(http.HTTPStatus.INTERNAL_SERVER_ERROR, "Internal Server Error\n"))
-            elif self.accepted and not self.closed_sent and self.ws.state is State.OPEN:
-                self.closed_sent = True
-                self.ws.send_close(1011, "")
-                self.pump()
+                self.refuse(http.HTTPStatus.INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+            elif self.open:
+                self.send_close(1011)
             return
         if not self.handshake_done:
-            self.respond(self.ws.reject(http.HTTPStatus.FORBIDDEN, "WebSocket connection refused\n"))
-        elif self.accepted and not self.closed_sent and self.ws.state is State.OPEN:
-            self.closed_sent = True
-            self.ws.send_close(1000, "")
-            self.pump()
+            self.refuse(http.HTTPStatus.FORBIDDEN, "WebSocket connection refused\n")
+        elif self.open:
+            self.send_close(1000)
 
 
 def _phrase(status: int) -> str:

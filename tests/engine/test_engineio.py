@@ -366,5 +366,5 @@ async def test_an_idle_websocket_session_has_no_writer_task_one_timer_and_pongs_
         names = [t.get_coro().__qualname__ for t in asyncio.all_tasks()]  # type: ignore[union-attr]
         assert not [n for n in names if "_ws_writer" in n]
         assert names.count("EngineWebSocketProtocol.run_app") == 1
-        assert len(eio.wheel) == 1  # the heartbeat (the connect timeout went with the CONNECT)
+        assert len(eio.heartbeats) == 1 and len(eio.wheel) == 0  # the connect timeout went with the CONNECT
     assert seen == ["40"]
