@@ -316,6 +316,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the outbox is checked for due deliveries (new ones wake it at once).",
     )
+    webhook_idle_poll_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest pause of the outbox checks while nothing is due (a row another fleet process left "
+        "behind is picked up within it; retries due sooner are checked when due).",
+    )
     webhook_retention_seconds: float = Field(
         7 * 24 * 3600.0,
         gt=0,

@@ -166,6 +166,7 @@ class Services:
                     backoff_base=settings.webhook_backoff_base_seconds,
                     backoff_max=settings.webhook_backoff_max_seconds,
                     poll_interval=settings.webhook_poll_seconds,
+                    idle_poll_interval=settings.webhook_idle_poll_seconds,
                     retention=settings.webhook_retention_seconds,
                 ),
                 observer=metrics.webhook_attempt,

@@ -223,6 +223,8 @@ class WebhookService:
             values["secret"] = new_secret()
         await self.repo.update_endpoint(endpoint_id, values, now_ms())
         self._invalidate()
+        if active:
+            self.wake()  # its waiting rows are claimable again: the dispatcher may be in a long idle pause
         row = await self._endpoint(endpoint_id)
         pending = await self.repo.pending_counts()
         return endpoint_json(row, pending=pending.get(row.id, 0), secret=rotate_secret)
@@ -333,6 +335,7 @@ class DispatchSettings:
     backoff_base: float = 1.0
     backoff_max: float = 600.0
     poll_interval: float = 1.0
+    idle_poll_interval: float = 30.0  # longest sleep when nothing pending is claimable sooner
     batch: int = 100
     retention: float = 7 * 24 * 3600.0  # delivered and dead rows are kept this long, for inspection
 
@@ -399,6 +402,9 @@ class WebhookDispatcher:
         delay = self.settings.poll_interval
         next_prune = 0.0
         while True:
+            # Cleared before the poll, not after: a wake-up that comes while the poll or the idle read awaits (an
+            # attempt ending, a row enqueued) must end the pause that follows, not be lost in it.
+            self._wake.clear()
             try:
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
@@ -414,9 +420,27 @@ class WebhookDispatcher:
             if claimed:
                 await asyncio.sleep(0)
                 continue
-            self._wake.clear()
+            if delay == self.settings.poll_interval:
+                delay = await self._idle_delay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _idle_delay(self) -> float:
+        """How long to sleep after a poll that claimed nothing: until the earliest pending row can be claimed
+        (a retry's backoff, another dispatcher's lease), at least `poll_interval` and at most `idle_poll_interval`.
+        An idle server so reads the outbox about twice per `idle_poll_interval` instead of every `poll_interval`;
+        rows this process enqueues wake it at once, and a row another process of a fleet left behind is picked
+        up within `idle_poll_interval`."""
+        settings = self.settings
+        try:
+            at = await self.repo.next_claimable_at()
+        except Exception:
+            log.exception("webhook outbox: could not read the next due row; polling at the normal pace")
+            return settings.poll_interval
+        longest = max(settings.poll_interval, settings.idle_poll_interval)
+        if at is None:
+            return longest
+        return min(longest, max(settings.poll_interval, (at - now_ms()) / 1000))
 
     async def poll_once(self) -> int:
         """Claim what is due (within the per-endpoint limits) and start an attempt for each; returns how many."""

@@ -5,6 +5,7 @@ connections (two processes of a fleet) deliver each row once to a real receiver.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,54 @@ async def test_two_dispatchers_share_the_outbox_and_deliver_each_row_once(
     else:
         async with postgres_database() as url:
             await run(url)
+
+
+async def test_the_next_claimable_moment_is_a_backoff_or_a_lease_end(db: Database) -> None:
+    repo = WebhookRepo(db)
+    assert await repo.next_claimable_at() is None  # nothing pending
+    ep = await endpoint(repo)
+    now = now_ms()
+    await repo.enqueue([("d1", ep, "user.online", "{}")], now)
+    assert await repo.next_claimable_at() == now
+    row = await repo.claim("d1", "a", now, 5000)  # leased by another dispatcher
+    assert row is not None
+    assert await repo.next_claimable_at() == now + 5001
+    assert await repo.finish(
+        row, "a", status=PENDING, http_status=500, error="HTTP 500", next_attempt_at=now + 9000, now_ms=now
+    )
+    assert await repo.next_claimable_at() == now + 9000  # backing off
+    await repo.update_endpoint(ep, {"active": False}, now)
+    assert await repo.next_claimable_at() is None  # an inactive endpoint's rows wait for it
+
+
+class CountingRepo(WebhookRepo):
+    """The real repository, counting the dispatcher's outbox reads."""
+
+    polls = 0
+
+    async def due(self, now_ms: int, limit: int, skip_endpoints: Collection[str]) -> list[tuple[str, str]]:
+        self.polls += 1
+        return await super().due(now_ms, limit, skip_endpoints)
+
+
+async def test_an_idle_dispatcher_sleeps_until_the_next_due_row(db: Database) -> None:
+    """With nothing due it does not read the outbox every poll interval, yet a retry is sent when it is due, and a
+    new row (its wake-up) at once."""
+    repo = CountingRepo(db)
+    async with run_receiver() as receiver:
+        ep = await endpoint(repo, receiver.endpoint())
+        settings = DispatchSettings(timeout=5, poll_interval=0.02, idle_poll_interval=30, batch=10)
+        dispatcher = WebhookDispatcher(repo, "host-a", settings)
+        await dispatcher.start()
+        try:
+            await asyncio.sleep(0.5)
+            assert repo.polls <= 2  # 25 at the poll interval
+            await repo.enqueue([("d1", ep, "user.online", "{}")], now_ms() + 300)  # due in 0.3 s, no wake
+            dispatcher.wake()  # as WebhookService does after enqueueing
+            await receiver.wait(lambda r: len(r.delivered()) >= 1, timeout=5)
+            await repo.enqueue([("d2", ep, "user.online", "{}")], now_ms())
+            dispatcher.wake()
+            await receiver.wait(lambda r: len(r.delivered()) >= 2, timeout=1)
+        finally:
+            await dispatcher.stop()
+    assert [c.headers["webhook-id"] for c in receiver.delivered()] == ["d1", "d2"]

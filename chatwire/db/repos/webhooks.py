@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, select, update
 
 from chatwire.db.engine import Database
 from chatwire.db.models import ChannelWebhook, WebhookDelivery, WebhookEndpoint
@@ -131,6 +131,20 @@ class WebhookRepo:
             query = query.where(WebhookDelivery.endpoint_id.not_in(list(skip_endpoints)))
         async with self.db.read() as s:
             return [(row[0], row[1]) for row in (await s.execute(query)).all()]
+
+    async def next_claimable_at(self) -> int | None:
+        """The earliest moment (ms) a pending row of an active endpoint can be claimed (its next attempt, or the
+        end of the lease another dispatcher holds on it); None when nothing is pending."""
+        row = WebhookDelivery
+        moment = case((row.next_attempt_at > row.lease_until, row.next_attempt_at), else_=row.lease_until + 1)
+        query = (
+            select(func.min(moment))
+            .join(WebhookEndpoint, WebhookEndpoint.id == row.endpoint_id)
+            .where(WebhookEndpoint.active.is_(True), row.status == PENDING)
+        )
+        async with self.db.read() as s:
+            value = (await s.execute(query)).scalar()
+        return None if value is None else int(value)
 
     async def claim(self, delivery_id: str, owner: str, now_ms: int, lease_ms: int) -> WebhookDelivery | None:
         """Lease one row for `owner`; None when another process holds or finished it."""
