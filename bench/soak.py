@@ -236,6 +236,8 @@ NATIVE_COLUMNS = (
     ("malloc_in_use", "malloc_used"),
     ("malloc_free", "malloc_free"),
     ("malloc_mmapped", "mmapped"),
+    ("malloc_threads_system", "thread_arenas"),
+    ("malloc_threads_free", "thread_free"),
     ("sqlite_used", "sqlite"),
     ("tracer_overhead", "tracer"),
     ("rss_after_trim", "rss_trimmed"),

@@ -17,8 +17,9 @@ the GIL while it is taken: RSS and latency of a traced run are not those of a no
 changed: this module starts the tracer, then runs chatwire's own command line.
 
 Each census also says where the memory outside the tracer's view sits (`native`, see native_memory()): RSS split
-into anonymous and file pages, glibc malloc's bytes in use, free-but-kept and mmapped (mallinfo2), pymalloc's
-arenas, SQLite's own allocations (sqlite3_memory_used) and the tracer's own overhead. With
+into anonymous and file pages, glibc malloc's bytes in use, free-but-kept and mmapped (mallinfo2) and how they
+split between its main arena and the other threads' arenas (malloc_info), pymalloc's arenas, SQLite's own
+allocations (sqlite3_memory_used) and the tracer's own overhead. With
 CHATWIRE_BENCH_MALLOC_TRIM=1 every snapshot ends with glibc's malloc_trim(0) and records RSS before and after it:
 how much of RSS was free heap that glibc had kept.
 """
@@ -57,6 +58,10 @@ def _libc() -> ctypes.CDLL | None:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallinfo2.restype = _MallInfo2
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.fopen.restype = ctypes.c_void_p
+        libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
         return libc
     except (OSError, AttributeError):  # not glibc, or older than 2.33
         return None
@@ -121,6 +126,41 @@ def _pymalloc() -> dict[str, int]:
     return out
 
 
+def _malloc_arenas() -> dict[str, int]:
+    """How glibc's heap splits between its main arena (the event loop's thread) and the arenas it gives other
+    threads (SQLite connections' threads, executors): their count, their bytes from the system and their free
+    bytes, from malloc_info's XML."""
+    if LIBC is None:
+        return {}
+    import xml.etree.ElementTree as ET
+
+    with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+        stream = LIBC.fopen(out.name.encode(), b"w")
+        if not stream:
+            return {}
+        try:
+            LIBC.malloc_info(0, stream)
+        finally:
+            LIBC.fclose(stream)
+        root = ET.parse(out.name).getroot()
+    totals = {"main": [0, 0], "threads": [0, 0]}
+    arenas = 0
+    for heap in root.findall("heap"):
+        arenas += 1
+        side = totals["main" if heap.get("nr") == "0" else "threads"]
+        side[0] += sum(int(s.get("size", 0)) for s in heap.findall("system") if s.get("type") == "current")
+        side[1] += sum(
+            int(t.get("size", 0)) for t in heap.findall("total") if t.get("type") in ("fast", "rest")
+        )
+    return {
+        "malloc_arenas": arenas,
+        "malloc_main_system": totals["main"][0],
+        "malloc_main_free": totals["main"][1],
+        "malloc_threads_system": totals["threads"][0],
+        "malloc_threads_free": totals["threads"][1],
+    }
+
+
 def native_memory() -> dict[str, int]:
     """Where the process's memory sits, in bytes: RSS (anonymous and file pages), glibc malloc's heap (in use, free
     but kept, mmapped blocks), pymalloc's arenas (mmapped, outside malloc), SQLite's own allocations, the tracer's
@@ -145,6 +185,7 @@ def native_memory() -> dict[str, int]:
         out["sqlite_used"] = LIBSQLITE.sqlite3_memory_used()
         out["sqlite_highwater"] = LIBSQLITE.sqlite3_memory_highwater(0)
     out.update({f"pymalloc_{k}": v for k, v in _pymalloc().items()})
+    out.update(_malloc_arenas())
     return out
 
 
