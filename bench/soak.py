@@ -167,15 +167,22 @@ def heap_growth(trace_dir: Path, warm_unix_ms: float, top: int = 15) -> dict[str
         key=lambda t: -t[1],
     )
     traced = []
+    native = []
     for p in snaps:
         info = json.loads(p.read_text())
-        traced.append(
-            (round((info["unix_ms"] - warm_unix_ms) / 1000), round(info["traced_bytes"] / 2**20, 1))
-        )
+        seconds = round((info["unix_ms"] - warm_unix_ms) / 1000)
+        traced.append((seconds, round(info["traced_bytes"] / 2**20, 1)))
+        if "native" in info:
+            row = {k: round(v / 2**20, 1) for k, v in info["native"].items()}
+            row["traced"] = round(info["traced_bytes"] / 2**20, 1)
+            if "rss_after_trim" in info:
+                row["rss_after_trim"] = round(info["rss_after_trim"] / 2**20, 1)
+            native.append((seconds, row))
     return {
         "base_seconds_after_warmup": round((stamps[base_i] - warm_unix_ms) / 1000),
         "span_seconds": round((stamps[-1] - stamps[base_i]) / 1000),
         "traced_mb": traced,  # (seconds after warm-up, MB the tracer saw allocated)
+        "native_mb": native,  # (seconds after warm-up, {where: MB}): bench/traced_serve.py native_memory()
         "sites": sites,
         "stacks": stacks,
         "types": [{"type": n, "grew": g, "at_end": c} for n, g, c in types[:12] if g > 0],
@@ -195,6 +202,7 @@ def heap_report(heap: dict[str, Any]) -> list[str]:
         "warm-up to the last one",
         "  traced MB over time (s after warm-up, MB): " + " ".join(f"{t}:{m}" for t, m in heap["traced_mb"]),
     ]
+    lines += native_report(heap.get("native_mb", []))
     if not heap["sites"]:
         lines.append("  (the tracer was off: the object census only)")
     lines.append("  allocation sites that grew most (KiB grown, blocks grown, KiB at end):")
@@ -216,6 +224,36 @@ def heap_report(heap: dict[str, Any]) -> list[str]:
     if heap["gc"][1]:
         runs = [[g["collections"] for g in snap] if snap else None for snap in heap["gc"]]
         lines.append(f"  gc collections per generation (base, last): {runs[0]}, {runs[1]}")
+    return lines
+
+
+NATIVE_COLUMNS = (
+    ("rss", "rss"),
+    ("rss_anon", "anon"),
+    ("traced", "traced"),
+    ("pymalloc_arena_bytes", "pym_arenas"),
+    ("pymalloc_allocated_bytes", "pym_used"),
+    ("malloc_in_use", "malloc_used"),
+    ("malloc_free", "malloc_free"),
+    ("malloc_mmapped", "mmapped"),
+    ("malloc_threads_system", "thread_arenas"),
+    ("malloc_threads_free", "thread_free"),
+    ("sqlite_used", "sqlite"),
+    ("tracer_overhead", "tracer"),
+    ("rss_after_trim", "rss_trimmed"),
+)
+
+
+def native_report(native: list[tuple[int, dict[str, float]]]) -> list[str]:
+    """Where RSS sits at each snapshot (MB): pymalloc's arenas, glibc malloc in use and free-but-kept, SQLite."""
+    if not native:
+        return []
+    columns = [(key, label) for key, label in NATIVE_COLUMNS if any(key in row for _, row in native)]
+    lines = ["  memory by owner (MB; s after warm-up): " + " ".join(label for _, label in columns)]
+    lines += [
+        f"    {t:>6} " + " ".join(f"{row.get(key, 0):>{len(label)}}" for key, label in columns)
+        for t, row in native
+    ]
     return lines
 
 

@@ -232,6 +232,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Compact a collaborative document's update log into one snapshot after this many updates.",
     )
+    doc_max_bytes: int = Field(
+        4 * 2**20,
+        ge=0,
+        description="Largest encoded size of a collaborative document; updates past it are refused (0 = no limit).",
+    )
     doc_save_debounce_seconds: float = Field(
         0.5, ge=0, description="Quiet time before a collaborative note's content is saved."
     )

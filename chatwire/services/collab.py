@@ -34,6 +34,10 @@ JOINED_EVENT = "ydoc:user:joined"
 LEFT_EVENT = "ydoc:user:left"
 
 EMPTY_UPDATE = b"\x00\x00"
+# The largest a document may grow (its encoded state, bytes): a live pycrdt Doc holds about 12x its encoded size
+# for many small edits (~390 B in memory for a 33 B token insert), and every open document stays in memory while
+# anyone edits it, so without a bound one busy note could take the process's memory (CHATWIRE_DOC_MAX_BYTES).
+DEFAULT_MAX_DOC_BYTES = 4 * 2**20
 # A steady stream of edits still saves the content at least this many debounce periods after the first one.
 SAVE_MAX_DELAY_FACTOR = 10
 
@@ -136,11 +140,14 @@ class PendingSave:
 class LiveDoc:
     """A loaded document: its Doc, its editors on this process, and its background save and compaction."""
 
-    def __init__(self, document_id: str, doc: Doc, tail: int) -> None:
+    def __init__(self, document_id: str, doc: Doc, tail: int, size: int = 0) -> None:
         self.document_id = document_id
         self.room = doc_room(document_id)
         self.doc = doc
         self.tail = tail
+        # The document's size for `max_doc_bytes`: the stored bytes it was built from, plus each update applied
+        # since (an upper bound: merging only shrinks), set to the exact encoded state after each compaction.
+        self.size = size
         self.lock = asyncio.Lock()
         self.save_lock = asyncio.Lock()
         self.editors: dict[str, Editor] = {}
@@ -162,8 +169,11 @@ class CollabService:
         compact_every: int = 200,
         save_debounce: float = 0.5,
         shared: bool = False,
+        max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
     ) -> None:
         self.store = store
+        # Updates that would take a document past this size are refused (0 = no limit): see DEFAULT_MAX_DOC_BYTES.
+        self.max_doc_bytes = max_doc_bytes
         # In a fleet other processes append to the same store: a joiner's state is then read from the store
         # (snapshot + bounded tail), not from this process's copy, which lacks their updates.
         self.shared = shared
@@ -246,7 +256,9 @@ class CollabService:
         async with self._locked(document_id, create=False) as live:
             live = await self._require_editor(live, sid, document_id)
             if update is not None and update != EMPTY_UPDATE:
+                self._check_size(live, update)
                 self._apply(live, update)
+                live.size += len(update)
                 committing = self._queue_append(live, update)
                 if committing is None:
                     await self._store(live, update)
@@ -328,7 +340,7 @@ class CollabService:
         live = self._docs.get(document_id)
         if live is not None and not live.stale:
             return live.doc.get_update()
-        doc, _ = await self._load(document_id)
+        doc, _, _ = await self._load(document_id)
         return doc.get_update()
 
     def is_open(self, document_id: str) -> bool:
@@ -418,7 +430,7 @@ class CollabService:
                 if self._docs.get(document_id) is not live:
                     continue  # evicted while we waited; open it again
                 if live.stale or (fresh and self.shared):
-                    live.doc, live.tail = await self._load(document_id)
+                    live.doc, live.tail, live.size = await self._load(document_id)
                     live.stale = False
                 yield live
                 return
@@ -430,8 +442,8 @@ class CollabService:
         async with self._opening_lock(document_id):
             live = self._docs.get(document_id)
             if live is None:
-                doc, tail = await self._load(document_id)
-                live = self._docs.setdefault(document_id, LiveDoc(document_id, doc, tail))
+                doc, tail, size = await self._load(document_id)
+                live = self._docs.setdefault(document_id, LiveDoc(document_id, doc, tail, size))
         return live
 
     def _opening_lock(self, document_id: str) -> contextlib.AbstractAsyncContextManager[None]:
@@ -443,8 +455,8 @@ class CollabService:
         """Document ids whose opening lock is held or waited for now (tests)."""
         return len(self._opening)
 
-    async def _load(self, document_id: str) -> tuple[Doc, int]:
-        """A Doc rebuilt from the stored snapshot and tail, and the tail's length."""
+    async def _load(self, document_id: str) -> tuple[Doc, int, int]:
+        """A Doc rebuilt from the stored snapshot and tail, the tail's length, and the bytes it was built from."""
         try:
             stored = await self.store.load(document_id)
         except Exception as exc:
@@ -456,7 +468,7 @@ class CollabService:
                 apply_update(doc, update)
             except ValueError:
                 log.error("stored update cannot be applied", extra={"document_id": document_id, "seq": seq})
-        return doc, stored.tail
+        return doc, stored.tail, sum(len(update) for update in stored.updates)
 
     async def _require_editor(self, live: LiveDoc | None, sid: str, document_id: str) -> LiveDoc:
         """The document, if `sid` joined it and is still in its room (the room is the authority)."""
@@ -475,6 +487,14 @@ class CollabService:
             room=sid,
         )
         return sessions
+
+    def _check_size(self, live: LiveDoc, update: bytes) -> None:
+        """Refuse an update that would take the document past `max_doc_bytes` (before it is applied or stored)."""
+        if self.max_doc_bytes and live.size + len(update) > self.max_doc_bytes:
+            raise ChatwireError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"the document is at its size limit ({self.max_doc_bytes} bytes): no more updates are accepted",
+            )
 
     def _apply(self, live: LiveDoc, update: bytes) -> None:
         """Apply to the live Doc; a malformed update is refused here, before anything is stored."""
@@ -635,6 +655,8 @@ class CollabService:
         try:
             folded = await self.compact(live.document_id)
             live.tail = max(0, live.tail - folded)
+            if folded:  # deleted content is garbage-collected in the encoded state: the exact size again
+                live.size = len(live.doc.get_update())
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -209,6 +209,7 @@ class Services:
                 broker,
                 compact_every=settings.doc_compact_every,
                 save_debounce=settings.doc_save_debounce_seconds,
+                max_doc_bytes=settings.doc_max_bytes,
                 shared=bool(settings.redis_url),
             ),
             eventlog=eventlog,

@@ -166,3 +166,53 @@ async def test_opening_locks_go_once_the_documents_are_open_or_left(
     # a REST write of the content takes the same lock, to reset the stored state of a document nobody edits
     await collab.notes.update(others[0]["id"], user, {"data": {"content": {"md": "rest"}}})
     assert collab.opening_locks() == 0
+
+
+async def test_a_document_stops_growing_at_its_size_limit_and_room_freed_by_compaction_is_usable(
+    setup: tuple[CollabService, FlakyStore, MemoryBroker, User, str],
+) -> None:
+    """A live pycrdt Doc stays in memory while anyone edits it, ~12x its encoded size: `max_doc_bytes` bounds it.
+
+    Without the bound every update is accepted and the document (and the process's memory) grows without end."""
+    collab, store, broker, user, doc_id = setup
+    collab.max_doc_bytes = 600
+    collab.compact_every = 10**9  # compaction only when the test asks for it
+    await collab.join("s1", user, doc_id, None)
+    client: Doc = Doc()
+    accepted = 0
+    with pytest.raises(ChatwireError) as refused:
+        for i in range(200):
+            await collab.update("s1", user, doc_id, edit(client, f"word{i} " * 3), None)
+            accepted += 1
+    assert refused.value.code.value == "payload_too_large"
+    assert 10 < accepted < 200
+    stored = await store.load(doc_id)
+    assert len(stored.updates) == accepted  # the refused update was neither stored...
+    assert len(broker.events("ydoc:document:update")) == accepted  # ...nor relayed
+    assert sum(len(u) for u in stored.updates) <= collab.max_doc_bytes
+
+    # Deleting the text and compacting leaves a small garbage-collected state: the document has room again.
+    before = client.get_state()
+    text = client.get("t", type=Text)
+    del text[0 : len(str(text))]
+    deletion = client.get_update(before)
+    collab.max_doc_bytes += len(deletion)  # room for the deletion itself
+    await collab.update("s1", user, doc_id, deletion, None)
+    live = collab._docs[doc_id]
+    await collab._compact(live)  # what `compact_every` updates start in the background
+    assert live.size < collab.max_doc_bytes // 2
+    await collab.update("s1", user, doc_id, edit(client, "again"), None)
+
+
+async def test_a_background_compaction_resets_the_size_to_the_encoded_state(
+    setup: tuple[CollabService, FlakyStore, MemoryBroker, User, str],
+) -> None:
+    collab, _store, _broker, user, doc_id = setup
+    collab.compact_every = 5
+    await collab.join("s1", user, doc_id, None)
+    client: Doc = Doc()
+    for i in range(5):
+        await collab.update("s1", user, doc_id, edit(client, f"w{i} "), None)
+    await collab.compaction_idle(doc_id)
+    live = collab._docs[doc_id]
+    assert live.size == len(live.doc.get_update())
