@@ -36,6 +36,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def rss_bytes(pid: int) -> int:
+    """A process's resident memory now (VmRSS), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 def ratio(value: float, peer: float) -> str:
     """`value / peer` as "1.23x", or "-" when the peer measured nothing (a tiny run's CPU can be below one clock
     tick of /proc's accounting, 10 ms)."""

@@ -16,15 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import table
+from bench.common import rss_bytes, table
 from bench.fanout import NODE_DIR, SUBJECTS, ensure_node_modules
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 async def measure(name: str, n: int, workdir: Path) -> dict[str, Any]:

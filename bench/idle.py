@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, Proc, cpu_seconds, table
+from bench.common import REPO, Proc, cpu_seconds, rss_bytes, table
 from bench.connect_storm import SUBJECTS as STORM_SUBJECTS
 from bench.connect_storm import tokens_for
 from bench.fanout import NODE_DIR, engine_subject, ensure_node_modules
@@ -67,13 +67,6 @@ def raise_nofile(wanted: int) -> tuple[int, int, str]:
         new_hard,
         f"RLIMIT_NOFILE {soft:,}/{hard:,} -> {new_soft:,}/{new_hard:,} (soft/hard){note}",
     )
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 def versions() -> str:

@@ -38,7 +38,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, Proc, chatwire_argv, free_port, fresh_postgres, server_env, trace_env
+from bench.common import (
+    REPO,
+    Proc,
+    chatwire_argv,
+    free_port,
+    fresh_postgres,
+    rss_bytes,
+    server_env,
+    trace_env,
+)
 from chatwire.services.models import demo_answer
 
 NODE_DIR = REPO / "tests" / "node"
@@ -92,11 +101,7 @@ class SoakResult:
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    return rss_bytes(pid) / 2**20
 
 
 def cpu_seconds(pid: int) -> float:
