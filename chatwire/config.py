@@ -319,7 +319,8 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(
         1.0,
         gt=0,
-        description="How often the outbox is checked for due deliveries (new ones wake it at once).",
+        description="How often the outbox is checked while deliveries are due or in flight (new ones wake it "
+        "at once).",
     )
     webhook_idle_poll_seconds: float = Field(
         30.0,

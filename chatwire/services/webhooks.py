@@ -399,31 +399,34 @@ class WebhookDispatcher:
         return {e for e, n in self._in_flight.items() if n >= self.settings.concurrency}
 
     async def _run(self) -> None:
-        delay = self.settings.poll_interval
+        backoff = (
+            self.settings.poll_interval
+        )  # the pause after a failed poll, doubled by each failure in a row
         next_prune = 0.0
         while True:
             # Cleared before the poll, not after: a wake-up that comes while the poll or the idle read awaits (an
             # attempt ending, a row enqueued) must end the pause that follows, not be lost in it.
             self._wake.clear()
+            pause: float | None = None
             try:
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
                     await self.repo.prune(now_ms() - int(self.settings.retention * 1000))
                 claimed = await self.poll_once()
-                delay = self.settings.poll_interval
+                backoff = self.settings.poll_interval
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("webhook dispatch failed; retrying")
                 claimed = 0
-                delay = min(30.0, delay * 2)
+                backoff = pause = min(30.0, backoff * 2)
             if claimed:
                 await asyncio.sleep(0)
                 continue
-            if delay == self.settings.poll_interval:
-                delay = await self._idle_delay()
+            if pause is None:
+                pause = await self._idle_delay()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                await asyncio.wait_for(self._wake.wait(), pause)
 
     async def _idle_delay(self) -> float:
         """How long to sleep after a poll that claimed nothing: until the earliest pending row can be claimed
