@@ -7,6 +7,8 @@ the revocation check and the user row; python-socketio: PyJWT; Node: jsonwebtoke
 `user:{id}`, and `user-join` verifies it again and acknowledges. chatwire's users are also members of `--channels`
 group channels, so its `user-join` enters channel rooms too and each user's first session announces its presence
 in them (the peers have no channels: they do less); `chatwire-no-channels` is chatwire doing only the peers' work.
+`python-socketio-no-auth` is the stock server checking no token at all: the connect rate the authenticated
+subjects are compared with (column "connects/s vs no-auth python-socketio", same storm phase).
 
 Two storms per subject on one server process: `cold` right after start (nothing cached: every token and user is
 new to the process, as after a deploy) and `warm` (all clients closed, then the same tokens again: a network
@@ -100,6 +102,17 @@ async def stock_subject(workdir: Path, users: int, _channels: int) -> tuple[Proc
     return proc, [f"user-{i}" for i in range(users)]
 
 
+async def stock_no_auth_subject(workdir: Path, users: int, _channels: int) -> tuple[Proc, list[str]]:
+    """Stock python-socketio checking nothing: the connects/s that issue 18 asks chatwire's authenticated connects
+    to reach."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.stock_sio_server", str(port)]
+    proc = await Proc(argv, {"BENCH_NO_AUTH": "1"}, port, workdir / "stock-no-auth.log").ready(
+        "/ws/socket.io/?EIO=4&transport=polling"
+    )
+    return proc, [f"user-{i}" for i in range(users)]
+
+
 async def node_subject(workdir: Path, users: int, _channels: int) -> tuple[Proc, list[str]]:
     port = free_port()
     argv = ["node", str(NODE_DIR / "server.mjs"), str(port)]
@@ -117,6 +130,7 @@ SUBJECTS: dict[str, Any] = {
     "chatwire": chatwire_subject,
     "chatwire-no-channels": chatwire_no_channels,
     "python-socketio": stock_subject,
+    "python-socketio-no-auth": stock_no_auth_subject,
     "node": node_subject,
 }
 
@@ -197,7 +211,8 @@ async def main() -> None:
     rows = []
     for name, phases in results.items():
         for phase, r in phases.items():
-            vs = []
+            floor = results.get("python-socketio-no-auth", {}).get(phase)
+            vs = [ratio(r["perSecond"], floor["perSecond"]) if floor else "-"]
             for peer in ("python-socketio", "node"):
                 p = results.get(peer, {}).get(phase)
                 vs.append(ratio(r["cpu_ms_per_connect"], p["cpu_ms_per_connect"]) if p else "-")
@@ -209,8 +224,9 @@ async def main() -> None:
                     str(r["failed"]),
                     f"{r['seconds']:.2f}",
                     f"{r['perSecond']:,.0f}",
+                    vs[0],
                     f"{r['cpu_ms_per_connect']:.2f}",
-                    *vs,
+                    *vs[1:],
                 ]
             )
     found = versions()
@@ -227,6 +243,7 @@ async def main() -> None:
                 "failed",
                 "seconds",
                 "connects/s",
+                "connects/s vs no-auth python-socketio",
                 "server CPU ms per connect",
                 "CPU vs python-socketio",
                 "CPU vs Node",

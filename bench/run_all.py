@@ -163,22 +163,25 @@ def headline(data: dict[str, Any]) -> list[str]:
     storm = data.get("connect-storm")
     if storm and "chatwire" in storm:
         for phase in ("cold", "warm"):
-            cw = storm["chatwire"][phase]
-            peers = "".join(
-                f", {p} {storm[p][phase]['perSecond']:,.0f}/s and {storm[p][phase]['cpu_ms_per_connect']:.2f} ms"
-                for p in ("python-socketio", "node")
-                if p in storm
-            )
-            bare = storm.get("chatwire-no-channels", {}).get(phase)
+
+            def rate(subject: str, phase: str = phase) -> str:
+                r = storm[subject][phase]
+                return f"{r['perSecond']:,.0f}/s and {r['cpu_ms_per_connect']:.2f} ms"
+
+            peers = "".join(f", {p} {rate(p)}" for p in ("python-socketio", "node") if p in storm)
             same_work = (
-                f" (in no channel, the peers' work: {bare['perSecond']:,.0f}/s and "
-                f"{bare['cpu_ms_per_connect']:.2f} ms)"
-                if bare
+                f" (in no channel, the peers' work: {rate('chatwire-no-channels')})"
+                if "chatwire-no-channels" in storm
+                else ""
+            )
+            no_auth = (
+                f"; python-socketio checking no token {rate('python-socketio-no-auth')}"
+                if "python-socketio-no-auth" in storm
                 else ""
             )
             lines.append(
-                f"- connect storm ({phase}): chatwire {cw['perSecond']:,.0f} connects/s and "
-                f"{cw['cpu_ms_per_connect']:.2f} ms server CPU per authenticated connect{same_work}{peers}"
+                f"- connect storm ({phase}): chatwire {rate('chatwire')} server CPU per authenticated connect"
+                f"{same_work}{peers}{no_auth}"
             )
     points = data.get("streaming-curve")
     if points:

@@ -5,7 +5,9 @@ room; `typing` events {channel_id, data} are broadcast to `channel:{channel_id}`
 
 Connect storm (env BENCH_JWT_SECRET set): a handshake auth {token} must be an HS256 JWT with `id` and `exp`, checked
 with PyJWT in the connect handler (refused otherwise); the session enters `user:{id}`, and `user-join`
-{auth: {token}} verifies the token again and acknowledges {id}. The same work as bench/node/server.mjs.
+{auth: {token}} verifies the token again and acknowledges {id}. The same work as bench/node/server.mjs. With
+BENCH_NO_AUTH=1 instead, no token is looked at: connect accepts every client and `user-join` acknowledges
+{id: null} (stock python-socketio's own cost of a connect, the floor the issue compares against).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main() -> None:
     manager = socketio.AsyncRedisManager(sys.argv[2], channel=sys.argv[3]) if len(sys.argv) > 3 else None
     sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager, cors_allowed_origins="*")
     secret = os.environ.get("BENCH_JWT_SECRET")
+    no_auth = os.environ.get("BENCH_NO_AUTH") == "1"
 
     def verify(token: Any) -> dict[str, Any]:
         claims = jwt.decode(token, secret or "", algorithms=["HS256"], options={"require": ["exp", "id"]})
@@ -44,6 +47,8 @@ def main() -> None:
 
     @sio.on("user-join")
     async def user_join(sid: str, payload: Any) -> dict[str, Any]:
+        if no_auth:
+            return {"id": None}
         try:
             token = payload["auth"]["token"] if isinstance(payload, dict) else None
             return {"id": verify(token)["id"]}
