@@ -589,3 +589,40 @@ async def test_add_turn_decides_the_question_from_the_chat_it_reads(db: Database
     record = await repo.get_with_messages(chat_id)
     assert record is not None and [m.id for m in record.messages] == ["u1", "a1", "u2", "a2"]
     assert record.chat.current_id == "a2"
+
+
+async def test_write_patches_apply_in_one_transaction_and_store_what_the_orm_reads(db: Database) -> None:
+    """The event writer's patches: appends guarded by the stored length, full content, JSON and scalar columns;
+    each reports whether it was written, and the values read back are the ones written (both SQL paths)."""
+    from chatwire.db.repos.chats import MessagePatch, MessageStore
+
+    (ada,) = await make_users(db, "Ada")
+    repo = ChatRepo(db)
+    chat_id = (await repo.create(ada.id, {"title": "t"})).chat.id
+    for answer in ("a1", "a2", "a3"):
+        await repo.add_turn(
+            chat_id, user_message={"content": "q"}, parent_id=None, assistant_id=answer, model="m"
+        )
+    written = await MessageStore(db).write_patches(
+        [
+            MessagePatch(chat_id, "a1", suffix="hello", expect_length=0),
+            MessagePatch(chat_id, "a1", suffix=" world", expect_length=5),
+            MessagePatch(chat_id, "a2", suffix="twice?", expect_length=3),  # the stored length is 0
+            MessagePatch(
+                chat_id,
+                "a3",
+                content="all of it",
+                values={"statusHistory": [{"description": "é", "done": True}], "done": True, "error": None},
+            ),
+            MessagePatch(chat_id, "a3", values={"outcome": "done", "usage": {"total_tokens": 3}}),
+            MessagePatch(chat_id, "gone", content="x"),
+        ]
+    )
+    assert written == [True, True, False, True, True, False]
+    a1, a2, a3 = [await repo.get_message(chat_id, m) for m in ("a1", "a2", "a3")]
+    assert a1 is not None and a1.content == "hello world" and not a1.done
+    assert a2 is not None and a2.content == ""
+    assert a3 is not None and a3.content == "all of it" and a3.done is True
+    assert a3.status_history == [{"description": "é", "done": True}]
+    assert a3.outcome == "done" and a3.usage == {"total_tokens": 3} and a3.error is None
+    assert await MessageStore(db).write_patches([]) == []
