@@ -1,14 +1,15 @@
-"""Small helpers shared across layers: ids and clocks."""
+"""Small helpers shared across layers: ids, clocks, text checks, futures."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -120,3 +121,16 @@ def json_text_problem(body: bytes) -> str | None:
     except (ValueError, RecursionError):
         return None
     return text_problem(value)
+
+
+T = TypeVar("T")
+
+
+def settle(future: asyncio.Future[T], result: T, exc: BaseException | None = None) -> None:
+    """Give a group commit's waiter its result (or `exc`), unless it stopped waiting (cancelled) already."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from chatwire.backends.docstore import StoredDoc
 from chatwire.db.engine import Database
 from chatwire.db.models import DocUpdate
-from chatwire.util import now_ns
+from chatwire.util import now_ns, settle
 
 log = logging.getLogger("chatwire.docstore")
 
@@ -64,18 +64,18 @@ class SqlDocStore:
                 seqs = await self._insert(batch)
             except Exception as exc:
                 if len(batch) == 1:
-                    _settle(batch[0][2], exc=exc)
+                    settle(batch[0][2], 0, exc)
                     continue
                 # One bad row must not fail the others: store them one by one to tell which failed.
                 log.warning("group commit of document updates failed; writing them one by one")
                 for entry in batch:
                     try:
-                        _settle(entry[2], (await self._insert([entry]))[0])
+                        settle(entry[2], (await self._insert([entry]))[0])
                     except Exception as one_exc:
-                        _settle(entry[2], exc=one_exc)
+                        settle(entry[2], 0, one_exc)
                 continue
             for (_doc, _data, future), seq in zip(batch, seqs, strict=True):
-                _settle(future, seq)
+                settle(future, seq)
 
     async def _insert(self, batch: list[_Pending]) -> list[int]:
         created = now_ns()
@@ -142,12 +142,3 @@ def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[str, bytes, int]]) -
         assert seq is not None
         seqs.append(seq)
     return seqs
-
-
-def _settle(future: asyncio.Future[int], seq: int = 0, *, exc: BaseException | None = None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(seq)

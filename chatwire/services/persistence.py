@@ -4,8 +4,10 @@ Per (chat_id, message_id) the writer keeps an ordered queue of events, filled sy
 queue order is the emission order) and drained by one task per message. A drain applies the queued events with
 the shared reducer to a cached copy of the message, then writes ONE UPDATE: the content suffix appended in SQL
 (`content || :suffix`, guarded by the stored length so a retry never appends twice) plus the list and scalar
-fields that changed. It drains on `done`, after a short timer, and at shutdown. Each event is applied once and
-writes happen in order, so the stored message is always a prefix of what was emitted, and an n-byte answer costs
+fields that changed. It drains on `done`, at the next flush tick (one clock of `flush_interval` for all messages),
+and at shutdown. The UPDATEs of the messages due together share one transaction (group commit): with hundreds
+of answers streaming, the database sees a few transactions per tick, not one per message. Each event is applied
+once and writes happen in order, so the stored message is always a prefix of what was emitted, and an n-byte answer costs
 O(n) bytes written. Emission never waits for the database. A write that fails because the database is away
 (connection lost, locked, timed out) is retried with back-off for as long as it takes; any other failure is a
 property of the data and would fail forever, so after `max_attempts` tries the batch is given up: events in it that
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -28,9 +31,9 @@ import orjson
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from chatwire.db.models import ChatMessage
-from chatwire.db.repos.chats import PATCH_COLUMNS, MessageStore
+from chatwire.db.repos.chats import PATCH_COLUMNS, MessagePatch, MessageStore
 from chatwire.services.reducer import CONTENT, apply_event, is_persisted_chat, new_message
-from chatwire.util import text_problem
+from chatwire.util import settle, text_problem
 
 log = logging.getLogger("chatwire.persistence")
 
@@ -53,6 +56,8 @@ class WriterStats:
 def _transient(exc: BaseException) -> bool:
     """Whether a failed write may succeed later unchanged: the database is away, locked or slow."""
     if isinstance(exc, OSError | TimeoutError | ConnectionError | OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.InterfaceError):  # the SQLite direct lane's driver
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
@@ -156,6 +161,9 @@ class MessageWriter:
         self._slots: dict[tuple[str, str], _Slot] = {}
         # Answer rows just stored empty by ChatRepo.add_turn (see `prime`), oldest first.
         self._primed: OrderedDict[tuple[str, str], ChatMessage] = OrderedDict()
+        # Group commit: the patches of all messages that are due together are written in one transaction.
+        self._patches: list[tuple[MessagePatch, asyncio.Future[bool]]] = []
+        self._committer: asyncio.Task[None] | None = None
         self._closing = False
         self._stopped = False
 
@@ -245,6 +253,12 @@ class MessageWriter:
         """Events waiting to be applied and written (metrics: chatwire_persistence_queue_depth)."""
         return sum(len(slot.pending) for slot in self._slots.values())
 
+    def _until_tick(self) -> float:
+        """Seconds to the next flush tick, one clock for all messages (multiples of `flush_interval` in loop time):
+        the messages streaming at once are due in the same loop turn, and their writes share one transaction."""
+        interval = self.flush_interval
+        return interval - asyncio.get_running_loop().time() % interval
+
     def _observe(self, started: float) -> None:
         if self.flush_observer is not None:
             self.flush_observer(time.perf_counter() - started)
@@ -258,7 +272,7 @@ class MessageWriter:
                         return
                     continue
                 if not self._closing:
-                    await _wait(slot.urgent, self.flush_interval)
+                    await _wait(slot.urgent, self._until_tick())
                 slot.wake.clear()
                 slot.urgent.clear()
                 await self._drain(slot)
@@ -402,6 +416,50 @@ class MessageWriter:
             return
         await self._store(slot, slot.state)
 
+    async def _commit(self, patch: MessagePatch) -> bool:
+        """Write one message's patch together with the others queued by now (one transaction for all); whether it
+        was written. A failure of the shared transaction is retried patch by patch, so each message's drain sees
+        only its own failure (and retries or gives up as before)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._patches.append((patch, future))
+        if self._committer is None:
+            # A task, not a direct write: the drains woken in this loop turn queue their patches first.
+            self._committer = asyncio.create_task(self._commit_queued(), name="chatwire-writer-commit")
+        return await future
+
+    async def _commit_queued(self) -> None:
+        try:
+            while self._patches:
+                queued, self._patches = self._patches, []
+                batch = [(p, f) for p, f in queued if not f.done()]  # a cancelled drain wants nothing written
+                if not batch:
+                    continue
+                try:
+                    written = await self.store.write_patches([p for p, _f in batch])
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if len(batch) == 1:
+                        settle(batch[0][1], False, exc)
+                        continue
+                    for patch, future in batch:
+                        try:
+                            (one,) = await self.store.write_patches([patch])
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception as one_exc:
+                            settle(future, False, one_exc)
+                        else:
+                            settle(future, one)
+                    continue
+                for (_patch, future), ok in zip(batch, written, strict=True):
+                    settle(future, ok)
+        finally:
+            self._committer = None
+            for _patch, future in self._patches:  # cancelled (shutdown) with patches still queued
+                future.cancel()
+            self._patches.clear()
+
     async def _write_chat(self, slot: _Slot) -> None:
         for _ in range(len(slot.pending)):
             event = slot.pending.popleft()
@@ -430,13 +488,8 @@ class MessageWriter:
             else:
                 full = content
         started = time.perf_counter()
-        written = await self.store.write_patch(
-            slot.chat_id,
-            slot.message_id,
-            suffix=suffix,
-            expect_length=len(slot.stored_content),
-            content=full,
-            values=values,
+        written = await self._commit(
+            MessagePatch(slot.chat_id, slot.message_id, suffix, len(slot.stored_content), full, values)
         )
         if not written:
             # The stored content is not what we last wrote (lost outcome of a write, or another writer):
@@ -446,11 +499,8 @@ class MessageWriter:
                 extra={"chat_id": slot.chat_id, "message_id": slot.message_id},
             )
             full, suffix = content, None
-            written = await self.store.write_patch(
-                slot.chat_id,
-                slot.message_id,
-                content=full,
-                values=values,
+            written = await self._commit(
+                MessagePatch(slot.chat_id, slot.message_id, content=full, values=values)
             )
             if not written:
                 slot.orphan = True

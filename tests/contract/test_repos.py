@@ -589,3 +589,86 @@ async def test_add_turn_decides_the_question_from_the_chat_it_reads(db: Database
     record = await repo.get_with_messages(chat_id)
     assert record is not None and [m.id for m in record.messages] == ["u1", "a1", "u2", "a2"]
     assert record.chat.current_id == "a2"
+
+
+async def test_write_patches_apply_in_one_transaction_and_store_what_the_orm_reads(db: Database) -> None:
+    """The event writer's patches: appends guarded by the stored length, full content, JSON and scalar columns;
+    each reports whether it was written, and the values read back are the ones written (both SQL paths)."""
+    from chatwire.db.repos.chats import MessagePatch, MessageStore
+
+    (ada,) = await make_users(db, "Ada")
+    repo = ChatRepo(db)
+    chat_id = (await repo.create(ada.id, {"title": "t"})).chat.id
+    for answer in ("a1", "a2", "a3"):
+        await repo.add_turn(
+            chat_id, user_message={"content": "q"}, parent_id=None, assistant_id=answer, model="m"
+        )
+    written = await MessageStore(db).write_patches(
+        [
+            MessagePatch(chat_id, "a1", suffix="hello", expect_length=0),
+            MessagePatch(chat_id, "a1", suffix=" world", expect_length=5),
+            MessagePatch(chat_id, "a2", suffix="twice?", expect_length=3),  # the stored length is 0
+            MessagePatch(
+                chat_id,
+                "a3",
+                content="all of it",
+                values={"statusHistory": [{"description": "é", "done": True}], "done": True, "error": None},
+            ),
+            MessagePatch(chat_id, "a3", values={"outcome": "done", "usage": {"total_tokens": 3}}),
+            MessagePatch(chat_id, "gone", content="x"),
+        ]
+    )
+    assert written == [True, True, False, True, True, False]
+    a1, a2, a3 = [await repo.get_message(chat_id, m) for m in ("a1", "a2", "a3")]
+    assert a1 is not None and a1.content == "hello world" and not a1.done
+    assert a2 is not None and a2.content == ""
+    assert a3 is not None and a3.content == "all of it" and a3.done is True
+    assert a3.status_history == [{"description": "é", "done": True}]
+    assert a3.outcome == "done" and a3.usage == {"total_tokens": 3} and a3.error is None
+    assert await MessageStore(db).write_patches([]) == []
+
+
+async def test_a_turn_and_a_user_read_the_same_whichever_path_stores_them(db: Database) -> None:
+    """On SQLite a turn is stored, and a user read, through the direct lane; what they give back and what the
+    ORM reads afterwards agree field by field (JSON, booleans, defaults), also for an answer row made earlier
+    (by the event writer) that the turn takes over."""
+    from chatwire.db.repos.chats import MessageStore, message_to_json
+
+    (ada,) = await make_users(db, "Ada")
+    users = UserRepo(db)
+    (orm_ada,) = await users.get_many([ada.id])
+    read = await users.get(ada.id)
+    assert read is not None
+    assert {k: getattr(read, k) for k in vars(orm_ada) if not k.startswith("_")} == {
+        k: getattr(orm_ada, k) for k in vars(orm_ada) if not k.startswith("_")
+    }
+    assert await users.get("nobody") is None
+
+    repo = ChatRepo(db)
+    chat_id = (await repo.create(ada.id, {"title": "t"})).chat.id
+    question = {"id": "u1", "content": "hé", "files": [{"name": "f"}], "custom": {"k": [1, True, None]}}
+    path = await repo.add_turn(chat_id, user_message=question, parent_id=None, assistant_id="a1", model="m")
+    await MessageStore(db).load_or_create(chat_id, "a2")  # an empty unfinished answer, made by the writer
+    primed = []
+    repo.answer_hooks.append(primed.append)
+    path2 = await repo.add_turn(
+        chat_id, user_message={"id": "u2", "content": "q2"}, parent_id="a1", assistant_id="a2", model="m2"
+    )
+    record = await repo.get_with_messages(chat_id)
+    assert record is not None
+    stored = {m.id: message_to_json(m) for m in record.messages}
+    assert [message_to_json(m) for m in path] == [stored["u1"]]
+    assert [message_to_json(m) for m in path2] == [stored["u1"], stored["a1"], stored["u2"]]
+    assert stored["u1"]["custom"] == {"k": [1, True, None]} and stored["u1"]["files"] == [{"name": "f"}]
+    assert (
+        stored["a2"]["parentId"] == "u2" and stored["a2"]["model"] == "m2" and stored["a2"]["done"] is False
+    )
+    assert [(m.id, m.parent_id, m.model, m.content, m.done) for m in primed] == [
+        ("a2", "u2", "m2", "", False)
+    ]
+    assert record.chat.current_id == "a2"
+    with pytest.raises(ChatwireError) as refused:
+        await repo.add_turn(
+            "no-chat", user_message={"content": "x"}, parent_id=None, assistant_id="a", model="m"
+        )
+    assert refused.value.code == ErrorCode.NOT_FOUND

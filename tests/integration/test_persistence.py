@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import text, update
@@ -11,7 +12,7 @@ from sqlalchemy import text, update
 from chatwire.backends.sessions_memory import MemorySessionStore
 from chatwire.db.engine import Database
 from chatwire.db.models import ChatMessage
-from chatwire.db.repos.chats import ChatRepo, MessageStore
+from chatwire.db.repos.chats import ChatRepo, MessagePatch, MessageStore
 from chatwire.services.events import ChatEvents
 from chatwire.services.persistence import MessageWriter
 
@@ -132,12 +133,15 @@ async def test_content_changed_behind_the_writer_is_rewritten_not_double_appende
     await writer.close()
 
 
-async def _inject_write_failure(db: Database) -> None:
+async def _inject_write_failure(db: Database, only: str | None = None) -> None:
+    """Every UPDATE of a message fails from now on (`only`: of the message with that id)."""
+    when = f"WHEN NEW.id = '{only}' " if only else ""
+    pg_when = f"WHEN (NEW.id = '{only}') " if only else ""
     async with db.session() as s:
         if db.is_sqlite:
             await s.execute(
                 text(
-                    "CREATE TRIGGER cw_fail BEFORE UPDATE ON chat_messages "
+                    f"CREATE TRIGGER cw_fail BEFORE UPDATE ON chat_messages {when}"
                     "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
                 )
             )
@@ -151,7 +155,8 @@ async def _inject_write_failure(db: Database) -> None:
             await s.execute(
                 text(
                     "CREATE TRIGGER cw_fail BEFORE UPDATE ON chat_messages "
-                    "FOR EACH ROW EXECUTE FUNCTION cw_fail()"
+                    f"FOR EACH ROW {pg_when}"
+                    "EXECUTE FUNCTION cw_fail()"
                 )
             )
 
@@ -185,6 +190,58 @@ async def test_failing_writes_are_retried_and_reported_without_blocking_delivery
     await events.emit("u1", chat_id, "m", DONE)
     await asyncio.wait_for(writer.flush(), 10)
     assert (await stored(db, chat_id, "m")).content == "before " + "".join(f"{i} " for i in range(50))
+    await writer.close()
+
+
+class CountingStore(MessageStore):
+    """A MessageStore that records how many patches each transaction held."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.batches: list[int] = []
+
+    async def write_patches(self, patches: Sequence[MessagePatch]) -> list[bool]:
+        self.batches.append(len(patches))
+        return await super().write_patches(patches)
+
+
+async def test_messages_due_together_are_written_in_one_transaction(db: Database) -> None:
+    chat_id = await make_chat(db)
+    store = CountingStore(db)
+    writer = MessageWriter(store, flush_interval=0.2)
+    for i in range(20):  # the rows are created first (as ChatRepo.add_turn does before an answer streams)
+        writer.submit(chat_id, f"m{i}", delta(f"text {i}"))
+    await writer.flush()
+    store.batches.clear()
+    for i in range(20):
+        writer.submit(chat_id, f"m{i}", delta(" more"))
+    for _ in range(100):  # the next flush tick writes them, without being asked
+        if writer.stats.writes == 40:
+            break
+        await asyncio.sleep(0.02)
+    assert store.batches == [20]  # one tick for all: one transaction
+    for i in range(20):
+        assert (await stored(db, chat_id, f"m{i}")).content == f"text {i} more"
+    await writer.close()
+
+
+async def test_a_failing_patch_does_not_fail_the_others_of_its_transaction(db: Database) -> None:
+    chat_id = await make_chat(db)
+    store = CountingStore(db)
+    writer = MessageWriter(store, flush_interval=0.05, retry_max_delay=0.01, max_attempts=2)
+    for name in ("a", "bad", "c"):  # rows first, so that every later write is an UPDATE
+        writer.submit(chat_id, name, delta(f"{name}:"))
+    await writer.flush()
+    await _inject_write_failure(db, only="bad")
+    for name in ("a", "bad", "c"):
+        writer.submit(chat_id, name, delta("more"))
+    await asyncio.wait_for(writer.flush(), 10)
+    assert 3 in store.batches[1:]  # tried together, then one by one
+    assert (await stored(db, chat_id, "a")).content == "a:more"
+    assert (await stored(db, chat_id, "c")).content == "c:more"
+    assert (await stored(db, chat_id, "bad")).content == "bad:"  # given up after max_attempts, alone
+    assert writer.stats.abandoned >= 1
+    await _heal(db)
     await writer.close()
 
 

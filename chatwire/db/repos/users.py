@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chatwire.db.engine import Database
 from chatwire.db.models import RevokedToken, User
+from chatwire.db.sqlite_writer import RowCodec
 from chatwire.errors import ChatwireError, ErrorCode
 from chatwire.util import new_ordered_id, now_s
 
@@ -53,6 +54,7 @@ class UserRepo:
         self.db = db
         # Called with the user id after any change to a user row (caches of rows drop it).
         self.changed_hooks: builtins.list[Callable[[str], None]] = []
+        self._codec: RowCodec[User] | None = None
 
     def _changed(self, user_id: str) -> None:
         for hook in self.changed_hooks:
@@ -63,6 +65,17 @@ class UserRepo:
             return int((await s.execute(select(func.count()).select_from(User))).scalar_one())
 
     async def get(self, user_id: str) -> User | None:
+        """The user's row, read now (every authenticated request reads it: a role change, a deletion or a new
+        `tokens_valid_after` takes effect at once). On an SQLite file through the direct lane's reader: one
+        event-loop round trip instead of the async adapter's several (~0.6 ms of CPU per request)."""
+        lane = self.db.sqlite_writer
+        if lane is not None:
+            codec = self._codec
+            if codec is None:
+                codec = self._codec = RowCodec(User, self.db.engine.dialect)
+            sql = f"{codec.select} WHERE id = ?"
+            row = await lane.read(lambda conn: conn.execute(sql, (user_id,)).fetchone())
+            return None if row is None else codec.load(row)
         async with self.db.read() as s:
             return await s.get(User, user_id)
 
