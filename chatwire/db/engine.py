@@ -13,7 +13,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from chatwire.db.sqlite_writer import SqliteWriter, sqlite_file
+from chatwire.db.sqlite_writer import SqliteReader, SqliteWriter, sqlite_file
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The PostgreSQL advisory lock key held while migrating ("chatwire" in ASCII, as an int64).
@@ -49,6 +49,8 @@ class Database:
         # Hot, simple writes (document updates) bypass the async adapter on SQLite: see sqlite_writer.py.
         path = sqlite_file(self.engine.url.database) if self.is_sqlite else None
         self.sqlite_writer: SqliteWriter | None = SqliteWriter(path) if path is not None else None
+        # ...and a hot read (the API key of every server API call) takes one round trip, not several.
+        self.sqlite_reader: SqliteReader | None = SqliteReader(path) if path is not None else None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -86,6 +88,8 @@ class Database:
     async def close(self) -> None:
         if self.sqlite_writer is not None:
             await self.sqlite_writer.close()
+        if self.sqlite_reader is not None:
+            await self.sqlite_reader.close()
         await self.engine.dispose()
 
 
