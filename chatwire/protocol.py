@@ -48,20 +48,22 @@ class Model(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _not_too_deep(cls, value: Any, info: ValidationInfo) -> Any:
+    def _edge_rules(cls, value: Any, info: ValidationInfo) -> Any:
+        """The edge rules of every field: lists and objects nest at most MAX_NESTING deep, and every string at any
+        depth is encodable UTF-8 and free of NUL (PostgreSQL text cannot hold it), so both databases and every
+        encoder agree; anything else is `invalid_payload`. One validator for both, and the values that cannot
+        break them (an ASCII string without NUL, a number, a bool, None) return first: it runs for each field
+        of each item of a batch."""
+        kind = type(value)
+        if kind is str:
+            if value.isascii() and "\x00" not in value:
+                return value
+        elif kind is int or kind is bool or kind is float or value is None:
+            return value
         if info.context is PAYLOAD_CHECKED:
             return value
         if isinstance(value, dict | list) and nested_deeper_than(value, MAX_NESTING):
             raise ValueError(f"nested more than {MAX_NESTING} levels deep")
-        return value
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _storable_text(cls, value: Any, info: ValidationInfo) -> Any:
-        """The edge rule for text: every string at any depth must be encodable UTF-8 and free of NUL (PostgreSQL
-        text cannot hold it), so both databases and every encoder agree; anything else is `invalid_payload`."""
-        if info.context is PAYLOAD_CHECKED:
-            return value
         problem = text_problem(value)
         if problem is not None:
             raise ValueError(problem)
