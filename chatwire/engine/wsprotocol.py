@@ -475,7 +475,10 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         if flush:  # written now: nothing to schedule for the end of the turn
             out = self.out
             if not out and len(frames) == 1:  # the common write (one event to a room of tabs): no list at all
-                self._write(encode(frames[0]))
+                data = encode(frames[0])
+                transport = self.transport
+                if transport is not None and not self.lost and not transport.is_closing():
+                    transport.write(data)
                 return
             for frame in frames:
                 data = encode(frame)

@@ -280,7 +280,10 @@ class Delivery:
                     continue
             if with_offset:
                 self.last_offset[sid] = offset
-            push(socket, frames, delta)
+            if delta is None:
+                socket.push(frames)
+            else:
+                push(socket, frames, delta)
 
     def replay_then_release(self, sid: str, entries: Iterable[LogEntry]) -> int:
         """Send `entries` to `sid` in order, then its held live frames (those not already replayed); from then on
