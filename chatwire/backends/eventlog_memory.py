@@ -27,6 +27,7 @@ _SCALARS = frozenset((int, float, bool, type(None)))
 # each: a held entry outlives many young-generation collections, and every container it brings along is one more
 # object the cyclic collector counts and walks (the LogEntry itself is the only one left).
 AT, ENTRY, SIZE, SLOTS = 0, 1, 2, 3
+_new_tuple = tuple.__new__
 
 
 def approx_size(data: Any, depth: int = 0) -> int:
@@ -119,8 +120,9 @@ class MemoryEventLog:
         """`append` without an await (AppendsNow): nothing here waits, so the delivery pipeline appends and
         delivers in one synchronous step, without a lock or a coroutine per event."""
         now = self._clock()
-        self._seq += 1
-        entry = LogEntry(self._seq, format_offset(self._epoch, self._seq), room, event, data, skip_sid)
+        seq = self._seq = self._seq + 1
+        # the named tuple's own __new__ is a Python function around this same call
+        entry = _new_tuple(LogEntry, (seq, format_offset(self._epoch, seq), room, event, data, skip_sid))
         size = ENTRY_OVERHEAD + approx_size(data)
         ring = self._rooms.get(room)
         if ring is None:
@@ -128,7 +130,7 @@ class MemoryEventLog:
         ring.append(now)
         ring.append(entry)
         ring.append(size)
-        self._order.append(entry.seq)
+        self._order.append(seq)
         self._order_rooms.append(room)
         self._bytes += size
         self._held += 1
