@@ -43,25 +43,55 @@ MAX_NESTING = 128
 PAYLOAD_CHECKED: dict[str, bool] = {"payload_checked": True}
 
 
+def _plain_text(text: str) -> bool:
+    return text.isascii() and "\x00" not in text
+
+
+def _flat_and_plain(value: dict[Any, Any]) -> bool:
+    """A dict of ASCII keys without NUL to numbers, bools, None or such strings (a notice's `{"round": 1}`):
+    one level deep and nothing unstorable in it, told without a pass over a copy of it."""
+    for key, item in value.items():
+        if type(key) is not str or not _plain_text(key):
+            return False
+        kind = type(item)
+        if kind is str:
+            if not _plain_text(item):
+                return False
+        elif not (kind is int or kind is bool or kind is float or item is None):
+            return False
+    return True
+
+
+def _all_models(values: list[Any]) -> bool:
+    kinds = set(map(type, values))
+    return all(issubclass(kind, BaseModel) for kind in kinds)
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", str_max_length=1_000_000)
 
     @field_validator("*", mode="after")
     @classmethod
-    def _not_too_deep(cls, value: Any, info: ValidationInfo) -> Any:
+    def _edge_rules(cls, value: Any, info: ValidationInfo) -> Any:
+        """The edge rules of every field: lists and objects nest at most MAX_NESTING deep, and every string at any
+        depth is encodable UTF-8 and free of NUL (PostgreSQL text cannot hold it), so both databases and every
+        encoder agree; anything else is `invalid_payload`. One validator for both, and the values that cannot
+        break them (an ASCII string without NUL, a number, a bool, None) return first: it runs for each field
+        of each item of a batch."""
+        kind = type(value)
+        if kind is str:
+            if value.isascii() and "\x00" not in value:
+                return value
+        elif kind is int or kind is bool or kind is float or value is None:
+            return value
+        elif kind is dict and _flat_and_plain(value):
+            return value
+        elif kind is list and value and isinstance(value[0], BaseModel) and _all_models(value):
+            return value  # a list of models (a batch's items): each was held to these rules field by field
         if info.context is PAYLOAD_CHECKED:
             return value
         if isinstance(value, dict | list) and nested_deeper_than(value, MAX_NESTING):
             raise ValueError(f"nested more than {MAX_NESTING} levels deep")
-        return value
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _storable_text(cls, value: Any, info: ValidationInfo) -> Any:
-        """The edge rule for text: every string at any depth must be encodable UTF-8 and free of NUL (PostgreSQL
-        text cannot hold it), so both databases and every encoder agree; anything else is `invalid_payload`."""
-        if info.context is PAYLOAD_CHECKED:
-            return value
         problem = text_problem(value)
         if problem is not None:
             raise ValueError(problem)

@@ -8,6 +8,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Collection
+from itertools import islice
 from typing import Any
 
 from chatwire.backends.eventlog import LogEntry, ParkedSession, format_offset, parse_offset
@@ -19,6 +20,14 @@ NODE_OVERHEAD = 64
 MAX_SIZE_DEPTH = 8
 # A str object beyond its characters.
 STR_OVERHEAD = 49
+# A number, a bool, None, or anything else that is not a string or a container.
+SCALAR_SIZE = NODE_OVERHEAD // 2
+_SCALARS = frozenset((int, float, bool, type(None)))
+# A room's ring holds each entry as three consecutive items: append time, LogEntry, estimated size. Not a tuple
+# each: a held entry outlives many young-generation collections, and every container it brings along is one more
+# object the cyclic collector counts and walks (the LogEntry itself is the only one left).
+AT, ENTRY, SIZE, SLOTS = 0, 1, 2, 3
+_new_tuple = tuple.__new__
 
 
 def approx_size(data: Any, depth: int = 0) -> int:
@@ -26,26 +35,40 @@ def approx_size(data: Any, depth: int = 0) -> int:
 
     Not exact (no sys.getsizeof walk), but proportional to what the payload keeps alive, which is what a bound
     on the history needs; deeper than a few levels everything counts as one node. Runs once per logged event
-    (per token while answers stream): string keys and values are counted in place, without a call each."""
+    (per token while answers stream): string keys and values, and numbers, are counted in place, without a call
+    each."""
     kind = type(data)
     if kind is str or kind is bytes:
         return len(data) + STR_OVERHEAD
     if depth >= MAX_SIZE_DEPTH:
         return NODE_OVERHEAD
+    inner = depth + 1
     if isinstance(data, dict):
         total = NODE_OVERHEAD * 2
         for key, value in data.items():
-            total += len(key) + STR_OVERHEAD if type(key) is str else approx_size(key, depth + 1)
-            total += len(value) + STR_OVERHEAD if type(value) is str else approx_size(value, depth + 1)
+            total += len(key) + STR_OVERHEAD if type(key) is str else approx_size(key, inner)
+            kind = type(value)
+            if kind is str:
+                total += len(value) + STR_OVERHEAD
+            elif kind in _SCALARS and inner < MAX_SIZE_DEPTH:
+                total += SCALAR_SIZE
+            else:
+                total += approx_size(value, inner)
         return total
     if isinstance(data, list | tuple):
         total = NODE_OVERHEAD
         for value in data:
-            total += len(value) + STR_OVERHEAD if type(value) is str else approx_size(value, depth + 1)
+            kind = type(value)
+            if kind is str:
+                total += len(value) + STR_OVERHEAD
+            elif kind in _SCALARS and inner < MAX_SIZE_DEPTH:
+                total += SCALAR_SIZE
+            else:
+                total += approx_size(value, inner)
         return total
     if isinstance(data, str | bytes):  # subclasses
         return len(data) + STR_OVERHEAD
-    return NODE_OVERHEAD // 2
+    return SCALAR_SIZE
 
 
 class MemoryEventLog:
@@ -68,14 +91,16 @@ class MemoryEventLog:
         self.max_bytes = max_bytes
         self._bytes = 0
         self._held = 0
-        # (seq, room) of every held entry, oldest first; entries trimmed by their room's own bounds linger here
-        # until skipped or until the deque is rebuilt (when it is more than twice the entries held).
-        self._order: deque[tuple[int, str]] = deque()
+        # The seq and the room of every held entry, oldest first, in two deques side by side (plain ints and
+        # strings: nothing for the collector); entries trimmed by their room's own bounds linger here until
+        # skipped or until the deques are rebuilt (when they hold more than twice the entries held).
+        self._order: deque[int] = deque()
+        self._order_rooms: deque[str] = deque()
         self._clock = clock
         self._epoch = secrets.token_hex(6)
         self._seq = 0
-        # room -> entries (with their append time and estimated size), oldest first
-        self._rooms: dict[str, deque[tuple[float, LogEntry, int]]] = {}
+        # room -> its entries oldest first, each as AT, ENTRY, SIZE (see SLOTS)
+        self._rooms: dict[str, deque[Any]] = {}
         # room -> highest seq trimmed from that room; rooms that emptied fold into `_floor`
         self._trimmed: dict[str, int] = {}
         self._floor = 0
@@ -95,32 +120,41 @@ class MemoryEventLog:
         """`append` without an await (AppendsNow): nothing here waits, so the delivery pipeline appends and
         delivers in one synchronous step, without a lock or a coroutine per event."""
         now = self._clock()
-        self._seq += 1
-        entry = LogEntry(self._seq, format_offset(self._epoch, self._seq), room, event, data, skip_sid)
+        seq = self._seq = self._seq + 1
+        # the named tuple's own __new__ is a Python function around this same call
+        entry = _new_tuple(LogEntry, (seq, format_offset(self._epoch, seq), room, event, data, skip_sid))
         size = ENTRY_OVERHEAD + approx_size(data)
         ring = self._rooms.get(room)
         if ring is None:
             ring = self._rooms[room] = deque()
-        ring.append((now, entry, size))
-        self._order.append((entry.seq, room))
+        ring.append(now)
+        ring.append(entry)
+        ring.append(size)
+        self._order.append(seq)
+        self._order_rooms.append(room)
         self._bytes += size
         self._held += 1
-        while len(ring) > self.max_per_room:
+        while len(ring) > self.max_per_room * SLOTS:
             self._trim_one(room, ring)
         while self._bytes > self.max_bytes:
             self._trim_oldest()
         if now >= self._next_sweep:
             self._expire(now)
         if len(self._order) > 2 * self._held + 1024:
-            self._order = deque(sorted((e.seq, r) for r, ring in self._rooms.items() for _, e, _size in ring))
+            self._rebuild_order()
         return entry
+
+    def _rebuild_order(self) -> None:
+        held = sorted((e.seq, r) for r, ring in self._rooms.items() for e in islice(ring, ENTRY, None, SLOTS))
+        self._order = deque(seq for seq, _room in held)
+        self._order_rooms = deque(room for _seq, room in held)
 
     async def head(self) -> str:
         return format_offset(self._epoch, self._seq)
 
     def size(self) -> int:
         """Entries held (metrics: chatwire_event_log_entries)."""
-        return sum(len(ring) for ring in self._rooms.values())
+        return sum(len(ring) for ring in self._rooms.values()) // SLOTS
 
     def nbytes(self) -> int:
         """Estimated bytes held by the entries (what `max_bytes` bounds)."""
@@ -140,7 +174,7 @@ class MemoryEventLog:
                 return None
             ring = self._rooms.get(room)
             if ring:
-                found.extend(e for _, e, _size in ring if e.seq > seq)
+                found.extend(e for e in islice(ring, ENTRY, None, SLOTS) if e.seq > seq)
         found.sort(key=lambda e: e.seq)
         return found
 
@@ -164,6 +198,7 @@ class MemoryEventLog:
     async def close(self) -> None:
         self._rooms.clear()
         self._order.clear()
+        self._order_rooms.clear()
         self._bytes = self._held = 0
         self._parked.clear()
         self._park_expiry.clear()
@@ -171,14 +206,17 @@ class MemoryEventLog:
     def _trim_oldest(self) -> None:
         """Drop the oldest entry of the whole log (entries already trimmed by their room are skipped)."""
         while self._order:
-            seq, room = self._order.popleft()
+            seq = self._order.popleft()
+            room = self._order_rooms.popleft()
             ring = self._rooms.get(room)
-            if ring and ring[0][1].seq == seq:
+            if ring and ring[ENTRY].seq == seq:
                 self._trim_one(room, ring)
                 return
 
-    def _trim_one(self, room: str, ring: deque[tuple[float, LogEntry, int]]) -> None:
-        _, dropped, size = ring.popleft()
+    def _trim_one(self, room: str, ring: deque[Any]) -> None:
+        ring.popleft()
+        dropped: LogEntry = ring.popleft()
+        size: int = ring.popleft()
         self._bytes -= size
         self._held -= 1
         self._trimmed[room] = dropped.seq
@@ -191,7 +229,7 @@ class MemoryEventLog:
         """Drop entries older than the age bound (a full sweep, at most a few times per age bound on append)."""
         self._next_sweep = now + min(1.0, self.max_age / 4)
         limit = now - self.max_age
-        for room in [r for r, ring in self._rooms.items() if ring[0][0] < limit]:
+        for room in [r for r, ring in self._rooms.items() if ring[AT] < limit]:
             ring = self._rooms[room]
-            while room in self._rooms and ring[0][0] < limit:
+            while room in self._rooms and ring[AT] < limit:
                 self._trim_one(room, ring)

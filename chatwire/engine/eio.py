@@ -220,21 +220,27 @@ class Session:
     def push(self, frame: Frame) -> None:
         """Queue one encoded Engine.IO frame (a text packet, or a binary message); it takes any lingering ones
         with it, in order."""
-        if self.state is EioState.CLOSED:
+        state = self.state
+        if state is EioState.CLOSED:
             return
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
         self._tail = None
         self._lingering = False
-        if self._over_limits():
+        # (a WebSocket peer whose writer is not waiting is not behind: the bounds are not even looked at)
+        if (self.sending or state is not EioState.WEBSOCKET) and self._over_limits():
             return
-        self._wake()
+        if not self._flush_pending or self._waiter is not None:
+            self._wake()
 
     def push_many(self, frames: Sequence[Frame], *, alone: bool = False) -> None:
         """Queue several frames that belong together (a packet and its binary attachments).
 
         `alone`: on a WebSocket these frames end a write of their own, so what follows them starts a new one (used
         for handshake replies, which some clients read one listener at a time, as Node's server sends them)."""
+        if len(frames) == 1 and not alone:
+            self.push(frames[0])
+            return
         if self.state is EioState.CLOSED:
             return
         self._outbox.extend(frames)
@@ -425,8 +431,20 @@ class Session:
         self.sending = False
         try:
             while self._outbox:
-                frames, more = self._take_write()
-                direct.write_frames(frames, True)
+                if not self._boundaries:  # the common case, all of it in one write: the outbox is reused
+                    outbox = self._outbox
+                    n = len(outbox)
+                    try:
+                        direct.write_frames(outbox, True)
+                    finally:  # taken, written or not; what a write pushed meanwhile (nothing today) stays queued
+                        del outbox[:n]
+                    self._outbox_bytes = sum(map(len, outbox)) if outbox else 0
+                    self._tail = None
+                    self._lingering = False
+                    more = False
+                else:
+                    frames, more = self._take_write()
+                    direct.write_frames(frames, True)
                 if more and not final:
                     self._flush_pending = True
                     asyncio.get_running_loop().call_later(ALONE_GAP, self.flush_direct)

@@ -122,6 +122,8 @@ class Socket:
         """Append already-encoded frames for this socket (held back until the CONNECT reply is out)."""
         if self._pending is not None:
             self._pending.extend(frames)
+        elif len(frames) == 1:  # most events: one text frame
+            self.conn.session.push(frames[0])
         else:
             self.conn.session.push_many(frames)
 

@@ -440,11 +440,16 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         self.flush_scheduled = False
         if not self.out:
             return
-        data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
-        self.out = []
+        out = self.out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()  # emptied in place: a new list per write would outlive young collections until the next one
         self.out_size = 0
-        if self.transport is not None and not self.lost and not self.transport.is_closing():
-            self.transport.write(data)
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self.lost and not transport.is_closing():
+            transport.write(data)
 
     def release_drain(self) -> None:
         waiter = self.drain_waiter
@@ -469,6 +474,12 @@ class EngineWebSocketProtocol(asyncio.Protocol):
         encode = _cache.encode
         if flush:  # written now: nothing to schedule for the end of the turn
             out = self.out
+            if not out and len(frames) == 1:  # the common write (one event to a room of tabs): no list at all
+                data = encode(frames[0])
+                transport = self.transport
+                if transport is not None and not self.lost and not transport.is_closing():
+                    transport.write(data)
+                return
             for frame in frames:
                 data = encode(frame)
                 out.append(data)

@@ -8,9 +8,10 @@ routing (and, later, recovery offsets) apply to it like to every other event.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
-from chatwire.backends.broker import Broker
+from chatwire.backends.broker import Broker, EmitsNow
 from chatwire.backends.sessions import SessionStore
 from chatwire.db.models import User
 from chatwire.db.repos.chats import ChatRepo
@@ -65,6 +66,8 @@ class ServerApiService:
         self.channels = channels
         self.chats = chats
         self.events = events
+        # A plain call per event where the broker can deliver without awaiting (a batch is many events).
+        self._emit_now: Callable[..., bool] | None = broker.emit_now if isinstance(broker, EmitsNow) else None
 
     # publish
 
@@ -83,19 +86,23 @@ class ServerApiService:
         checked first, chat events' chats included: a bad item refuses the whole batch and nothing is sent."""
         if len(items) > MAX_BATCH:
             raise invalid(f"at most {MAX_BATCH} events per batch")
-        for room, event, data in items:
+        chat_items: set[int] = set()
+        for n, (room, event, data) in enumerate(items):
             _check_publication(room, event)
-            if is_chat_event(event, room, data) and is_persisted_chat(data["chat_id"]):
-                chat = await self.chats.get(data["chat_id"])
-                if chat is None or chat.user_id != room.removeprefix("user:"):
-                    raise not_found(f"chat {data['chat_id']}")
-        persisted = 0
-        for room, event, data in items:
             if is_chat_event(event, room, data):
+                chat_items.add(n)
+                if is_persisted_chat(data["chat_id"]):
+                    chat = await self.chats.get(data["chat_id"])
+                    if chat is None or chat.user_id != room.removeprefix("user:"):
+                        raise not_found(f"chat {data['chat_id']}")
+        persisted = 0
+        emit_now = self._emit_now
+        for n, (room, event, data) in enumerate(items):
+            if n in chat_items:
                 user_id = room.removeprefix("user:")
                 await self.events.emit(user_id, data["chat_id"], data["message_id"], data.get("data"))
                 persisted += is_persisted_chat(data["chat_id"])
-            else:
+            elif emit_now is None or not emit_now(event, data, room=room):
                 await self.broker.emit(event, data, room=room)
         return {"status": True, "published": len(items), "persisted": persisted}
 

@@ -243,31 +243,47 @@ class Delivery:
         return count
 
     def deliver(self, entry: LogEntry, skip_sid: str | None = None) -> None:
-        """Send a logged entry to this process's members of its room; call in offset order."""
-        self.delivered_seq = max(self.delivered_seq, entry.seq)
+        """Send a logged entry to this process's members of its room; call in offset order.
+
+        One encoding per variant (with the offset, for the sessions that use offsets, and without), shared by
+        every member: the per-member work is a few set and dict look-ups and the push."""
+        if entry.seq > self.delivered_seq:
+            self.delivered_seq = entry.seq
+        room = self.hub.namespace.rooms.get(entry.room)
+        if not room:
+            return
         skip = skip_sid or entry.skip_sid
-        data_args = spread(entry.data)
-        variants: dict[bool, tuple[list[Frame], Delta | None]] = {}
-        for socket in self.members(entry.room):
+        offset_sids = self.offset_sids
+        held = self.held
+        offset = entry.offset
+        plain: tuple[list[Frame], Delta | None] | None = None
+        marked: tuple[list[Frame], Delta | None] | None = None
+        for socket in list(room.values()):  # a copy: a push may close a session, which leaves its rooms
             sid = socket.sid
             if sid == skip:
                 continue
-            with_offset = sid in self.offset_sids
-            variant = variants.get(with_offset)
-            if variant is None:
-                args = [*data_args, entry.offset] if with_offset else data_args
-                variant = variants[with_offset] = (
-                    event_frames(entry.event, args),
-                    delta_of(entry.event, args),
-                )
-            frames, delta = variant
-            held = self.held.get(sid) if self.held else None
-            if held is not None:
-                held.append((entry.seq, entry.offset, frames))
-                continue
+            with_offset = sid in offset_sids
             if with_offset:
-                self.last_offset[sid] = entry.offset
-            push(socket, frames, delta)
+                if marked is None:
+                    args = [*spread(entry.data), offset]
+                    marked = (event_frames(entry.event, args), delta_of(entry.event, args))
+                frames, delta = marked
+            else:
+                if plain is None:
+                    args = spread(entry.data)
+                    plain = (event_frames(entry.event, args), delta_of(entry.event, args))
+                frames, delta = plain
+            if held:
+                waiting = held.get(sid)
+                if waiting is not None:
+                    waiting.append((entry.seq, offset, frames))
+                    continue
+            if with_offset:
+                self.last_offset[sid] = offset
+            if delta is None:
+                socket.push(frames)
+            else:
+                push(socket, frames, delta)
 
     def replay_then_release(self, sid: str, entries: Iterable[LogEntry]) -> int:
         """Send `entries` to `sid` in order, then its held live frames (those not already replayed); from then on

@@ -8,6 +8,7 @@ import pytest
 
 from chatwire.db.engine import Database
 from chatwire.db.models import Chat, ChatMessage, User
+from chatwire.db.repos.api_keys import ApiKeyRepo
 from chatwire.db.repos.channels import ChannelRepo
 from chatwire.db.repos.chats import ChatRepo, chat_to_json
 from chatwire.db.repos.notes import NoteRepo
@@ -173,6 +174,29 @@ async def test_revoked_tokens_lists_the_unexpired_ones(db: Database) -> None:
     await repo.revoke("jti-a", ada.id, soon)  # sweeps jti-past
     await repo.revoke("jti-b", ada.id, soon + 1)
     assert sorted(await repo.revoked_tokens()) == [("jti-a", soon), ("jti-b", soon + 1)]
+
+
+async def test_api_key_by_hash_sees_the_row_and_its_revocation_at_once(db: Database) -> None:
+    """The look-up of every server API call (SQLite reads it on a lane of its own): the stored row, None for an
+    unknown hash, and a revocation committed elsewhere visible on the very next call."""
+    repo = ApiKeyRepo(db)
+    await repo.create(
+        key_id="k1", name="backend", key_hash="h" * 64, prefix="cwk_abcdefgh", scopes=["publish"]
+    )
+    row = await repo.by_hash("h" * 64)
+    assert row is not None
+    assert (row.id, row.name, row.prefix, row.scopes, row.revoked_at) == (
+        "k1",
+        "backend",
+        "cwk_abcdefgh",
+        ["publish"],
+        None,
+    )
+    assert row.created_at > 0
+    assert await repo.by_hash("x" * 64) is None
+    assert await ApiKeyRepo(db).revoke("k1")
+    revoked = await repo.by_hash("h" * 64)
+    assert revoked is not None and revoked.revoked_at is not None
 
 
 async def test_user_changes_call_the_changed_hooks(db: Database) -> None:

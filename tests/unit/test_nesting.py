@@ -35,3 +35,40 @@ def test_a_payload_too_short_to_be_too_deep_is_never_walked() -> None:
             assert nested_deeper_than(value, MAX_NESTING)
             assert measure(value)[0] > _NEVER_TOO_DEEP
     assert measure(tower(MAX_NESTING, [], "list"))[0] <= _NEVER_TOO_DEEP
+
+
+def test_model_edge_rules_refuse_the_same_values_with_and_without_their_shortcuts() -> None:
+    """Model's one field validator returns early for values that cannot break the rules (ASCII strings, numbers,
+    flat dicts of those, lists of models); whatever it does not wave through gets the full checks."""
+    import pytest
+    from pydantic import ValidationError
+
+    from chatwire.protocol import MAX_NESTING, PublishBatchForm, PublishForm
+    from tests.fuzz import nested as tower
+
+    ok = PublishBatchForm.model_validate(
+        {
+            "events": [
+                {"room": "user:a", "event": "e", "data": {"n": 1, "x": 2.5, "ok": True, "z": None, "s": "t"}}
+            ]
+        }
+    )
+    assert ok.events[0].data == {"n": 1, "x": 2.5, "ok": True, "z": None, "s": "t"}
+    assert (
+        PublishForm.model_validate({"room": "user:é", "event": "e", "data": {"k": "ünïcode"}}).room
+        == "user:é"
+    )
+    for data, message in (
+        ({"k": "a\x00b"}, "NUL"),
+        ({"a\x00": 1}, "NUL"),
+        ({"k": "\ud800"}, "UTF-8"),
+        ({"k": [{"deeper": "\x00"}]}, "NUL"),
+        ({"k": tower(MAX_NESTING)}, "nested"),
+    ):
+        with pytest.raises(ValidationError) as info:
+            PublishBatchForm.model_validate({"events": [{"room": "user:a", "event": "e", "data": data}]})
+        assert message in str(info.value), data
+        assert info.value.errors()[0]["loc"] == ("events", 0, "data")
+    with pytest.raises(ValidationError) as info:
+        PublishForm.model_validate({"room": "user:\x00", "event": "e"})
+    assert "NUL" in str(info.value) and info.value.errors()[0]["loc"] == ("room",)

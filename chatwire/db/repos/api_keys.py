@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+
 from sqlalchemy import select, update
 
 from chatwire.db.engine import Database
@@ -24,6 +27,9 @@ class ApiKeyRepo:
         return row
 
     async def by_hash(self, key_hash: str) -> ApiKey | None:
+        lane = self.db.sqlite_writer
+        if lane is not None:  # one statement per server API call: the direct lane's reader (sqlite_writer.py)
+            return await lane.read(lambda conn: _by_hash(conn, key_hash))
         async with self.db.read() as s:
             return (await s.execute(select(ApiKey).where(ApiKey.key_hash == key_hash))).scalar_one_or_none()
 
@@ -40,3 +46,22 @@ class ApiKeyRepo:
                 .values(revoked_at=now_s())
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _by_hash(conn: sqlite3.Connection, key_hash: str) -> ApiKey | None:
+    row = conn.execute(
+        "SELECT id, name, key_hash, prefix, scopes, created_at, revoked_at FROM api_keys WHERE key_hash = ?",
+        (key_hash,),
+    ).fetchone()
+    if row is None:
+        return None
+    key_id, name, stored_hash, prefix, scopes, created_at, revoked_at = row
+    return ApiKey(
+        id=key_id,
+        name=name,
+        key_hash=stored_hash,
+        prefix=prefix,
+        scopes=json.loads(scopes),
+        created_at=created_at,
+        revoked_at=revoked_at,
+    )
