@@ -7,7 +7,7 @@ import heapq
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from itertools import islice
 from typing import Any
 
@@ -45,30 +45,29 @@ def approx_size(data: Any, depth: int = 0) -> int:
     inner = depth + 1
     if isinstance(data, dict):
         total = NODE_OVERHEAD * 2
-        for key, value in data.items():
+        for key in data:
             total += len(key) + STR_OVERHEAD if type(key) is str else approx_size(key, inner)
-            kind = type(value)
-            if kind is str:
-                total += len(value) + STR_OVERHEAD
-            elif kind in _SCALARS and inner < MAX_SIZE_DEPTH:
-                total += SCALAR_SIZE
-            else:
-                total += approx_size(value, inner)
-        return total
+        return total + _values_size(data.values(), inner)
     if isinstance(data, list | tuple):
-        total = NODE_OVERHEAD
-        for value in data:
-            kind = type(value)
-            if kind is str:
-                total += len(value) + STR_OVERHEAD
-            elif kind in _SCALARS and inner < MAX_SIZE_DEPTH:
-                total += SCALAR_SIZE
-            else:
-                total += approx_size(value, inner)
-        return total
+        return NODE_OVERHEAD + _values_size(data, inner)
     if isinstance(data, str | bytes):  # subclasses
         return len(data) + STR_OVERHEAD
     return SCALAR_SIZE
+
+
+def _values_size(values: Iterable[Any], depth: int) -> int:
+    """approx_size of a container's values at `depth`: strings and plain scalars counted in place, with no call
+    per value (this runs for every logged event)."""
+    total = 0
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            total += len(value) + STR_OVERHEAD
+        elif kind in _SCALARS and depth < MAX_SIZE_DEPTH:
+            total += SCALAR_SIZE
+        else:
+            total += approx_size(value, depth)
+    return total
 
 
 class MemoryEventLog:
