@@ -55,6 +55,7 @@ class WebServer:
 
     url: str
     admin: dict[str, Any]
+    log: Path | None = None
 
     def api(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -126,8 +127,9 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
         return
     if not (WEB_DIST / "index.html").exists():
         _missing("web/dist is not built: run `make web`")
-    with launch_server(tmp_path_factory.mktemp("web-e2e")) as url:
-        yield WebServer(url=url, admin=_admin(url))
+    data = tmp_path_factory.mktemp("web-e2e")
+    with launch_server(data) as url:
+        yield WebServer(url=url, admin=_admin(url), log=data / "server.log")
 
 
 @pytest.fixture(scope="module")
@@ -146,21 +148,67 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keeps each phase's report on the test, so that a fixture can tell in its teardown that the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def new_page(browser: Any, web_server: WebServer) -> Iterator[Any]:
-    """Opens a page in a fresh browser context (a separate person, or a separate tab with `context=`)."""
+def new_page(browser: Any, web_server: WebServer, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Opens a page in a fresh browser context (a separate person, or a separate tab with `context=`).
+
+    When the test fails, what each page's console said, the start of its socket.io frames and the tail of
+    the server's log are printed with what each page shows, so that a failure seen once in CI can be understood from its output."""
     contexts: list[Any] = []
+    journals: list[tuple[Any, list[str]]] = []
 
     def make(context: Any = None) -> Any:
         if context is None:
             context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=web_server.url)
             context.set_default_timeout(15_000)
             contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        journal: list[str] = []
+        journals.append((page, journal))
+        page.on("console", lambda m: journal.append(f"console.{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: journal.append(f"page error: {e}"))
+        page.on("websocket", lambda ws: _watch_socket(ws, journal))
+        return page
 
     yield make
+    call = getattr(request.node, "report_call", None)
+    if call is not None and call.failed:
+        for i, (page, journal) in enumerate(journals):
+            url = "(closed)" if page.is_closed() else page.url
+            print(f"--- page {i} at {url}: {len(journal)} entries", file=sys.stderr)
+            if not page.is_closed():
+                with contextlib.suppress(Exception):
+                    text = " ".join(page.inner_text("body", timeout=2000).split())
+                    print(f"  shows: {text[:400]}", file=sys.stderr)
+            for line in journal[-80:]:
+                print("  " + line, file=sys.stderr)
+        if web_server.log is not None and web_server.log.exists():
+            print("--- server log (tail)", file=sys.stderr)
+            print("\n".join(web_server.log.read_text(errors="replace").splitlines()[-60:]), file=sys.stderr)
     for c in contexts:
         c.close()
+
+
+def _watch_socket(ws: Any, journal: list[str]) -> None:
+    """Notes the first bytes of each socket.io frame the page sends or receives (not engine.io pings)."""
+
+    def note(direction: str, payload: Any) -> None:
+        text = payload if isinstance(payload, str) else "<binary>"
+        if text in ("2", "3"):
+            return  # engine.io ping/pong
+        journal.append(f"ws {direction} {text[:120]}")
+
+    ws.on("framesent", lambda p: note("->", p))
+    ws.on("framereceived", lambda p: note("<-", p))
+    ws.on("close", lambda _ws: journal.append("ws closed"))
 
 
 def sign_in(page: Any, email: str, password: str = PASSWORD) -> None:
