@@ -428,6 +428,7 @@ class MessageWriter:
         return await future
 
     async def _commit_queued(self) -> None:
+        batch: list[tuple[MessagePatch, asyncio.Future[bool]]] = []
         try:
             while self._patches:
                 queued, self._patches = self._patches, []
@@ -456,8 +457,11 @@ class MessageWriter:
                     settle(future, ok)
         finally:
             self._committer = None
-            for _patch, future in self._patches:  # cancelled (shutdown) with patches still queued
-                future.cancel()
+            # Cancelled (shutdown) mid-write: the batch in flight and the patches queued behind it get no answer,
+            # so their drains are told (cancelled) instead of waiting for ever.
+            for _patch, future in (*batch, *self._patches):
+                if not future.done():
+                    future.cancel()
             self._patches.clear()
 
     async def _write_chat(self, slot: _Slot) -> None:

@@ -205,6 +205,36 @@ class CountingStore(MessageStore):
         return await super().write_patches(patches)
 
 
+class HeldStore(MessageStore):
+    """A MessageStore whose group writes never finish (a database that hangs), to cancel the writer mid-write."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.entered = asyncio.Event()
+
+    async def write_patches(self, patches: Sequence[MessagePatch]) -> list[bool]:
+        self.entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_group_write_cancelled_mid_flight_answers_its_waiters(db: Database) -> None:
+    chat_id = await make_chat(db)
+    store = HeldStore(db)
+    writer = MessageWriter(store, flush_interval=0.01)
+    in_flight = asyncio.create_task(writer._commit(MessagePatch(chat_id, "a", content="a")))
+    await asyncio.wait_for(store.entered.wait(), 5)
+    queued = asyncio.create_task(writer._commit(MessagePatch(chat_id, "b", content="b")))
+    await asyncio.sleep(0)
+    committer = writer._committer
+    assert committer is not None
+    committer.cancel()  # as a shutdown does
+    for waiter in (in_flight, queued):  # cancelled, not left waiting for an answer that never comes
+        done, _ = await asyncio.wait([waiter], timeout=5)
+        assert done and waiter.cancelled()
+    assert writer._committer is None
+
+
 async def test_messages_due_together_are_written_in_one_transaction(db: Database) -> None:
     chat_id = await make_chat(db)
     store = CountingStore(db)
