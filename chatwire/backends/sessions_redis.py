@@ -22,12 +22,19 @@ from chatwire.backends.sessions import Removed, SessionInfo
 
 SEP = "\x00"
 
-# KEYS: u:{uid}, users; ARGV: sid, uid, now (ms). Takes the sid out of the user's sessions; when no live one is
-# left, takes the user out of the roster. Returns 1 when this call did that (the user went offline).
-_REMOVE_USER_SESSION = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-if redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[3], '+inf') == 0 then
-  return redis.call('ZREM', KEYS[2], ARGV[2])
+# KEYS: s:{sid}, um:{sid}, sids, usage, u:{uid}, users; ARGV: sid, uid, now (ms), then the sid's usage members.
+# Removes the session everywhere and, when the user has no live session left, takes the user out of the roster,
+# in one step: nobody sees the session gone while its user is still online. Returns 1 when this call took the
+# user out (the user went offline).
+_REMOVE_SESSION = """
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+for i = 4, #ARGV do
+  redis.call('ZREM', KEYS[4], ARGV[i])
+end
+redis.call('ZREM', KEYS[5], ARGV[1])
+if redis.call('ZCOUNT', KEYS[5], '(' .. ARGV[3], '+inf') == 0 then
+  return redis.call('ZREM', KEYS[6], ARGV[2])
 end
 return 0
 """
@@ -45,7 +52,7 @@ class RedisSessionStore:
         self.p = prefix + ("{s}:" if cluster else "")
         self.presence_ms = int(presence_ttl * 1000)
         self.usage_ms = int(usage_ttl * 1000)
-        self._remove_user_session = client.register_script(_REMOVE_USER_SESSION)
+        self._remove_session = client.register_script(_REMOVE_SESSION)
 
     @staticmethod
     def _now() -> int:
@@ -90,18 +97,18 @@ class RedisSessionStore:
 
     async def remove(self, sid: str) -> Removed | None:
         info = self._info(sid, await self.r.hgetall(f"{self.p}s:{sid}"))
-        models = await self.r.smembers(f"{self.p}um:{sid}")
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.delete(f"{self.p}s:{sid}", f"{self.p}um:{sid}")
-            pipe.zrem(f"{self.p}sids", sid)
-            for m in models:
-                pipe.zrem(f"{self.p}usage", f"{_s(m)}{SEP}{sid}")
-            await pipe.execute()
-        if info is None:
+        usage = [f"{_s(m)}{SEP}{sid}" for m in await self.r.smembers(f"{self.p}um:{sid}")]
+        if info is None:  # its hash expired: the user is unknown, the roster's deadlines expire the user
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.delete(f"{self.p}s:{sid}", f"{self.p}um:{sid}")
+                pipe.zrem(f"{self.p}sids", sid)
+                if usage:
+                    pipe.zrem(f"{self.p}usage", *usage)
+                await pipe.execute()
             return None
-        last = await self._remove_user_session(
-            keys=[f"{self.p}u:{info.user_id}", f"{self.p}users"], args=[sid, info.user_id, self._now()]
-        )
+        keys = [f"{self.p}s:{sid}", f"{self.p}um:{sid}", f"{self.p}sids", f"{self.p}usage"]
+        keys += [f"{self.p}u:{info.user_id}", f"{self.p}users"]
+        last = await self._remove_session(keys=keys, args=[sid, info.user_id, self._now(), *usage])
         return Removed(info, bool(last))
 
     async def get(self, sid: str) -> SessionInfo | None:

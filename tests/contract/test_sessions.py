@@ -124,3 +124,30 @@ async def test_an_expired_last_session_goes_offline_at_purge(store: SessionStore
     purged = await store.purge_expired()
     assert sorted(r.info.sid for r in purged) == ["s1", "s2"]
     assert [r.last for r in purged].count(True) == 1
+
+
+async def test_nobody_sees_a_removed_last_session_user_still_online(store: SessionStore) -> None:
+    # Removal is one step: a reader that finds the session gone never finds its user still on the roster.
+    seen_online_after_removal = 0
+    for round_ in range(40):
+        sid = f"s{round_}"
+        await store.add(info(sid, "u1"))
+        stop = asyncio.Event()
+
+        async def watch(sid: str = sid, stop: asyncio.Event = stop) -> int:
+            bad = 0
+            while not stop.is_set():
+                gone = await store.get(sid) is None
+                if gone and "u1" in await store.online_user_ids():
+                    bad += 1
+                await asyncio.sleep(0)
+            return bad
+
+        watchers = [asyncio.create_task(watch()) for _ in range(3)]
+        await asyncio.sleep(0)
+        removed = await store.remove(sid)
+        assert removed is not None and removed.last
+        stop.set()
+        seen_online_after_removal += sum(await asyncio.gather(*watchers))
+    assert seen_online_after_removal == 0
+    assert await store.online_user_ids() == []
