@@ -24,7 +24,9 @@ def test_native_memory_sees_a_large_malloc_and_pymalloc_arenas() -> None:
         grown = (during["malloc_in_use"] + during["malloc_mmapped"]) - (
             before["malloc_in_use"] + before["malloc_mmapped"]
         )
-        assert grown >= 32 * 2**20
+        # Less whatever the interpreter freed in between (a few hundred bytes were seen in a full run): a
+        # census that missed the block would show none of its 32 MiB.
+        assert grown >= 31 * 2**20
         assert during["malloc_arenas"] >= 1 and during["malloc_main_system"] > 0
 
 
