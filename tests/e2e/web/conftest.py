@@ -160,8 +160,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def new_page(browser: Any, web_server: WebServer, request: pytest.FixtureRequest) -> Iterator[Any]:
     """Opens a page in a fresh browser context (a separate person, or a separate tab with `context=`).
 
-    When the test fails, what each page's console said, the start of its socket.io frames and the tail of
-    the server's log are printed with what each page shows, so that a failure seen once in CI can be understood from its output."""
+    When the test fails, each page's console, page errors, the start of its socket.io frames and what it shows
+    are printed with the tail of the server's log, so that a failure seen once in CI can be understood from its
+    output."""
     contexts: list[Any] = []
     journals: list[tuple[Any, list[str]]] = []
 
