@@ -22,6 +22,17 @@ def persisted_answer(server: WebServer, token: str, chat_id: str, message_id: st
     return chat["chat"]["history"]["messages"][message_id]  # type: ignore[no-any-return]
 
 
+# Whether the note's text, without other people's cursor labels (a remote cursor is drawn inside the text it sits
+# in), includes `t`.
+SHOWS_TEXT = """(t) => {
+    const editor = document.querySelector('[data-testid=note-editor]');
+    if (!editor) return false;
+    const copy = editor.cloneNode(true);
+    copy.querySelectorAll('.ProseMirror-yjs-cursor').forEach((c) => c.remove());
+    return copy.textContent.includes(t);
+}"""
+
+
 def editor_text(page: Any) -> str:
     """The note's text as shown, without the other people's cursor labels."""
     return page.evaluate(  # type: ignore[no-any-return]
@@ -132,17 +143,13 @@ def test_two_users_edit_one_note(new_page: Any, web_server: WebServer) -> None:
     editor_b = b.get_by_test_id("note-editor")
     editor_a.click()
     a.keyboard.type("Ship the web client on Friday. ", delay=10)
-    b.wait_for_function(
-        "() => document.querySelector('[data-testid=note-editor]').textContent.includes('on Friday.')"
-    )
+    b.wait_for_function(SHOWS_TEXT, arg="on Friday.")
     editor_b.click()
     b.keyboard.press("Control+End")
     b.keyboard.type("Bea reviews the screenshots.", delay=10)
     expected = "Ship the web client on Friday. Bea reviews the screenshots."
     for page in (a, b):
-        page.wait_for_function(
-            "(t) => document.querySelector('[data-testid=note-editor]').textContent.includes(t)", arg=expected
-        )
+        page.wait_for_function(SHOWS_TEXT, arg=expected)
     assert editor_text(a) == editor_text(b)
     assert editor_text(a).startswith(expected)
 
@@ -155,9 +162,7 @@ def test_two_users_edit_one_note(new_page: Any, web_server: WebServer) -> None:
     c = new_page()
     sign_in(c, cy["email"])
     c.goto(f"/notes/{note_id}")
-    c.wait_for_function(
-        "(t) => document.querySelector('[data-testid=note-editor]')?.textContent.includes(t)", arg=expected
-    )
+    c.wait_for_function(SHOWS_TEXT, arg=expected)
     c.get_by_test_id("note-editor").get_by_text("Ship the web client").click()
     a.locator(".ProseMirror-yjs-cursor", has_text="Cy").wait_for()
     a.mouse.move(5, 5)
@@ -166,9 +171,7 @@ def test_two_users_edit_one_note(new_page: Any, web_server: WebServer) -> None:
     # The text survives: a fresh tab joins and gets the stored state.
     d = new_page(b.context)
     d.goto(f"/notes/{note_id}")
-    d.wait_for_function(
-        "(t) => document.querySelector('[data-testid=note-editor]')?.textContent.includes(t)", arg=expected
-    )
+    d.wait_for_function(SHOWS_TEXT, arg=expected)
 
 
 def test_unknown_page_deep_link_after_sign_in(new_page: Any, web_server: WebServer) -> None:
