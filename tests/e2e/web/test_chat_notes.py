@@ -22,26 +22,22 @@ def persisted_answer(server: WebServer, token: str, chat_id: str, message_id: st
     return chat["chat"]["history"]["messages"][message_id]  # type: ignore[no-any-return]
 
 
-# Whether the note's text, without other people's cursor labels (a remote cursor is drawn inside the text it sits
-# in), includes `t`.
-SHOWS_TEXT = """(t) => {
+# The note's text as shown, without other people's cursor labels (a remote cursor is drawn inside the text it
+# sits in); null while there is no editor.
+SHOWN_TEXT = """() => {
     const editor = document.querySelector('[data-testid=note-editor]');
-    if (!editor) return false;
+    if (!editor) return null;
     const copy = editor.cloneNode(true);
     copy.querySelectorAll('.ProseMirror-yjs-cursor').forEach((c) => c.remove());
-    return copy.textContent.includes(t);
+    return copy.textContent;
 }"""
+# Whether that text includes `t` (for wait_for_function).
+SHOWS_TEXT = f"(t) => ({SHOWN_TEXT})()?.includes(t) ?? false"
 
 
 def editor_text(page: Any) -> str:
     """The note's text as shown, without the other people's cursor labels."""
-    return page.evaluate(  # type: ignore[no-any-return]
-        """() => {
-            const copy = document.querySelector('[data-testid=note-editor]').cloneNode(true);
-            copy.querySelectorAll('.ProseMirror-yjs-cursor').forEach((c) => c.remove());
-            return copy.textContent;
-        }"""
-    )
+    return page.evaluate(SHOWN_TEXT)  # type: ignore[no-any-return]
 
 
 def test_answer_streams_into_two_tabs(new_page: Any, web_server: WebServer) -> None:
